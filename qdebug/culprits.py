@@ -21,6 +21,11 @@ HEALTHY_LSB = 0.45
 AMPLIFY_GAIN = 1.5
 #: Clipping is named as the reason when it causes this share of a layer's error or more.
 CLIP_SHARE = 0.3
+#: Under this SQNR (dB) a tensor's quantization step is too coarse for its values, however
+#: small the error in LSB (a 1000-class softmax whose int8 output is all zeros).
+COARSE_DB = 10.0
+#: A layer explaining less than this share of the output's noise-to-signal is not a culprit.
+MIN_SCORE = 0.01
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,8 @@ class Culprit:
     layer: str
     index: int
     kind: str
-    """``clipping``, ``injects``, ``rounding``, ``amplifies`` or ``float island``."""
+    """``clipping``, ``injects``, ``resolution``, ``rounding``, ``amplifies`` or
+    ``float island``."""
     score: float
     """Its error relative to the output's (see docs/metrics.md); higher matters more."""
     reason: str
@@ -69,13 +75,13 @@ def find_culprits(
     inputs = {seg.output: seg.inputs for seg in build_segments(layers)}
     found: list[Culprit] = []
     for i, r in enumerate(layers):
-        if not r.measured:
+        if not r.ranked:
             continue
         src = [index[source_of(n, by_name)] for n in inputs.get(r.name, [])]
         f2 = float(sum(stats["sum_f2"][j] for j in src))
         in_nsr = float(sum(stats["sum_e2"][j] for j in src)) / f2 if f2 > 0 else 0.0
         score = (_nsr(float(m["sqnr_db"][i])) - in_nsr) / out_nsr
-        if score <= 0:
+        if not score >= MIN_SCORE:  # explains nothing (or NaN)
             continue
         gain = float(m["gain"][i]) if "gain" in m else math.nan
         share = float(m["local_share"][i]) if "local_share" in m else 1.0
@@ -99,7 +105,17 @@ def _why(
             f"clipping: {float(m['clip_fraction'][i]):.1%} of values outside the calibrated "
             f"range cause {clip:.0%} of its error"
         )
+    local = float(m["local_sqnr_db"][i])
+    own = float(m["sqnr_db"][i])
+    if lsb <= HEALTHY_LSB and min(local, own) < COARSE_DB:
+        return "resolution", (
+            f"values too small for the quantization step: {lsb:.2f} LSB of rounding leaves "
+            f"{min(local, own):.1f} dB"
+        )
+    if not math.isfinite(lsb):  # a float tensor has no LSB
+        where = f", {local:.1f} dB" if math.isfinite(local) else ""
+        return "injects", f"injects error{where}"
     if lsb <= HEALTHY_LSB:
         return "rounding", f"rounding noise {lsb:.2f} LSB — healthy"
-    local = float(m["local_sqnr_db"][i])
-    return "injects", f"injects {lsb:.2f} LSB of error (rounding alone is 0.29), {local:.1f} dB"
+    where = f", {local:.1f} dB" if math.isfinite(local) else ""
+    return "injects", f"injects {lsb:.2f} LSB of error (rounding alone is 0.29){where}"

@@ -64,6 +64,7 @@ def report_dict(trace: Trace) -> dict[str, Any]:
                 "saturation": _num(lm["saturation"][i]),
                 "clip_fraction": _num(lm["clip_fraction"][i]),
                 "tensor_index": r.tensor_index,
+                "ops": r.ops,
                 **{k: _num(v[i]) for k, v in lm.items() if k not in _LAYER_METRICS},
             }
         )
@@ -79,7 +80,9 @@ def report_dict(trace: Trace) -> dict[str, Any]:
             "converter": meta.get("converter"),
             "tflite_source": meta.get("tflite_source"),
             "kernels": meta.get("kernels"),
+            "deployed": meta.get("deployed"),
         },
+        "view": trace.view,
         "versions": {k: v for k, v in meta.items() if k.endswith("_version")},
         "samples": trace.n_samples,
         "run": {
@@ -104,14 +107,40 @@ def report_dict(trace: Trace) -> dict[str, Any]:
             for c in trace.culprits()
         ],
         "layers": layers,
+        "ops": op_rows(trace),
     }
 
 
 def worst_layers(trace: Trace, n: int = 5) -> list[tuple[int, float]]:
-    """(index, SQNR dB) of the ``n`` measured layers with the lowest SQNR."""
+    """(index, SQNR dB) of the ``n`` ranked layers (matched and verified) with the lowest
+    SQNR; a layer whose tensor could not be verified never appears."""
     sq = trace.layer_metrics()["sqnr_db"]
-    idx = [i for i in np.argsort(np.where(np.isnan(sq), np.inf, sq)) if not np.isnan(sq[i])]
+    ok = [not np.isnan(v) and trace.layers[i].ranked for i, v in enumerate(sq)]
+    idx = [i for i in np.argsort(np.where(np.isnan(sq), np.inf, sq)) if ok[i]]
     return [(int(i), float(sq[i])) for i in idx[:n]]
+
+
+def op_rows(trace: Trace) -> list[dict[str, Any]]:
+    """Every op of the deployed model with its metrics (empty for traces before schema 1.2)."""
+    om = trace.op_metrics()
+    return [
+        {
+            "index": i,
+            "op_index": o.index,
+            "op": o.op_type,
+            "name": o.name,
+            "tensor": o.tensor_name,
+            "layer": o.layer,
+            "status": o.status,
+            "inputs": o.inputs,
+            "dtype": o.dtype,
+            "scale": _num(o.scale),
+            "zero_point": o.zero_point,
+            "has_local": o.has_local,
+            **{k: _num(v[i]) for k, v in om.items()},
+        }
+        for i, o in enumerate(trace.ops)
+    ]
 
 
 def report_json(trace: Trace) -> str:

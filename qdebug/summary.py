@@ -8,9 +8,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from qdebug.culprits import COARSE_DB
 from qdebug.report import worst_layers
 from qdebug.store.reader import Trace
-from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED
+from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED, VIEW_OPS
 from qdebug.tui.layer_rows import printable
 
 
@@ -26,14 +27,27 @@ def _db(v: float) -> str:
 def print_summary(trace: Trace, console: Console) -> None:
     """Output SQNR, top-1 agreement, the five worst layers, and the trace path."""
     om = trace.output_metrics()
-    console.print(
-        f"[bold]{_safe(trace.model_name)}[/]  {trace.n_samples} samples, "
-        f"{len(trace.layers)} layers ({_safe(str(trace.meta.get('keras_flavour')))})"
+    rows = (
+        f"{len(trace.layers)} ops (no Keras layer graph: rows are the model's ops)"
+        if trace.view == VIEW_OPS
+        else f"{len(trace.layers)} layers, {len(trace.ops)} ops"
+        if trace.ops
+        else f"{len(trace.layers)} layers"
     )
+    console.print(
+        f"[bold]{_safe(trace.model_name)}[/]  {trace.n_samples} samples, {rows} "
+        f"({_safe(str(trace.meta.get('keras_flavour')))})"
+    )
+    deployed = trace.meta.get("deployed")
+    if isinstance(deployed, str) and deployed:
+        console.print(f"  deployed model: {_safe(deployed)}")
     for j, o in enumerate(trace.outputs):
-        line = f"  output {_safe(o.name)}: SQNR {_db(om['sqnr_db'][j])}"
+        sq = float(om["sqnr_db"][j])
+        line = f"  output {_safe(o.name)}: SQNR {_db(sq)}"
         if not math.isnan(om["top1_agreement"][j]):
             line += f", top-1 agreement {om['top1_agreement'][j] * 100:.1f}%"
+        if sq < COARSE_DB:
+            line += " [red](broken: the int8 output has lost the signal)[/]"
         console.print(line)
     statuses = [r.status for r in trace.layers]
     flagged = statuses.count(STATUS_UNVERIFIED) + statuses.count(STATUS_UNMATCHED)
@@ -50,10 +64,16 @@ def print_summary(trace: Trace, console: Console) -> None:
         )
     for w in trace.meta.get("warnings", []) or []:
         console.print(f"  [yellow]warning:[/] {_safe(str(w))}", soft_wrap=True)
-    table = Table(title="worst layers (accumulated SQNR)", title_justify="left", box=None)
-    for col in ("layer", "class", "op", "SQNR", "RMSE (LSB)", "saturation"):
+    title = "worst ops" if trace.view == VIEW_OPS else "worst layers"
+    table = Table(title=f"{title} (accumulated SQNR)", title_justify="left", box=None)
+    ops_view = trace.view == VIEW_OPS
+    cols = ("op", "SQNR", "RMSE (LSB)", "saturation")
+    for col in (("name",) if ops_view else ("layer", "class")) + cols:
         table.add_column(
-            col, justify="right" if col in ("SQNR", "RMSE (LSB)", "saturation") else "left"
+            col,
+            justify="right" if col in cols[1:] else "left",
+            overflow="fold",  # whole names at any width: wrapped, never cut
+            no_wrap=col not in ("layer", "name"),
         )
     lm = trace.layer_metrics()
     for i, sq in worst_layers(trace):
@@ -61,7 +81,7 @@ def print_summary(trace: Trace, console: Console) -> None:
         rmse = lm["rmse_lsb"][i]
         table.add_row(
             _safe(r.name),
-            _safe(r.class_name),
+            *(() if ops_view else (_safe(r.class_name),)),
             _safe(r.op_type),
             _db(sq),
             "—" if math.isnan(rmse) else f"{rmse:.2f}",

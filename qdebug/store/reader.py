@@ -28,10 +28,14 @@ from qdebug.errors import TraceFileError
 from qdebug.store.schema import (
     FORMAT_NAME,
     LAYER_COLUMNS,
+    LAYER_OPTIONAL,
+    OP_COLUMNS,
     OUTPUT_COLUMNS,
     SCHEMA_MAJOR,
     SCHEMA_VERSION,
+    VIEW_LAYERS,
     LayerRecord,
+    OpRecord,
     OutputRecord,
 )
 
@@ -86,6 +90,12 @@ def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
+def _is_index_list(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_ROWS for v in value
+    )
+
+
 def _is_shape(value: Any) -> bool:
     return isinstance(value, list) and all(
         v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in value
@@ -96,6 +106,8 @@ def _is_shape(value: Any) -> bool:
 _JSON_CHECKS: dict[str, Callable[[Any], bool]] = {
     "inbound": _is_str_list,
     "output_shape": _is_shape,
+    "ops": _is_index_list,
+    "inputs": _is_index_list,
 }
 
 
@@ -321,11 +333,18 @@ class Trace:
         return [_text(v) for v in self._read(key, (n,), "s")]
 
     def _read_table(
-        self, group: str, columns: Mapping[str, str], cls: type, limit: int
+        self,
+        group: str,
+        columns: Mapping[str, str],
+        cls: type,
+        limit: int,
+        optional: tuple[str, ...] = (),
     ) -> list[Any]:
         g = self._f.get(group)
         if not isinstance(g, h5py.Group):
             raise self._corrupt(f"{group} is missing")
+        # Columns added by a later minor version are absent from older traces: their defaults.
+        columns = {c: k for c, k in columns.items() if c not in optional or c in g}
         n: int | None = None
         for col in columns:
             ds = self._dataset(f"{group}/{col}", "s" if columns[col] in "sj" else _NUMERIC)
@@ -401,8 +420,16 @@ class Trace:
             raise self._corrupt(f"n_samples is {n}")
         self.n_samples = int(n)
         self.layers: list[LayerRecord] = self._read_table(
-            "layers", LAYER_COLUMNS, LayerRecord, MAX_ROWS
+            "layers", LAYER_COLUMNS, LayerRecord, MAX_ROWS, LAYER_OPTIONAL
         )
+        self.ops: list[OpRecord] = (
+            self._read_table("ops", OP_COLUMNS, OpRecord, MAX_ROWS) if "ops" in f else []
+        )
+        if any(i >= len(self.ops) for r in self.layers for i in r.ops) or any(
+            i >= len(self.ops) for o in self.ops for i in o.inputs
+        ):
+            raise self._corrupt("a row refers to an op the table does not have")
+        self.view = _text(f.attrs.get("view", VIEW_LAYERS))
         n_layers = len(self.layers)
         self.outputs: list[OutputRecord] = self._read_table(
             "outputs", OUTPUT_COLUMNS, OutputRecord, n_layers
@@ -410,6 +437,8 @@ class Trace:
         self._index = {r.name: i for i, r in enumerate(self.layers)}
         for part, width in (("layers", n_layers), ("outputs", len(self.outputs))):
             self._check_stats(f"metrics/{part}", width)
+        if self.ops:
+            self._check_stats("metrics/ops", len(self.ops), per_sample=False)
         top1 = self._dataset("metrics/outputs/top1_match")
         self._check_shape(top1, (self.n_samples, len(self.outputs)))
         self._check_storage(top1)
@@ -421,9 +450,10 @@ class Trace:
                 f"{len(self.stored_samples)} stored samples but n_samples is {self.n_samples}"
             )
 
-    def _check_stats(self, group: str, width: int) -> None:
+    def _check_stats(self, group: str, width: int, per_sample: bool = True) -> None:
         """Per-sample statistics (samples, width) and pooled metrics (width,), from metadata."""
-        for sub, shape in (("per_sample", (self.n_samples, width)), ("pooled", (width,))):
+        parts = [("per_sample", (self.n_samples, width))] if per_sample else []
+        for sub, shape in (*parts, ("pooled", (width,))):
             g = self._f.get(f"{group}/{sub}")
             if not isinstance(g, h5py.Group):
                 raise self._corrupt(f"{group}/{sub} is missing")
@@ -517,6 +547,16 @@ class Trace:
             with np.errstate(invalid="ignore", over="ignore"):
                 out["range_use"] = np.where(np.isfinite(hi - lo), (hi - lo) / 255.0, np.nan)
         return out
+
+    @_guarded("the op metrics")
+    def op_metrics(self) -> dict[str, np.ndarray]:
+        """Pooled metrics of every op of ``ops``, each an array of shape (ops,); NaN where the
+        op has no metrics. Empty for traces without an op table (schema ≤ 1.1)."""
+        if not self.ops:
+            return {}
+        n = len(self.ops)
+        key = "metrics/ops/pooled"
+        return {k: self._float(f"{key}/{k}", (n,)) for k in metrics.METRICS if k in self._f[key]}
 
     def layer_sample_metrics(self, name: str, layer: int | str | None = None) -> np.ndarray:
         """One metric per sample and layer, shape (samples, layers); with ``layer``, only that
@@ -668,9 +708,11 @@ class Trace:
             raise self._corrupt(f"{key} names layers the trace does not have")
         layer, kind, reason = (self._strings(f"{key}/{c}", n) for c in ("layer", "kind", "reason"))
         score = self._float(f"{key}/score", (n,))
+        # Older tracers ranked rows whose tensor was never verified: never show those.
         return [
             Culprit(a, int(b), c, float(d), e)
             for a, b, c, d, e in zip(layer, index, kind, score, reason, strict=True)
+            if self.layers[int(b)].ranked and math.isfinite(float(d))
         ]
 
     @_guarded("the weight statistics")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 
 FORMAT_NAME = "qdebug-trace"
 #: ``major.minor``. Readers refuse another major; a newer minor only adds things.
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 
 #: Match statuses of a layer (column ``status`` of ``/layers``).
@@ -29,6 +29,14 @@ STATUSES = (
 )
 #: Statuses whose layer has a tensor of its own, hence metrics.
 MEASURED = (STATUS_MATCHED, STATUS_INPUT, STATUS_UNVERIFIED)
+#: Statuses whose metrics may be ranked (worst layers, culprits, summary, diff verdicts): an
+#: ``unverified`` row (written by schema ≤ 1.1 tracers) may hold another tensor's numbers.
+RANKED = (STATUS_MATCHED, STATUS_INPUT)
+
+#: The two views a trace can have (root attribute ``view``): Keras layers over the op graph,
+#: or the ops themselves when the model has no Keras layer graph.
+VIEW_LAYERS = "layers"
+VIEW_OPS = "ops"
 
 
 @dataclass
@@ -55,11 +63,19 @@ class LayerRecord:
     match_rel_error: float = math.nan
     """‖keras − twin‖ / ‖keras‖ on the verification samples."""
     float_island: bool = False
+    ops: list[int] = field(default_factory=list)
+    """Rows of ``/ops`` this layer lowered to, in execution order; the last one computes its
+    tensor. Empty for layers without ops of their own (schema 1.2; empty in older traces)."""
 
     @property
     def measured(self) -> bool:
         """Whether the layer has a tensor of its own and therefore metrics."""
         return self.status in MEASURED
+
+    @property
+    def ranked(self) -> bool:
+        """Whether the layer's metrics may appear in rankings (matched and verified)."""
+        return self.status in RANKED
 
 
 #: Columns of ``/layers`` in order, with the HDF5 kind of each: s=string, j=JSON string,
@@ -79,7 +95,10 @@ LAYER_COLUMNS: dict[str, str] = {
     "zero_point": "i",
     "match_rel_error": "f",
     "float_island": "b",
+    "ops": "j",
 }
+#: Columns a reader fills with their default when an older trace lacks them.
+LAYER_OPTIONAL = ("ops",)
 
 assert list(LAYER_COLUMNS) == [f.name for f in fields(LayerRecord)]
 
@@ -107,3 +126,56 @@ OUTPUT_COLUMNS: dict[str, str] = {
     "classifier": "b",
 }
 assert list(OUTPUT_COLUMNS) == [f.name for f in fields(OutputRecord)]
+
+
+#: Op statuses (column ``status`` of ``/ops``).
+OP_MEASURED = "measured"  # an activation tensor compared with the float twin's
+OP_INTEGER = "integer"  # computes integer values (shapes, indices): nothing to compare
+OP_UNMAPPED = "unmapped"  # no counterpart in the float twin (e.g. the output's DEQUANTIZE)
+OP_HIDDEN = "hidden"  # run inside a delegate: its tensor is not readable
+
+
+@dataclass
+class OpRecord:
+    """One operator of the deployed model, in execution order (a row of ``/ops``)."""
+
+    index: int
+    """The op's index in the ``.tflite`` subgraph."""
+    op_type: str
+    name: str
+    """A readable label: the op's scope in the model (``block1/conv``), unique in the table."""
+    tensor_name: str
+    tensor_index: int
+    dtype: str
+    scale: float = math.nan
+    zero_point: int = 0
+    inputs: list[int] = field(default_factory=list)
+    """Rows of ``/ops`` whose tensors this op consumes (graph inputs: the QUANTIZE row)."""
+    layer: str = ""
+    """The Keras layer this op belongs to (``""``: none, or no layer view)."""
+    status: str = OP_MEASURED
+    has_local: bool = False
+    """Whether the local error was measured (the float op fed the quantized model's own
+    dequantized inputs, from the converter's numeric-verify model)."""
+
+    @property
+    def measured(self) -> bool:
+        """Whether the op has metrics."""
+        return self.status == OP_MEASURED
+
+
+OP_COLUMNS: dict[str, str] = {
+    "index": "i",
+    "op_type": "s",
+    "name": "s",
+    "tensor_name": "s",
+    "tensor_index": "i",
+    "dtype": "s",
+    "scale": "f",
+    "zero_point": "i",
+    "inputs": "j",
+    "layer": "s",
+    "status": "s",
+    "has_local": "b",
+}
+assert list(OP_COLUMNS) == [f.name for f in fields(OpRecord)]

@@ -23,9 +23,11 @@ from qdebug.errors import QdebugError
 from qdebug.store.schema import (
     FORMAT_NAME,
     LAYER_COLUMNS,
+    OP_COLUMNS,
     OUTPUT_COLUMNS,
     SCHEMA_VERSION,
     LayerRecord,
+    OpRecord,
     OutputRecord,
 )
 
@@ -130,14 +132,15 @@ def _json_attr(value: Any) -> str:
 class _StatsTable:
     """Per-sample statistics of ``width`` tensors, appended in batches; pooled sums in memory."""
 
-    def __init__(self, group: h5py.Group, width: int) -> None:
+    def __init__(self, group: h5py.Group, width: int, per_sample: bool = True) -> None:
         self.width = width
         self.rows = 0
-        self.per_sample = group.create_group("per_sample")
+        self.keep_samples = per_sample
+        self.per_sample = group.create_group("per_sample") if per_sample else None
         self.pooled_group = group.create_group("pooled")
         self.sums: dict[str, np.ndarray] = {}
-        for stat in metrics.STATS:
-            self.per_sample.create_dataset(
+        for stat in metrics.STATS if per_sample else ():
+            self.per_sample.create_dataset(  # type: ignore[union-attr]
                 stat,
                 shape=(0, width),
                 maxshape=(None, width),
@@ -152,9 +155,10 @@ class _StatsTable:
                 values = np.full((batch, self.width), np.nan)
             else:
                 values = np.asarray(stats[stat], dtype=np.float64).reshape(batch, self.width)
-            ds = self.per_sample[stat]
-            ds.resize(self.rows + batch, axis=0)
-            ds[self.rows : self.rows + batch] = values
+            if self.per_sample is not None:
+                ds = self.per_sample[stat]
+                ds.resize(self.rows + batch, axis=0)
+                ds[self.rows : self.rows + batch] = values
             pooled = metrics.pool({stat: values})[stat]
             if stat not in self.sums:
                 self.sums[stat] = pooled
@@ -194,11 +198,14 @@ class TraceWriter:
         tflite: bytes,
         float_islands: Sequence[Mapping[str, Any]],
         store_samples: int,
+        ops: Sequence[OpRecord] = (),
     ) -> None:
         self.path = Path(path)
         self.tmp = partial_path(self.path)
         self.layers = list(layers)
         self.outputs = list(outputs)
+        self.ops = ops
+        """Written at ``commit`` (the tracer fills in which ops got a local error)."""
         self.input_names = list(input_names)
         self.store_samples = int(store_samples)
         self._stored = 0
@@ -237,6 +244,11 @@ class TraceWriter:
         m = f.create_group("metrics")
         self._layer_stats = _StatsTable(m.create_group("layers"), len(self.layers))
         self._output_stats = _StatsTable(m.create_group("outputs"), len(self.outputs))
+        self._op_stats = (
+            _StatsTable(m.create_group("ops"), len(self.ops), per_sample=False)
+            if self.ops
+            else None
+        )
         self._top1 = m["outputs"].create_dataset(
             "top1_match",
             shape=(0, len(self.outputs)),
@@ -281,9 +293,13 @@ class TraceWriter:
         layer_stats: Mapping[str, np.ndarray],
         output_stats: Mapping[str, np.ndarray],
         top1: np.ndarray,
+        op_stats: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Append the statistics of a batch of samples: layers (B, L), outputs (B, O)."""
+        """Append the statistics of a batch of samples: layers (B, L), outputs (B, O), ops
+        (B, ops; pooled only)."""
         self._layer_stats.append(layer_stats)
+        if self._op_stats is not None and op_stats is not None:
+            self._op_stats.append(op_stats)
         self._output_stats.append(output_stats)
         n = self._top1.shape[0]
         self._top1.resize(n + top1.shape[0], axis=0)
@@ -399,6 +415,9 @@ class TraceWriter:
         scales = np.array([r.scale for r in self.layers], dtype=np.float64)
         layer_m = self._layer_stats.finish(scales)
         out_m = self._output_stats.finish(np.array([o.scale for o in self.outputs], dtype=float))
+        if self._op_stats is not None:
+            self._op_stats.finish(np.array([o.scale for o in self.ops], dtype=np.float64))
+            write_table(f.create_group("ops"), self.ops, OP_COLUMNS)
         out_sqnr = float(out_m["sqnr_db"][0]) if self.outputs else float("nan")
         sums = self._layer_stats.sums
         if sums:

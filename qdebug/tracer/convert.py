@@ -7,6 +7,7 @@ import difflib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,10 @@ _OP_FIXES: dict[str, str] = {
 
 
 def _converter(model: Any) -> Any:
+    """The converter for a Keras model, or for a SavedModel folder given as a ``Path``."""
     tf = import_tf()
+    if isinstance(model, Path):
+        return tf.lite.TFLiteConverter.from_saved_model(str(model))
     return tf.lite.TFLiteConverter.from_keras_model(model)
 
 

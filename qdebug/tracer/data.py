@@ -20,6 +20,14 @@ class InputSpec:
 
     name: str
     shape: tuple[int | None, ...]
+    dtype: str = "float32"
+    """``float32``, or an integer/bool type for inputs that are ids or masks (passed through
+    unscaled)."""
+
+    @property
+    def is_float(self) -> bool:
+        """Whether the input takes real values (else ids, indices or masks)."""
+        return np.dtype(self.dtype).kind == "f"
 
     def describe(self, batch: bool = True) -> str:
         """The shape as users write it, with a leading ``N`` when ``batch``."""
@@ -43,6 +51,8 @@ class SampleSource:
     length: int | None = None
     limit: int | None = None
     warnings: list[str] = field(default_factory=list)
+    taken: int = 0
+    """Samples the last complete iteration gave (what calibration really used)."""
 
     def __len__(self) -> int:
         n = self.length if self.length is not None else 0
@@ -64,6 +74,7 @@ class SampleSource:
             count += 1
         if count == 0:
             raise DataError(f"{self.description} holds no samples", "give at least one sample")
+        self.taken = count
 
     def _warn(self, text: str) -> None:
         if text not in self.warnings:
@@ -77,6 +88,9 @@ class SampleSource:
             where = f"sample {i} of {self.description}"
             if len(self.inputs) > 1:
                 where += f", input '{spec.name}'"
+            if not spec.is_float:
+                out.append(self._integral(where, x, spec))
+                continue
             if x.dtype == np.float64:
                 self._warn(
                     f"{self.description}: float64 data cast to float32 (TFLite models take "
@@ -102,6 +116,29 @@ class SampleSource:
                 raise DataError(f"{where} contains {bad}", "remove or fix that sample")
             out.append(x)
         return out
+
+    def _integral(self, where: str, x: np.ndarray, spec: InputSpec) -> np.ndarray:
+        """An id/index/mask input: integral values, cast to the input's type, never scaled."""
+        if x.dtype.kind == "f" and not (np.all(np.isfinite(x)) and np.all(x == np.round(x))):
+            raise DataError(
+                f"{where} holds non-integral values, the model's input '{spec.name}' takes "
+                f"{spec.dtype} (token ids, indices or a mask)",
+                f"give the ids themselves, e.g. ids.astype('{spec.dtype}')",
+            )
+        if x.dtype.kind not in "biuf":
+            raise DataError(
+                f"{where} has dtype {x.dtype}, the model's input '{spec.name}' takes {spec.dtype}",
+                f"give an array of {spec.dtype}",
+            )
+        if len(x.shape) != len(spec.shape) or any(
+            d is not None and d != s for d, s in zip(spec.shape, x.shape, strict=False)
+        ):
+            raise DataError(
+                f"{where} has shape {tuple(x.shape)}, the model expects "
+                f"{spec.describe(batch=False)} per sample",
+                f"give an array of shape {spec.describe()}",
+            )
+        return x.astype(spec.dtype)
 
     def _split(self, i: int, raw: Any) -> list[Any]:
         n = len(self.inputs)

@@ -110,7 +110,9 @@ class LayerGraph:
                 f"model {model.name!r} has no defined inputs",
                 "build it with keras.Input(...) or call model.build(input_shape) first",
             )
-        layers = list(model.layers)
+        # Keras 3 keeps the ops a functional model applies to tensors (``x * y``, ``x + 3``)
+        # in ``operations`` only: without them a layer consuming one has a missing input.
+        layers = list(getattr(model, "operations", None) or model.layers)
         for t in inputs:
             il = _history_layer(t)
             if il is not None and all(il is not x for x in layers):
@@ -168,6 +170,12 @@ class LayerGraph:
         return self._by_name[name]
 
 
+def input_dtype(tensor: Any) -> str:
+    """A model input's dtype name (``float32``, ``int32``, ...), for either Keras."""
+    dtype = getattr(tensor, "dtype", "float32")
+    return str(getattr(dtype, "name", dtype))
+
+
 def _outputs(model: Any) -> list[Any]:
     return _flatten_tensors(model.outputs)
 
@@ -187,7 +195,10 @@ class Probe:
             import tf_keras as K
         self.graph = graph
         self._plan = self._build(graph.model, "", K)
-        in_specs = [tf.TensorSpec([None, *_shape(t)[1:]], tf.float32) for t in graph.model.inputs]
+        in_specs = [
+            tf.TensorSpec([None, *_shape(t)[1:]], tf.as_dtype(input_dtype(t)))
+            for t in graph.model.inputs
+        ]
         self._fn = tf.function(
             self._run, input_signature=in_specs, reduce_retracing=True, autograph=False
         )

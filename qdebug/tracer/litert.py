@@ -123,6 +123,9 @@ class LiteModel:
         inputs are quantized with the input's own scale and zero point."""
         for d, x in zip(self.input_details, inputs, strict=True):
             info = self.tensors[int(d["index"])]
+            if info.qp is None and info.dtype.kind in "biu":  # ids and masks: as they are
+                self.interp.set_tensor(int(d["index"]), np.asarray(x).astype(info.dtype)[None])
+                continue
             value = np.asarray(x, dtype=np.float32)[None]
             if info.qp is not None:
                 qp = info.qp
@@ -140,10 +143,39 @@ class LiteModel:
 
     def float_islands(self) -> list[OpInfo]:
         """Compute ops whose outputs are float32 in an otherwise integer model."""
-        if not any(t.qp is not None for t in self.tensors.values()):
+        if not self.quantized_activations():
             return []
         return [
             op
             for op in self.compute_ops()
             if any(self.tensors[t].dtype == np.float32 for t in op.outputs)
         ]
+
+    def quantized_activations(self) -> bool:
+        """Whether any op computes integer-quantized values (not only weights)."""
+        return any(
+            self.tensors[t].qp is not None for op in self.compute_ops() for t in op.outputs
+        )
+
+    def describe(self) -> str:
+        """What the deployed model is, in one phrase (full INT8, int16x8, dynamic range...)."""
+        outs = [self.tensors[t] for op in self.compute_ops() for t in op.outputs]
+        kinds = {t.dtype.name for t in outs if t.qp is not None}
+        if "int16" in kinds:
+            return "int16x8 (16-bit activations, 8-bit weights)"
+        if kinds:
+            return "full integer (int8 activations and weights)"
+        consts = [
+            self.tensors[i]
+            for op in self.ops
+            for i in op.inputs
+            if i >= 0 and i not in self.producer and i not in self.input_indices
+        ]
+        if any(t.dtype == np.int8 for t in consts):
+            return (
+                "dynamic range (int8 weights, float activations): the error measured is the "
+                "weights' alone"
+            )
+        if any(t.dtype == np.float16 for t in consts):
+            return "float16 weights, float activations: the error measured is the weights' alone"
+        return "float (not quantized)"

@@ -16,6 +16,9 @@ from qdebug.errors import ModelLoadError
 
 KERAS3 = "keras3"
 TF_KERAS = "tf_keras"
+#: Models without a Keras layer graph: traced in the op view.
+SAVED_MODEL = "saved_model"
+TFLITE = "tflite"
 
 
 @dataclass
@@ -23,11 +26,18 @@ class LoadedModel:
     """A model and where it came from."""
 
     model: Any
+    """The Keras model, a SavedModel folder's path, or a float ``.tflite``'s bytes."""
     flavour: str
-    """``keras3`` or ``tf_keras``."""
+    """``keras3`` or ``tf_keras``; ``saved_model`` or ``tflite`` for a model without Keras
+    layers."""
     name: str
     source: str
     sha256: str
+
+    @property
+    def is_keras(self) -> bool:
+        """Whether the model is a Keras object (it may still lack a layer graph)."""
+        return self.flavour in (KERAS3, TF_KERAS)
 
 
 def flavour_of(model: Any) -> str:
@@ -165,11 +175,18 @@ def load_model(spec: str, *, trust_code: bool = False) -> LoadedModel:
             if not (path / "saved_model.pb").exists():
                 raise ModelLoadError(
                     f"{path} is a folder without saved_model.pb",
-                    "give a tf_keras SavedModel folder",
+                    "give a SavedModel folder (tf_keras, tf.saved_model.save or "
+                    "model.export())",
                 )
-            import tf_keras
-
-            model, flavour = tf_keras.models.load_model(path, compile=False), TF_KERAS
+            return _load_saved_model(path)
+        elif suffix == ".tflite":
+            content = path.read_bytes()
+            if content[4:8] != b"TFL3":
+                raise ModelLoadError(
+                    f"{path} is not a .tflite model (no TFL3 identifier)",
+                    "give the float .tflite model",
+                )
+            return LoadedModel(content, TFLITE, path.stem, str(path), _sha256_path(path))
         elif suffix == ".keras":
             if not zipfile.is_zipfile(path):
                 raise ModelLoadError(
@@ -208,6 +225,20 @@ def load_model(spec: str, *, trust_code: bool = False) -> LoadedModel:
     except Exception as exc:
         raise _translate_load_error(path, exc) from exc
     return LoadedModel(model, flavour, model.name, str(path), _sha256_path(path))
+
+
+def _load_saved_model(path: Path) -> LoadedModel:
+    """A tf_keras SavedModel as Keras layers; any other SavedModel (``tf.Module``, Keras 3
+    ``model.export()``) as an op graph converted from the folder itself."""
+    import tf_keras
+
+    try:
+        model = tf_keras.models.load_model(path, compile=False)
+    except Exception:
+        model = None
+    if model is not None and getattr(model, "layers", None) and getattr(model, "inputs", None):
+        return LoadedModel(model, TF_KERAS, model.name, str(path), _sha256_path(path))
+    return LoadedModel(path, SAVED_MODEL, path.name, str(path), _sha256_path(path))
 
 
 def wrap_live_model(model: Any) -> LoadedModel:

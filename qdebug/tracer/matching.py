@@ -105,6 +105,10 @@ def match_layers(
 ) -> list[LayerRecord]:
     """One ``LayerRecord`` per layer of ``graph``, in its order.
 
+    A layer is matched only to a tensor that holds its value (checked numerically). A layer
+    whose value no tensor holds is computed inside a later op (``fused``), never given the
+    nearest-named tensor: that tensor would be another value, and its numbers a false culprit.
+
     Args:
         keras_values: each layer's output on the verification samples, (V, ...).
         twin_values: the twin's float tensors on the same samples, (V, ...), by tensor index.
@@ -115,7 +119,6 @@ def match_layers(
         by_size.setdefault(int(np.prod(v.shape[1:])), []).append(idx)
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     choices: dict[str, _Choice] = {}
-    near: dict[str, _Choice] = {}
     for node in graph.nodes:
         k = keras_values.get(node.name)
         if k is None:
@@ -135,8 +138,6 @@ def match_layers(
                     -best.rel,
                 ):
                     best = c
-            elif c.depth >= 0 and (node.name not in near or c.depth > near[node.name].depth):
-                near[node.name] = c
         if best is not None:
             choices[node.name] = best
 
@@ -162,9 +163,6 @@ def match_layers(
             rec.status = STATUS_FOLDED
             rec.related = owners[chosen.tensor]
             rec.match_rel_error = chosen.rel
-        elif node.name in near:
-            rec.status = STATUS_UNVERIFIED
-            _attach(rec, near[node.name], twin, int8, mapping)
         records[node.name] = rec
     _resolve_fused(graph, records)
     return [records[n.name] for n in graph.nodes]
@@ -187,9 +185,7 @@ def _attach(
     rec.dtype = str(info.dtype)
     if info.qp is not None:
         rec.scale, rec.zero_point = info.qp.scale, info.qp.zero_point
-    rec.float_island = info.dtype == np.float32 and any(
-        t.qp is not None for t in int8.tensors.values()
-    )
+    rec.float_island = info.dtype == np.float32 and int8.quantized_activations()
 
 
 def _resolve_fused(graph: LayerGraph, records: dict[str, LayerRecord]) -> None:

@@ -55,12 +55,18 @@ class Measurer:
         runner: SegmentRunner | None,
         sources: dict[str, int],
         worst_k: int = 8,
+        local_inputs: dict[int, list[int]] | None = None,
     ) -> None:
         self.records = records
         self.outputs = outputs
         self.qps = qps
         self.runner = runner
         self.sources = sources
+        self.pad_to = 1
+        """Batch size every segment re-run is padded to (the tracer's ``--batch-size``)."""
+        self.local_inputs = local_inputs or {}
+        """Per record given f(x̂) from outside (the numeric-verify model): the records whose
+        tensors are its inputs."""
         self.index = {r.name: i for i, r in enumerate(records)}
         self.channels: dict[int, ChannelSums] = {}
         self.float_min = np.full(len(records), np.inf)
@@ -78,8 +84,17 @@ class Measurer:
         keras: dict[str, np.ndarray],
         raws: dict[int, np.ndarray],
         out_raws: list[tuple[np.ndarray, metrics.QuantParams | None]],
+        f_hats: dict[int, np.ndarray] | None = None,
+        out_refs: list[np.ndarray] | None = None,
     ) -> Measurements:
-        """Statistics of a batch of ``n`` samples (Keras values may be padded beyond ``n``)."""
+        """Statistics of a batch of ``n`` samples.
+
+        Args:
+            keras: the float reference per layer name (the float twin's tensors), (n, ...).
+            raws: the quantized model's tensor per measured record index.
+            f_hats: f(x̂) per record index, where it comes from the numeric-verify model.
+            out_refs: the float reference of each output (else ``keras[output.layer]``).
+        """
         layer_stats = {k: np.full((n, len(self.records)), np.nan) for k in metrics.STATS}
         deq: dict[int, np.ndarray] = {}
         for i, raw in raws.items():
@@ -101,11 +116,13 @@ class Measurer:
         local_ref: dict[int, np.ndarray] = {}
         if self.runner is not None and self.runner.segments:
             local_ref = self._decompose(n, keras, raws, deq, layer_stats)
+        if f_hats:
+            local_ref.update(self._given_local(n, keras, raws, deq, f_hats, layer_stats))
         output_stats = {k: np.full((n, len(self.outputs)), np.nan) for k in metrics.STATS}
         top1 = np.full((n, len(self.outputs)), -1, dtype=np.int8)
         for j, o in enumerate(self.outputs):
             raw, qp = out_raws[j]
-            f = keras[o.layer][:n]
+            f = out_refs[j][:n] if out_refs is not None else keras[o.layer][:n]
             st = metrics.sample_stats(f, raw, qp)
             for k, v in st.items():
                 output_stats[k][:, j] = v
@@ -123,15 +140,16 @@ class Measurer:
     ) -> dict[int, np.ndarray]:
         assert self.runner is not None
         local_ref: dict[int, np.ndarray] = {}
-        size = next(iter(keras.values())).shape[0]
+        size = max(next(iter(keras.values())).shape[0], self.pad_to)
         hat_feeds: dict[str, np.ndarray] = {}
         float_feeds: dict[str, np.ndarray] = {}
         for name in self.runner.feeds:
             src = self.sources[name]
-            x = keras[name]
+            x = keras[self.records[src].name][:n]
             xq = deq[src].reshape((n, *x.shape[1:]))
-            if size > n:  # same padding as the Keras batch, so shapes never change
+            if size > n:  # every call has the same batch size, so results never depend on it
                 xq = np.concatenate([xq, np.repeat(xq[-1:], size - n, axis=0)])
+                x = np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)])
             hat_feeds[name] = xq.astype(np.float32)
             float_feeds[name] = x.astype(np.float32)
         f_hat = self.runner(hat_feeds)
@@ -159,6 +177,32 @@ class Measurer:
                 layer_stats[k][:, i] = v
             local_ref[i] = f_hat[seg.output][:n]
         return local_ref
+
+    def _given_local(
+        self,
+        n: int,
+        refs: dict[str, np.ndarray],
+        raws: dict[int, np.ndarray],
+        deq: dict[int, np.ndarray],
+        f_hats: dict[int, np.ndarray],
+        layer_stats: dict[str, np.ndarray],
+    ) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        for i, fh in f_hats.items():
+            if i not in raws:
+                continue
+            in_e2 = np.zeros(n)
+            for j in self.local_inputs.get(i, []):
+                if j in deq:
+                    x = refs[self.records[j].name][:n]
+                    d = (deq[j].reshape(n, -1) - x.reshape(n, -1)).astype(np.float64)
+                    in_e2 += (d * d).sum(axis=1)
+            f = refs[self.records[i].name][:n]
+            st = metrics.local_stats(f, fh[:n], raws[i], self.qps[i], in_e2)
+            for k, v in st.items():
+                layer_stats[k][:, i] = v
+            out[i] = fh[:n]
+        return out
 
     def _channels(
         self, i: int, f: np.ndarray, q: np.ndarray, qp: metrics.QuantParams | None

@@ -16,17 +16,22 @@ from qdebug import __version__
 from qdebug.errors import DataError, QdebugError, TfliteModelError
 from qdebug.progress import Phases
 from qdebug.segments import build_segments
-from qdebug.store.schema import LayerRecord, OutputRecord
+from qdebug.store.schema import VIEW_LAYERS, VIEW_OPS, LayerRecord, OutputRecord
 from qdebug.store.writer import TraceWriter
 from qdebug.tracer import convert as conv
 from qdebug.tracer.data import InputSpec, SampleSource, load_data
-from qdebug.tracer.graph import LayerGraph, Probe
+from qdebug.tracer.graph import LayerGraph, Probe, input_dtype
 from qdebug.tracer.litert import LiteModel
-from qdebug.tracer.loading import LoadedModel, load_model, wrap_live_model
-from qdebug.tracer.matching import match_layers
+from qdebug.tracer.loading import TFLITE, LoadedModel, load_model, wrap_live_model
+from qdebug.tracer.matching import align_tensors, match_layers
 from qdebug.tracer.measure import Measurer, segment_sources
+from qdebug.tracer.op_measure import OpMeasurer
+from qdebug.tracer.op_view import lite_input_specs, op_outputs, wrap_subclassed
+from qdebug.tracer.oprows import OpTable, assign_layers, build_op_table, op_layer_records
 from qdebug.tracer.segments import SegmentRunner
+from qdebug.tracer.sides import Sides, lite_input_order
 from qdebug.tracer.tfenv import import_tf
+from qdebug.tracer.verify import LocalRefs, build_verify_model, pair_local_refs
 from qdebug.tracer.weights import weight_stats
 
 
@@ -93,22 +98,15 @@ def _input_specs(graph: LayerGraph) -> list[InputSpec]:
     specs = []
     for name, t in zip(graph.input_names, graph.model.inputs, strict=True):
         shape = t.shape.as_list() if hasattr(t.shape, "as_list") else list(t.shape)
-        specs.append(InputSpec(name, tuple(None if d is None else int(d) for d in shape[1:])))
+        dtype = input_dtype(t)
+        specs.append(
+            InputSpec(
+                name,
+                tuple(None if d is None else int(d) for d in shape[1:]),
+                dtype if dtype != "float64" else "float32",
+            )
+        )
     return specs
-
-
-def _lite_input_order(lite: LiteModel, names: list[str]) -> list[int]:
-    """Position in the Keras input list of each LiteRT input."""
-    if len(names) == 1:
-        return [0]
-    order: list[int] = []
-    for d in lite.input_details:
-        tname = str(d["name"])
-        hits = [i for i, n in enumerate(names) if tname in (f"serving_default_{n}:0", n)]
-        if not hits:
-            hits = [i for i, n in enumerate(names) if n in tname]
-        order.append(hits[-1] if hits else len(order))
-    return order
 
 
 def _batches(source: SampleSource, size: int) -> Iterator[list[list[np.ndarray]]]:
@@ -146,10 +144,9 @@ class Tracer:
 
     def _run(self) -> Path:
         opt = self.opt
-        model = self.loaded.model
         with self.phases.step("load data"):
-            graph = LayerGraph(model)
-            specs = _input_specs(graph)
+            graph = self._layer_graph()
+            conv_model, specs, float_bytes = self._source(graph)
             data = load_data(self.data_spec, specs, limit=opt.samples, image_range=opt.image_range)
             calib = load_data(
                 opt.calib if opt.calib is not None else self.data_spec,
@@ -158,7 +155,7 @@ class Tracer:
                 image_range=opt.image_range,
             )
             first = [s for _, s in zip(range(max(opt.verify_samples, 1)), data, strict=False)]
-        names = [n.name for n in graph.nodes]
+        names = [n.name for n in graph.nodes] if graph is not None else []
         options = conv.ConversionOptions(
             calib_samples=opt.calib_samples, int8_io=opt.int8_io,
             keep_float=tuple(opt.keep_float), scheme=opt.scheme,
@@ -186,30 +183,53 @@ class Tracer:
                 except OSError as exc:
                     raise TfliteModelError(f"{opt.tflite}: cannot read ({exc.strerror})") from exc
             with self.phases.step("convert float twin"):
-                twin_bytes = conv.convert_float(model, names)
+                twin_bytes = float_bytes or conv.convert_float(conv_model, names)
+        elif conv_model is None:
+            raise QdebugError(
+                f"{self.loaded.source} is a .tflite model: qdebug compares it with a quantized "
+                "one, it cannot convert it",
+                "give the quantized model too: --tflite INT8.tflite",
+            )
         else:
             with self.phases.step("convert to INT8"):
                 try:
                     int8_bytes, twin_bytes = conv.convert_int8_and_twin(
-                        model, representative, options, names
+                        conv_model, representative, options, names
                     )
                 except QdebugError:
                     if data_errors:
                         raise data_errors[0] from None
                     raise
-        with self.phases.step("match layers"):
+        with self.phases.step("match layers" if graph is not None else "map ops"):
             int8 = LiteModel(int8_bytes, preserve=True, xnnpack=opt.xnnpack)
             plain = LiteModel(int8_bytes, preserve=False, xnnpack=opt.xnnpack)
             twin = LiteModel(twin_bytes, preserve=True)
             self._check_inputs(int8, specs)
-            probe = Probe(graph, self.loaded.flavour)
-            keras_vals = probe(_stack(first, len(first)))
-            twin_vals = self._twin_values(twin, first, [s.name for s in specs])
-            records = match_layers(graph, keras_vals, twin, twin_vals, int8)
-            outputs, out_index = self._outputs(graph, records, int8, keras_vals, twin, twin_vals)
-            segments = build_segments(records)
-            runner = SegmentRunner(graph, segments) if segments else None
+            table = build_op_table(int8, twin, align_tensors(twin, int8))
+            local = self._local_refs(twin_bytes, int8, table, names)
+            runner: SegmentRunner | None = None
+            if graph is not None:
+                probe = Probe(graph, self.loaded.flavour)
+                keras_vals = probe(_stack(first, len(first)))
+                twin_vals = self._twin_values(twin, first, [s.name for s in specs])
+                records = match_layers(graph, keras_vals, twin, twin_vals, int8)
+                assign_layers(table, records, int8)
+                outputs, out_index = self._outputs(
+                    graph, records, int8, keras_vals, twin, twin_vals
+                )
+                segments = build_segments(records)
+                runner = SegmentRunner(graph, segments) if segments else None
+            else:
+                records = op_layer_records(table, int8)
+                for row in table.measured():
+                    table.rows[row].layer = table.rows[row].name
+                outputs, out_index = op_outputs(records, int8, twin)
             weights = weight_stats(records, twin, int8)
+        deployed = int8.describe()
+        if conv.is_quantized(twin_bytes):
+            deployed += ", from quantization-aware training (fake-quant ranges)"
+        if not int8.quantized_activations():
+            opt.warnings.append(f"the deployed model is {deployed}")
         islands = [
             {
                 "op_index": op.index,
@@ -230,10 +250,17 @@ class Tracer:
             "data_source": data.description,
             "calib_source": calib.description,
             "tflite_source": str(opt.tflite) if opt.tflite else "converted",
-            "converter": options.as_dict() if opt.tflite is None else {},
+            "converter": (
+                {**options.as_dict(), "calib_samples": calib.taken} if opt.tflite is None else {}
+            ),
             "kernels": "xnnpack" if opt.xnnpack else "builtin (deterministic)",
             "input_names": [s.name for s in specs],
+            "view": VIEW_LAYERS if graph is not None else VIEW_OPS,
+            "deployed": deployed,
+            "reference": "float twin (the converter's float model, op by op)",
+            "op_local_error": "numeric-verify model" if local else "not available",
         }
+        sides = Sides(int8, plain, twin, table, local, [s.name for s in specs])
         writer = TraceWriter(
             path,
             attrs=attrs,
@@ -243,10 +270,11 @@ class Tracer:
             tflite=int8_bytes,
             float_islands=islands,
             store_samples=opt.store_samples,
+            ops=table.rows,
         )
         with writer:
             mismatched, measurer = self._trace(
-                data, probe, int8, plain, records, outputs, out_index, writer, specs, runner
+                data, sides, records, outputs, out_index, writer, runner
             )
             with self.phases.step("write"):
                 writer.write_analysis(measurer.analysis(), weights)
@@ -258,6 +286,47 @@ class Tracer:
                     warnings=warnings,
                 )
 
+    def _layer_graph(self) -> LayerGraph | None:
+        """The Keras layer graph, or None for a model without one (op view)."""
+        if not self.loaded.is_keras:
+            return None
+        if not list(getattr(self.loaded.model, "inputs", None) or []):
+            return None  # a subclassed model: its layers are Python code, not a graph
+        return LayerGraph(self.loaded.model)
+
+    def _source(self, graph: LayerGraph | None) -> tuple[Any, list[InputSpec], bytes | None]:
+        """What the converter takes, the model's inputs, and the float ``.tflite`` when there
+        is one already (a model without Keras layers is described by its float conversion)."""
+        if graph is not None:
+            return self.loaded.model, _input_specs(graph), None
+        if self.loaded.flavour == TFLITE:
+            model, float_bytes = None, bytes(self.loaded.model)
+        else:
+            model = (
+                wrap_subclassed(self.loaded.model, self.data_spec)
+                if self.loaded.is_keras
+                else self.loaded.model
+            )
+            with self.phases.step("convert to float"):
+                float_bytes = conv.convert_float(model, [])
+        return model, lite_input_specs(LiteModel(float_bytes, preserve=False)), float_bytes
+
+    def _local_refs(
+        self, twin_bytes: bytes, int8: LiteModel, table: OpTable, names: list[str]
+    ) -> LocalRefs | None:
+        """The numeric-verify model's f(x̂) for each op, where the twin is the calibrated model
+        the deployed one was quantized from (not for a given ``--tflite``, int16x8 or QAT)."""
+        opt = self.opt
+        if opt.tflite is not None or opt.scheme != "int8" or conv.is_quantized(twin_bytes):
+            return None
+        verify_bytes = build_verify_model(
+            twin_bytes,
+            conv.keep_float_nodes(twin_bytes, opt.keep_float, names) if opt.keep_float else None,
+        )
+        if verify_bytes is None:
+            return None
+        return pair_local_refs(LiteModel(verify_bytes, preserve=True), int8, table)
+
     def _check_inputs(self, int8: LiteModel, specs: list[InputSpec]) -> None:
         shapes = int8.input_shapes()
         if len(shapes) != len(specs):
@@ -265,7 +334,7 @@ class Tracer:
                 f"the .tflite model has {len(shapes)} inputs, the Keras model {len(specs)}",
                 "give the .tflite converted from this model",
             )
-        order = _lite_input_order(int8, [s.name for s in specs])
+        order = lite_input_order(int8, [s.name for s in specs])
         for shape, pos in zip(shapes, order, strict=True):
             want = specs[pos].shape
             if len(shape) - 1 != len(want) or any(
@@ -280,7 +349,7 @@ class Tracer:
     def _twin_values(
         self, twin: LiteModel, samples: list[list[np.ndarray]], names: list[str]
     ) -> dict[int, np.ndarray]:
-        order = _lite_input_order(twin, names)
+        order = lite_input_order(twin, names)
         wanted = [
             i
             for i, t in twin.tensors.items()
@@ -343,61 +412,63 @@ class Tracer:
     def _trace(
         self,
         data: SampleSource,
-        probe: Probe,
-        int8: LiteModel,
-        plain: LiteModel,
+        sides: Sides,
         records: list[LayerRecord],
         outputs: list[OutputRecord],
         out_index: list[int],
         writer: TraceWriter,
-        specs: list[InputSpec],
         runner: SegmentRunner | None,
     ) -> tuple[int, Measurer]:
-        measured = [(i, r) for i, r in enumerate(records) if r.measured and r.tensor_index >= 0]
+        int8, table = sides.int8, sides.table
+        twin_of = {r.tensor_index: table.twin_tensor[row] for row, r in enumerate(table.rows)
+                   if row in table.twin_tensor}
+        for q, t in table.graph_inputs.items():
+            twin_of.setdefault(q, t)
+        measured = [
+            (i, r) for i, r in enumerate(records)
+            if r.measured and r.tensor_index >= 0 and r.tensor_index in twin_of
+        ]
         out_tensor = [_integer_source(int8, int8.output_indices[pos]) for pos in out_index]
+        twin_out = [sides.twin.output_indices[pos] for pos in out_index]
         qps = {i: int8.tensors[r.tensor_index].qp for i, r in measured}
         sources = segment_sources(runner.segments, records) if runner else {}
-        measurer = Measurer(records, outputs, qps, runner, sources)
-        order = _lite_input_order(int8, [s.name for s in specs])
+        row_of = {
+            i: table.row_of_tensor[r.tensor_index]
+            for i, r in measured
+            if r.tensor_index in table.row_of_tensor
+        }
+        given = _op_local_inputs(records, measured, row_of, table, runner, sides)
+        measurer = Measurer(records, outputs, qps, runner, sources, local_inputs=given)
+        measurer.pad_to = max(1, self.opt.batch_size)
+        ops = OpMeasurer(table, int8, outputs)
+        int8_wanted = {r.tensor_index for _, r in measured} | ops.int8_tensors
+        twin_wanted = {twin_of[r.tensor_index] for _, r in measured} | ops.twin_tensors
+        twin_wanted |= set(twin_out)
         mismatched = 0
         sample_no = 0
         bsz = max(1, self.opt.batch_size)
         with self.phases.bar("trace", total=data.known_length) as advance:
             for batch in _batches(data, bsz):
                 n = len(batch)
-                kv = probe(_stack(batch, bsz))
-                raws: dict[int, list[np.ndarray]] = {i: [] for i, _ in measured}
-                out_raw: list[list[np.ndarray]] = [[] for _ in outputs]
-                for sample in batch:
-                    ins = [sample[p] for p in order]
-                    int8.invoke(ins)
-                    plain.invoke(ins)
-                    for i, r in measured:
-                        raws[i].append(int8.get(r.tensor_index))
-                    for j, pos in enumerate(out_index):
-                        final = int8.get(int8.output_indices[pos])
-                        same = out_tensor[j] == int8.output_indices[pos]
-                        out_raw[j].append(final if same else int8.get(out_tensor[j]))
-                        seen = final.astype(np.float64)
-                        clean = plain.get(plain.output_indices[pos]).astype(np.float64)
-                        if not np.array_equal(seen, clean):
-                            mismatched += 1
-                            self.max_diff = max(self.max_diff, float(np.max(np.abs(seen - clean))))
-                stacked = {
-                    i: np.stack(v).reshape((n, *kv[records[i].name].shape[1:]))
-                    for i, v in raws.items()
-                }
+                got = sides.run(batch, int8_wanted, twin_wanted, out_tensor)
+                mismatched += got.mismatched
+                self.max_diff = max(self.max_diff, got.max_diff)
+                refs = {r.name: got.twin[twin_of[r.tensor_index]] for _, r in measured}
+                stacked = {i: got.int8[r.tensor_index] for i, r in measured}
                 out_stacked = [
-                    (np.stack(v).reshape(n, -1), int8.tensors[out_tensor[j]].qp)
-                    for j, v in enumerate(out_raw)
+                    (v.reshape(n, -1), int8.tensors[out_tensor[j]].qp)
+                    for j, v in enumerate(got.outputs)
                 ]
-                m = measurer.measure(n, kv, stacked, out_stacked)
-                writer.add_batch(m.layer_stats, m.output_stats, m.top1)
+                out_refs = [got.twin[t].reshape(n, -1) for t in twin_out]
+                f_hats = {i: got.local[row_of[i]] for i in given if row_of[i] in got.local}
+                m = measurer.measure(n, refs, stacked, out_stacked, f_hats, out_refs)
+                op_stats = ops.measure(n, got, out_stacked, out_refs)
+                writer.add_batch(m.layer_stats, m.output_stats, m.top1, op_stats)
                 measurer.note_worst(sample_no, m, batch)
                 for b in range(n):
                     if not writer.wants_samples:
                         break
-                    acts = {i: (kv[r.name][b], stacked[i][b]) for i, r in measured}
+                    acts = {i: (refs[r.name][b], stacked[i][b]) for i, r in measured}
                     local = {i: v[b] for i, v in m.local_ref.items()}
                     writer.store_sample(sample_no + b, batch[b], acts, local)
                 sample_no += n
@@ -405,6 +476,30 @@ class Tracer:
         if sample_no == 0:
             raise DataError(f"{data.description} holds no samples", "give at least one sample")
         return mismatched, measurer
+
+
+def _op_local_inputs(
+    records: list[LayerRecord],
+    measured: list[tuple[int, LayerRecord]],
+    row_of: dict[int, int],
+    table: OpTable,
+    runner: SegmentRunner | None,
+    sides: Sides,
+) -> dict[int, list[int]]:
+    """Rows whose local error is their op's, from the numeric-verify model: rows made of one
+    op that the Keras re-run does not cover (every row of the op view). Value: the rows whose
+    tensors feed that op."""
+    if sides.local is None:
+        return {}
+    covered = {s.output for s in runner.segments} if runner else set()
+    rec_of_row = {row: i for i, row in row_of.items()}
+    out: dict[int, list[int]] = {}
+    for i, r in measured:
+        row = row_of.get(i, -1)
+        if r.name in covered or r.ops != [row] or row not in sides.local.float_tensor:
+            continue
+        out[i] = [rec_of_row[j] for j in table.rows[row].inputs if j in rec_of_row]
+    return out
 
 
 def _integer_source(lite: LiteModel, index: int) -> int:

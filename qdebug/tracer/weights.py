@@ -94,6 +94,8 @@ def weight_stats(records: list[LayerRecord], twin: LiteModel, int8: LiteModel) -
                 continue
             if raw.shape != w.shape:
                 continue
+            if raw.ndim == 0:  # a scalar constant (hard-swish's 3, a Rescaling offset)
+                raw, w = raw.reshape(1), w.reshape(1)
             axis = int(params.get("quantized_dimension", 0)) if scales.size > 1 else 0
             shape = [1] * raw.ndim
             shape[axis] = -1

@@ -1,0 +1,112 @@
+"""What the op view needs: a model without a Keras layer graph (a subclassed model, a plain
+SavedModel, a Keras 3 ``model.export()`` folder, a float ``.tflite``) described by its float
+conversion: inputs from its input tensors, outputs from its output tensors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qdebug.errors import ModelLoadError
+from qdebug.store.schema import LayerRecord, OutputRecord
+from qdebug.tracer.data import InputSpec
+from qdebug.tracer.litert import LiteModel
+
+
+def _clean(name: str) -> str:
+    """``serving_default_image:0`` → ``image``."""
+    name = re.sub(r":\d+$", "", name)
+    return name.removeprefix("serving_default_") or name
+
+
+def lite_input_specs(lite: LiteModel) -> list[InputSpec]:
+    """The model's inputs as the float ``.tflite`` declares them."""
+    specs = []
+    for d in lite.input_details:
+        sig = d.get("shape_signature")
+        shape = [int(x) for x in (sig if sig is not None and len(sig) else d["shape"])]
+        dims = tuple(None if x < 0 else x for x in shape[1:])
+        specs.append(InputSpec(_clean(str(d["name"])), dims, np.dtype(d["dtype"]).name))
+    return specs
+
+
+def op_outputs(
+    records: list[LayerRecord], int8: LiteModel, twin: LiteModel
+) -> tuple[list[OutputRecord], list[int]]:
+    """One output record per model output (same order in both models), each naming the row
+    whose op computes it."""
+    by_tensor = {r.tensor_index: r.name for r in records}
+    outs: list[OutputRecord] = []
+    for pos, index in enumerate(int8.output_indices):
+        source = index
+        op = int8.producer.get(index)
+        if int8.tensors[index].qp is None and op is not None and op.op_type == "DEQUANTIZE":
+            source = op.inputs[0]
+        qp = int8.tensors[source].qp
+        shape = int8.tensors[index].shape
+        name = _clean(twin.tensors[twin.output_indices[pos]].name) if pos < len(
+            twin.output_indices
+        ) else f"output_{pos}"
+        outs.append(
+            OutputRecord(
+                name=name,
+                layer=by_tensor.get(source, name),
+                tensor_name=int8.tensors[index].name,
+                scale=qp.scale if qp else float("nan"),
+                zero_point=qp.zero_point if qp else 0,
+                classifier=len(shape) == 2 and shape[-1] > 1,
+            )
+        )
+    return outs, list(range(len(outs)))
+
+
+def _peek_shape(data_spec: Any) -> tuple[int, ...] | None:
+    """The per-sample shape of a ``.npy``/``.npz`` data file, without reading it."""
+    path = Path(str(data_spec))
+    try:
+        if path.suffix == ".npy" and path.is_file():
+            return tuple(np.load(path, mmap_mode="r").shape[1:])
+        if path.suffix == ".npz" and path.is_file():
+            with np.load(path) as z:
+                keys = list(z.keys())
+                if len(keys) == 1:
+                    return tuple(z[keys[0]].shape[1:])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _built_shape(model: Any) -> tuple[int, ...] | None:
+    shapes = getattr(model, "_build_shapes_dict", None)  # Keras 3
+    if isinstance(shapes, dict) and len(shapes) == 1:
+        shape = next(iter(shapes.values()))
+        if shape is not None:
+            return tuple(shape)[1:]
+    shape = getattr(model, "_build_input_shape", None)  # tf_keras
+    if shape is not None and not isinstance(shape, dict | list):
+        dims = shape.as_list() if hasattr(shape, "as_list") else list(shape)
+        return tuple(dims)[1:]
+    return None
+
+
+def wrap_subclassed(model: Any, data_spec: Any) -> Any:
+    """A subclassed model called on a ``keras.Input`` of the data's shape: a functional model
+    the converter accepts (its layers stay Python code, so the trace shows its ops)."""
+    shape = _built_shape(model) or _peek_shape(data_spec)
+    if shape is None:
+        raise ModelLoadError(
+            f"model {model.name!r} is subclassed and has no input shape",
+            "call model.build(input_shape) in its factory, or give the data as .npy/.npz",
+        )
+    import keras
+
+    if isinstance(model, keras.Model):
+        inp = keras.Input(shape=shape)
+        return keras.Model(inp, model(inp), name=model.name)
+    import tf_keras
+
+    inp = tf_keras.Input(shape=shape)
+    return tf_keras.Model(inp, model(inp), name=model.name)

@@ -1,0 +1,113 @@
+"""The interpreters a trace runs side by side on every sample, and what is read from them.
+
+- ``int8``: the deployed quantized model, every tensor preserved;
+- ``plain``: the same model without preserved tensors, to check that reading tensors did not
+  change the outputs;
+- ``twin``: the float model from the same converter (same ops, same tensor names): the float
+  reference of every op;
+- ``verify``: the converter's numeric-verify model, giving each op's f(x̂) (optional).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qdebug.tracer.litert import LiteModel
+from qdebug.tracer.oprows import OpTable
+from qdebug.tracer.verify import LocalRefs
+
+
+def lite_input_order(lite: LiteModel, names: list[str]) -> list[int]:
+    """Position in ``names`` (the model's inputs) of each LiteRT input."""
+    if len(names) == 1:
+        return [0]
+    order: list[int] = []
+    for d in lite.input_details:
+        tname = str(d["name"])
+        hits = [i for i, n in enumerate(names) if tname in (f"serving_default_{n}:0", n)]
+        if not hits:
+            hits = [i for i, n in enumerate(names) if n in tname]
+        order.append(hits[-1] if hits else len(order))
+    return order
+
+
+def _one(value: np.ndarray) -> np.ndarray:
+    """A tensor's value without its batch dimension of 1."""
+    return value[0] if value.shape[:1] == (1,) else value
+
+
+@dataclass
+class BatchValues:
+    """Per tensor index, the values of a batch (n, ...)."""
+
+    int8: dict[int, np.ndarray] = field(default_factory=dict)
+    twin: dict[int, np.ndarray] = field(default_factory=dict)
+    local: dict[int, np.ndarray] = field(default_factory=dict)
+    """Per op row, f(x̂) from the verify model."""
+    outputs: list[np.ndarray] = field(default_factory=list)
+    """Per model output, the quantized model's final tensor (n, ...)."""
+    mismatched: int = 0
+    max_diff: float = 0.0
+
+
+class Sides:
+    """Runs every interpreter on each sample and collects the tensors asked for."""
+
+    def __init__(
+        self,
+        int8: LiteModel,
+        plain: LiteModel,
+        twin: LiteModel,
+        table: OpTable,
+        local: LocalRefs | None,
+        input_names: list[str],
+    ) -> None:
+        self.int8, self.plain, self.twin, self.table, self.local = int8, plain, twin, table, local
+        self.order = lite_input_order(int8, input_names)
+        self.twin_order = lite_input_order(twin, input_names)
+        self._checked = local is None
+
+    def run(
+        self,
+        batch: Sequence[list[np.ndarray]],
+        int8_tensors: set[int],
+        twin_tensors: set[int],
+        out_tensors: list[int],
+    ) -> BatchValues:
+        """Invoke all models on each sample of ``batch`` and stack the wanted tensors."""
+        got = BatchValues()
+        per_int8: dict[int, list[np.ndarray]] = {t: [] for t in int8_tensors}
+        per_twin: dict[int, list[np.ndarray]] = {t: [] for t in twin_tensors}
+        per_local: dict[int, list[np.ndarray]] = {}
+        per_out: list[list[np.ndarray]] = [[] for _ in out_tensors]
+        for sample in batch:
+            self.int8.invoke([sample[p] for p in self.order])
+            self.plain.invoke([sample[p] for p in self.order])
+            self.twin.invoke([sample[p] for p in self.twin_order])
+            if self.local is not None:
+                self.local.model.invoke([sample[p] for p in self.order])
+                if not self._checked:
+                    self.local.check(self.int8, self.table)
+                    self._checked = True
+                for row, t in self.local.float_tensor.items():
+                    per_local.setdefault(row, []).append(_one(self.local.model.get(t)))
+            for t in per_int8:
+                per_int8[t].append(_one(self.int8.get(t)))
+            for t in per_twin:
+                per_twin[t].append(_one(self.twin.get(t)))
+            for j, t in enumerate(out_tensors):
+                per_out[j].append(self.int8.get(t))
+            for pos, t in enumerate(self.int8.output_indices):
+                seen = self.int8.get(t).astype(np.float64)
+                clean = self.plain.get(self.plain.output_indices[pos]).astype(np.float64)
+                if not np.array_equal(seen, clean):
+                    got.mismatched += 1
+                    got.max_diff = max(got.max_diff, float(np.max(np.abs(seen - clean))))
+        got.int8 = {t: np.stack(v) for t, v in per_int8.items()}
+        got.twin = {t: np.stack(v) for t, v in per_twin.items()}
+        got.local = {r: np.stack(v) for r, v in per_local.items()}
+        got.outputs = [np.stack(v) for v in per_out]
+        return got

@@ -1,0 +1,94 @@
+"""Local error of every op from the converter's own numeric-verify model.
+
+``mlir_quantize(calibrated, enable_numeric_verify=True)`` builds a model that runs every
+quantized op twice: as in the deployed model, and in float on the *dequantized outputs of the
+quantized ops before it*, joined by a ``NumericVerify`` op. The float copy's output is f(x̂), the
+op's float computation on the quantized model's own inputs — what TFLite's QuantizationDebugger
+reports. One interpreter run gives it for every op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qdebug.tracer.litert import LiteModel
+from qdebug.tracer.oprows import OpTable
+from qdebug.tracer.tfenv import captured_output
+
+VERIFY_OP = "NumericVerify"
+
+
+def build_verify_model(calibrated: bytes, denylisted: list[str] | None = None) -> bytes | None:
+    """The numeric-verify model of a calibrated float model, or None where the converter
+    cannot build one (then ops have no local error; the trace says so).
+
+    Args:
+        denylisted: op names kept in float in the deployed model (``--keep-float``).
+    """
+    try:
+        from tensorflow.lite.python.convert import mlir_quantize
+    except ImportError:  # pragma: no cover - depends on the TensorFlow version
+        return None
+    try:
+        with captured_output():
+            return bytes(
+                mlir_quantize(
+                    calibrated, enable_numeric_verify=True, denylisted_nodes=denylisted
+                )
+            )
+    except Exception:  # the deployed model does not depend on it: trace without local error
+        return None
+
+
+@dataclass
+class LocalRefs:
+    """Where each op row's f(x̂) lives in the verify model."""
+
+    model: LiteModel
+    float_tensor: dict[int, int]
+    """Op row → tensor index of the float copy's output in the verify model."""
+    quant_tensor: dict[int, int]
+    """Op row → tensor index of the quantized op's output in the verify model (must equal the
+    deployed model's tensor bit for bit; checked on the first sample)."""
+
+    def check(self, int8: LiteModel, table: OpTable) -> None:
+        """Drop rows whose quantized value in the verify model differs from the deployed
+        model's (after both ran the same sample): their f(x̂) would describe another tensor."""
+        for row in list(self.float_tensor):
+            mine = self.model.get(self.quant_tensor[row])
+            theirs = int8.get(table.rows[row].tensor_index)
+            if mine.shape != theirs.shape or not np.array_equal(mine, theirs):
+                del self.float_tensor[row]
+                del self.quant_tensor[row]
+
+
+def pair_local_refs(verify: LiteModel, int8: LiteModel, table: OpTable) -> LocalRefs:
+    """Pair each ``NumericVerify`` op's (quantized, float) inputs with the deployed model's op
+    rows: by position when the quantized ops come in the same order, else by tensor name."""
+    pairs: list[tuple[str, int, int]] = []  # (op type of the quantized op, quant, float)
+    for op in verify.ops:
+        if op.op_type != VERIFY_OP or len(op.inputs) < 2:
+            continue
+        q, f = op.inputs[0], op.inputs[1]
+        producer = verify.producer.get(q)
+        pairs.append((producer.op_type if producer else "", q, f))
+    candidates = [
+        i
+        for i, r in enumerate(table.rows)
+        if r.status == "measured" and int8.tensors[r.tensor_index].qp is not None
+        and i not in table.graph_input_rows
+    ]
+    float_tensor: dict[int, int] = {}
+    quant_tensor: dict[int, int] = {}
+    if [p[0] for p in pairs] == [table.rows[i].op_type for i in candidates]:
+        for row, (_, q, f) in zip(candidates, pairs, strict=True):
+            float_tensor[row], quant_tensor[row] = f, q
+    else:
+        by_name = {table.rows[i].tensor_name: i for i in candidates}
+        for _, q, f in pairs:
+            found = by_name.get(verify.tensors[f].name)
+            if found is not None:
+                float_tensor[found], quant_tensor[found] = f, q
+    return LocalRefs(verify, float_tensor, quant_tensor)
