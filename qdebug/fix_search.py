@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qdebug.errors import ConversionError, QdebugError
+from qdebug.store.schema import STATUS_MATCHED
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,9 @@ class Searcher:
                 local = np.asarray(m["local_sqnr_db"], dtype=float)
                 order = np.argsort(np.where(np.isfinite(local), local, np.inf))
                 names += [tr.layers[int(i)].name for i in order if np.isfinite(local[i])]
-            measured = [r.name for r in tr.layers if r.measured and not r.float_island]
+            measured = [
+                r.name for r in tr.layers if r.status == STATUS_MATCHED and not r.float_island
+            ]
         neighbours: list[str] = []
         for i, n in enumerate(measured):
             if n in exclude:
@@ -327,7 +330,7 @@ def worst_accumulated(trace: Path) -> list[str]:
         rows = [
             (float(sq[i]), r.name)
             for i, r in enumerate(tr.layers)
-            if r.measured and np.isfinite(sq[i]) and not r.float_island
+            if r.status == STATUS_MATCHED and np.isfinite(sq[i]) and not r.float_island
         ]
     return [n for _, n in sorted(rows)]
 

@@ -17,7 +17,6 @@ import numpy as np
 
 from qdebug.errors import TraceFileError
 from qdebug.store.reader import Trace, open_trace
-from qdebug.store.schema import MEASURED
 
 #: Optional per-layer metrics of the propagation analysis, compared when both traces have them.
 ANALYSIS_METRICS = ("local_sqnr_db", "gain")
@@ -256,7 +255,7 @@ def _diff_layers(
         if i is None:
             continue
         rb = base.layers[i]
-        both = rb.status in MEASURED and rn.status in MEASURED
+        both = rb.ranked and rn.ranked  # an unverified row may hold another tensor's numbers
         sq = Change(_layer_value(bm, "sqnr_db", i), _layer_value(nm, "sqnr_db", j))
         bad = both and _exceeds(sq.drop, th.max_layer_drop_db)
         if bad:

@@ -89,10 +89,49 @@ def translate(exc: Exception, layer_names: list[str], log: str = "") -> Conversi
             f"{fix}, or keep the layer out of the model",
         )
     first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+    reason = converter_reason(text) or first
     where = f" near layer '{layers[-1]}'" if layers else ""
-    return ConversionError(
-        f"conversion to INT8 failed{where}: {first[:300]}", "run with --debug for the full log"
+    fix = next(
+        (fix for pattern, fix in _REASON_FIXES if re.search(pattern, reason)),
+        "run with --debug for the full log",
     )
+    return ConversionError(f"conversion to INT8 failed{where}: {reason[:300]}", fix)
+
+
+#: Fixes for converter failures, by a pattern of the reason.
+_REASON_FIXES: tuple[tuple[str, str], ...] = (
+    (
+        r"TensorList\w*'? op requires element_shape to be static",
+        "a recurrent layer (LSTM, GRU, RNN) loops over time with a dynamic shape, which TFLite "
+        "builtins cannot run: build it with unroll=True, so that each time step becomes ops of "
+        "its own",
+    ),
+)
+
+
+def _strip_loc(message: str) -> str:
+    """An MLIR diagnostic without its ``loc(...)`` prefix (the location is the layer path)."""
+    if not message.startswith("loc("):
+        return message
+    depth = 0
+    for i, ch in enumerate(message):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return message[i + 1 :].lstrip(": ").strip()
+    return message
+
+
+def converter_reason(text: str) -> str | None:
+    """The first ``error:`` diagnostic in a converter log, without its MLIR location."""
+    for line in text.splitlines():
+        if "error:" in line:
+            msg = _strip_loc(line.split("error:", 1)[1].strip())
+            if msg:
+                return msg
+    return None
 
 
 def convert_int8(

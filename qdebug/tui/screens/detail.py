@@ -16,6 +16,7 @@ from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
 from qdebug.store.reader import Trace
+from qdebug.store.schema import VIEW_OPS, LayerRecord
 from qdebug.tui.layer_rows import (
     LayerRow,
     fmt_db,
@@ -63,8 +64,28 @@ def _numbers(row: LayerRow) -> Text:
     return text
 
 
-def detail_head(rows: list[LayerRow], index: int) -> Text:
-    """Identity, tensor, quantization, fused layers and pooled numbers of one layer."""
+def ops_text(trace: Trace, rec: LayerRecord) -> Text:
+    """The ops a layer lowered to, each with its accumulated and local SQNR (schema 1.2)."""
+    text = Text()
+    if len(rec.ops) < 2 and trace.view == VIEW_OPS:
+        return text
+    om = trace.op_metrics()
+    for i in rec.ops:
+        op = trace.ops[i]
+        text.append("  op ", style="dim")
+        text.append(f"{printable(op.op_type):<18} {printable(op.name)}  ")
+        for label, key in (("acc", "sqnr_db"), ("local", "local_sqnr_db")):
+            x = float(om[key][i]) if key in om else math.nan
+            text.append(f"{label} ", style="dim")
+            text.append(fmt_db(x) + (" dB" if not math.isnan(x) else "") + "  ",
+                        style=sqnr_style(x))
+        text.append("\n")
+    return text
+
+
+def detail_head(rows: list[LayerRow], index: int, ops: Text | None = None) -> Text:
+    """Identity, tensor, quantization, fused layers, the ops inside and pooled numbers of one
+    layer."""
     row = rows[index]
     rec = row.record
     text = Text()
@@ -88,6 +109,8 @@ def detail_head(rows: list[LayerRow], index: int) -> Text:
     if fused:
         text.append("fused/folded into it ", style="dim")
         text.append(", ".join(fused) + "\n")
+    if ops is not None and ops.plain:
+        text.append_text(ops)
     text.append_text(_numbers(row))
     return text
 
@@ -111,7 +134,11 @@ class LayerDetailScreen(Screen[None]):
         self.shown_sample: int | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(detail_head(self.rows, self.layer_index), id="detail-head")
+        rec = self.rows[self.layer_index].record
+        yield Static(
+            detail_head(self.rows, self.layer_index, ops_text(self.trace, rec)),
+            id="detail-head",
+        )
         with Horizontal(id="detail-body"):
             with Vertical(id="sample-pane"):
                 picker = OptionList(*self._sample_options(), id="samples")

@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from qdebug.store.reader import Trace
-from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED
+from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED, VIEW_OPS
 from qdebug.tui.layer_rows import fmt_db, printable, sqnr_style
 
 
@@ -30,7 +30,13 @@ def header_text(trace: Trace) -> Text:
     text.append(printable(trace.model_name), style="bold")
     text.append(f"  {printable(str(meta.get('keras_flavour', '?')))}", style="cyan")
     text.append(f" · {printable(str(meta.get('kernels', '?')))}", style="dim")
-    text.append(f" · converter: {_converter(meta.get('converter'))}\n", style="dim")
+    text.append(f" · converter: {_converter(meta.get('converter'))}", style="dim")
+    if trace.view == VIEW_OPS:
+        text.append(" · no Keras layer graph: rows are ops", style="yellow")
+    deployed = meta.get("deployed")
+    if isinstance(deployed, str) and deployed and not deployed.startswith("full integer"):
+        text.append(f" · {printable(deployed)}", style="yellow")
+    text.append("\n")
     stored = int(meta.get("n_stored", len(trace.stored_samples)) or 0)
     text.append(f"{trace.n_samples} samples ({stored} stored)")
     om = trace.output_metrics()

@@ -1,0 +1,232 @@
+"""The op graph as the backbone: every op of the deployed model measured, Keras layers a view on
+top, and models without a layer graph (subclassed, plain SavedModel, ``model.export()``, a
+float + INT8 ``.tflite`` pair) traced as ops. Small real models, real conversion and LiteRT."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import qdebug
+from qdebug.cli import cli
+
+pytestmark = [pytest.mark.tf, pytest.mark.slow]
+
+N = 16
+
+
+def _trace(tmp: Path, model: str, *extra: str) -> qdebug.store.reader.Trace:  # type: ignore[name-defined]
+    out = tmp / "t.h5"
+    r = CliRunner().invoke(
+        cli, ["trace", model, "--data", str(tmp / "x.npy"), "--out", str(out), "-q", *extra]
+    )
+    assert r.exit_code == 0, r.stderr
+    return qdebug.open(str(out))
+
+
+def _conv_model(name: str = "convnet") -> Any:
+    import keras
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((10, 10, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inp)
+    y = keras.layers.Conv2D(8, 3, padding="same", activation="sigmoid", name="gate")(x)
+    x = x * y  # a Keras 3 op node, not a layer
+    x = keras.layers.SeparableConv2D(8, 3, padding="same", name="sep")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = keras.layers.Dense(4, activation="softmax", name="probs")(x)
+    model = keras.Model(inp, out, name=name)
+    bn = model.get_layer("bn")
+    rng = np.random.default_rng(0)
+    gamma, beta, mean, var = bn.get_weights()
+    bn.set_weights([gamma, beta, rng.normal(size=mean.shape), rng.uniform(0.5, 2, var.shape)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("opview")
+    np.save(d / "x.npy", np.random.default_rng(1).random((N, 10, 10, 3), dtype=np.float32))
+    return d
+
+
+def test_every_op_is_a_row_and_layers_are_a_view(images: Path) -> None:
+    _conv_model().save(images / "m.keras")
+    with _trace(images, str(images / "m.keras")) as tr:
+        assert tr.view == "layers" and tr.meta["deployed"].startswith("full integer")
+        om = tr.op_metrics()
+        measured = [i for i, o in enumerate(tr.ops) if o.status == "measured"]
+        assert len(measured) >= 7
+        assert all(np.isfinite(om["sqnr_db"][i]) for i in measured)
+        assert all(tr.ops[i].has_local and np.isfinite(om["local_sqnr_db"][i]) for i in measured)
+        status = {r.name: r.status for r in tr.layers}
+        # The op node x * y is a layer row of its own; SeparableConv2D's value lives inside the
+        # BatchNorm's CONV_2D: fused, never matched to its DEPTHWISE_CONV_2D.
+        assert status["multiply"] == "matched"
+        assert status["sep"] == "fused" and status["bn"] == "matched"
+        bn = next(r for r in tr.layers if r.name == "bn")
+        assert [tr.ops[i].op_type for i in bn.ops] == ["DEPTHWISE_CONV_2D", "CONV_2D"]
+        lm = tr.layer_metrics()
+        for i, r in enumerate(tr.layers):
+            if r.ops and r.status == "matched":  # the layer's row is its last op's output
+                assert lm["sqnr_db"][i] == pytest.approx(om["sqnr_db"][r.ops[-1]], abs=1e-9)
+        # A layer of one op that the Keras re-run covers has the same local error as its op
+        # from the numeric-verify model: two independent constructions of f(x̂).
+        gap = next(i for i, r in enumerate(tr.layers) if r.name == "gap")
+        assert lm["local_sqnr_db"][gap] == pytest.approx(
+            om["local_sqnr_db"][tr.layers[gap].ops[-1]], abs=0.05
+        )
+
+
+def _sub_factory(folder: Path) -> str:
+    (folder / "subnet.py").write_text(
+        "import keras\n"
+        "class Net(keras.Model):\n"
+        "    def __init__(self, **kw):\n"
+        "        super().__init__(**kw)\n"
+        "        self.c = keras.layers.Conv2D(8, 3, activation='relu')\n"
+        "        self.p = keras.layers.GlobalAveragePooling2D()\n"
+        "        self.d = keras.layers.Dense(4)\n"
+        "    def call(self, x):\n"
+        "        return self.d(self.p(self.c(x)))\n"
+        "def build():\n"
+        "    keras.utils.set_random_seed(3)\n"
+        "    return Net(name='subnet')\n"
+    )
+    return f"{folder / 'subnet.py'}:build"
+
+
+def test_subclassed_model_is_traced_as_ops(images: Path) -> None:
+    with _trace(images, _sub_factory(images)) as tr:
+        assert tr.view == "ops"
+        assert [r.class_name for r in tr.layers][:2] == ["QUANTIZE", "CONV_2D"]
+        assert len(tr.layers) == sum(o.status == "measured" for o in tr.ops)
+        assert all(r.name.startswith("subnet") or "(" in r.name or "_" in r.name
+                   for r in tr.layers)
+        assert math.isfinite(tr.output_metrics()["sqnr_db"][0])
+        assert tr.culprits() and all(c.score >= 0.01 for c in tr.culprits())
+
+
+def test_tf_module_savedmodel_and_keras3_export_folder(images: Path) -> None:
+    import tensorflow as tf
+
+    class Mod(tf.Module):
+        def __init__(self) -> None:
+            g = tf.random.Generator.from_seed(2)
+            self.w = tf.Variable(g.normal([3, 3, 3, 8]))
+            self.v = tf.Variable(g.normal([8, 4]))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 10, 10, 3], tf.float32)])
+        def __call__(self, x: Any) -> Any:
+            h = tf.nn.relu(tf.nn.conv2d(x, self.w, 1, "SAME"))
+            return tf.matmul(tf.reduce_mean(h, [1, 2]), self.v)
+
+    mod = Mod()
+    tf.saved_model.save(mod, str(images / "module"), signatures=mod.__call__)
+    _conv_model("exported").export(str(images / "exported"))
+    for folder, ops in (("module", {"CONV_2D", "MEAN", "FULLY_CONNECTED"}),
+                        ("exported", {"CONV_2D", "DEPTHWISE_CONV_2D", "MUL", "SOFTMAX"})):
+        with _trace(images, str(images / folder)) as tr:
+            assert tr.view == "ops", folder
+            assert ops <= {r.class_name for r in tr.layers}, folder
+            assert tr.meta["op_local_error"] == "numeric-verify model"
+
+
+def test_float_and_int8_tflite_pair(images: Path) -> None:
+    import tensorflow as tf
+
+    model = _conv_model("pair")
+    x = np.load(images / "x.npy")
+    (images / "float.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+
+    def rep() -> Any:
+        for s in x:
+            yield [s[None]]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    (images / "int8.tflite").write_bytes(conv.convert())
+    with _trace(images, str(images / "float.tflite"), "--tflite",
+                str(images / "int8.tflite")) as tr:
+        assert tr.view == "ops" and tr.meta["op_local_error"] == "not available"
+        lm = tr.layer_metrics()
+        assert all(np.isfinite(lm["sqnr_db"]))
+        assert tr.outputs[0].classifier
+    r = CliRunner().invoke(cli, ["trace", str(images / "float.tflite"), "--data",
+                                 str(images / "x.npy"), "--out", str(images / "no.h5")])
+    assert r.exit_code == 2 and "--tflite" in r.stderr and not (images / "no.h5").exists()
+
+
+def test_integer_ids_pass_through_unscaled(tmp_path: Path) -> None:
+    import keras
+
+    keras.utils.set_random_seed(6)
+    ids = keras.Input((12,), dtype="int32", name="ids")
+    h = keras.layers.Embedding(50, 8, name="emb")(ids)
+    h = keras.layers.GlobalAveragePooling1D(name="pool")(h)
+    out = keras.layers.Dense(3, activation="softmax", name="probs")(h)
+    keras.Model(ids, out, name="tokens").save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", np.random.default_rng(2).integers(0, 50, (N, 12), dtype=np.int32))
+    with _trace(tmp_path, str(tmp_path / "m.keras")) as tr:
+        assert tr.view == "layers"
+        stored = tr.inputs(int(tr.stored_samples[0]))
+        assert np.array_equal(stored["ids"], np.load(tmp_path / "x.npy")[0])  # not /255
+        assert np.isfinite(tr.output_metrics()["sqnr_db"][0])
+    np.save(tmp_path / "x.npy", np.full((N, 12), 0.5, dtype=np.float32))
+    r = CliRunner().invoke(cli, ["trace", str(tmp_path / "m.keras"), "--data",
+                                 str(tmp_path / "x.npy"), "--out", str(tmp_path / "b.h5")])
+    assert r.exit_code == 2 and "non-integral" in r.stderr and "/ 255" not in r.stderr
+
+
+def test_recurrent_layer_conversion_error_names_the_reason_and_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "rnn.py").write_text(
+        "import keras\n"
+        "def build():\n"
+        "    inp = keras.Input((6, 4))\n"
+        "    return keras.Model(inp, keras.layers.Dense(2)(keras.layers.GRU(5, name='gru')(inp)))\n"
+    )
+    np.save(tmp_path / "x.npy", np.zeros((4, 6, 4), dtype=np.float32))
+    r = CliRunner().invoke(cli, ["trace", f"{tmp_path / 'rnn.py'}:build", "--data",
+                                 str(tmp_path / "x.npy"), "--out", str(tmp_path / "r.h5"), "-q"])
+    assert r.exit_code == 2
+    line = r.stderr.strip()
+    assert "\n" not in line and "loc(" not in line
+    assert "element_shape to be static" in line and "unroll=True" in line
+
+
+def test_dynamic_range_tflite_is_said(images: Path) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(7)
+    inp = keras.Input((64,))
+    model = keras.Model(inp, keras.layers.Dense(64)(keras.layers.Dense(64, activation="relu")(inp)))
+    (images / "dfloat.tflite").write_bytes(
+        tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    )
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative data: weights only
+    (images / "dynamic.tflite").write_bytes(conv.convert())
+    np.save(images / "v.npy", np.random.default_rng(3).normal(size=(N, 64)).astype(np.float32))
+    out = images / "dyn.h5"
+    r = CliRunner().invoke(cli, ["trace", str(images / "dfloat.tflite"), "--tflite",
+                                 str(images / "dynamic.tflite"), "--data",
+                                 str(images / "v.npy"), "--out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    assert "dynamic range (int8 weights, float activations)" in r.stdout
+    with qdebug.open(str(out)) as tr:
+        assert tr.meta["deployed"].startswith("dynamic range")
+        assert not tr.float_islands and not any(r.float_island for r in tr.layers)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
