@@ -128,6 +128,9 @@ def match_layers(
         best: _Choice | None = None
         for idx in by_size.get(k.shape[1], []):
             t = twin_values[idx].reshape(k.shape[0], -1)
+            # Most candidates differ at once: the first sample rules them out cheaply.
+            if _rel_error(k[:1], t[:1]) >= 10 * MATCH_TOLERANCE:
+                continue
             c = _Choice(idx, _rel_error(k, t), _scope_depth(twin.tensors[idx].name, short))
             if c.rel < MATCH_TOLERANCE:
                 exact = tuple(twin.tensors[idx].shape[1:]) == tuple(node.output_shape[1:])

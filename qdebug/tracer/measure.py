@@ -62,6 +62,8 @@ class Measurer:
         self.qps = qps
         self.runner = runner
         self.sources = sources
+        self.keep_analysis = True
+        """Whether per-channel sums and ranges are kept (layers, not the ops behind them)."""
         self.pad_to = 1
         """Batch size every segment re-run is padded to (the tracer's ``--batch-size``)."""
         self.local_inputs = local_inputs or {}
@@ -86,6 +88,7 @@ class Measurer:
         out_raws: list[tuple[np.ndarray, metrics.QuantParams | None]],
         f_hats: dict[int, np.ndarray] | None = None,
         out_refs: list[np.ndarray] | None = None,
+        given: dict[int, dict[str, np.ndarray]] | None = None,
     ) -> Measurements:
         """Statistics of a batch of ``n`` samples.
 
@@ -94,6 +97,9 @@ class Measurer:
             raws: the quantized model's tensor per measured record index.
             f_hats: f(x̂) per record index, where it comes from the numeric-verify model.
             out_refs: the float reference of each output (else ``keras[output.layer]``).
+            given: statistics already computed for a record (its op's, measured on the same
+                tensors), used instead of computing them again; local statistics included
+                where they are not NaN.
         """
         layer_stats = {k: np.full((n, len(self.records)), np.nan) for k in metrics.STATS}
         deq: dict[int, np.ndarray] = {}
@@ -101,13 +107,15 @@ class Measurer:
             r = self.records[i]
             f = keras[r.name][:n]
             qp = self.qps[i]
-            st = metrics.sample_stats(f, raw, qp)
+            st = given[i] if given and i in given else metrics.sample_stats(f, raw, qp)
             for k, v in st.items():
-                layer_stats[k][:, i] = v
+                if k in metrics.ACCUMULATED_STATS or not np.isnan(v).any():
+                    layer_stats[k][:, i] = v
             q = metrics.dequantize(raw, qp).reshape(f.shape)
             deq[i] = q
-            self._channels(i, f, q, qp)
-            self._ranges(i, f, raw)
+            if self.keep_analysis:
+                self._channels(i, f, q, qp)
+                self._ranges(i, f, raw)
             if r.status == STATUS_INPUT:  # nothing computed: all of its error is its own
                 layer_stats["sum_ref2"][:, i] = st["sum_f2"]
                 layer_stats["sum_local_e"][:, i] = st["sum_e"]
@@ -117,7 +125,7 @@ class Measurer:
         if self.runner is not None and self.runner.segments:
             local_ref = self._decompose(n, keras, raws, deq, layer_stats)
         if f_hats:
-            local_ref.update(self._given_local(n, keras, raws, deq, f_hats, layer_stats))
+            local_ref.update(self._given_local(n, keras, raws, deq, f_hats, layer_stats, given))
         output_stats = {k: np.full((n, len(self.outputs)), np.nan) for k in metrics.STATS}
         top1 = np.full((n, len(self.outputs)), -1, dtype=np.int8)
         for j, o in enumerate(self.outputs):
@@ -186,10 +194,14 @@ class Measurer:
         deq: dict[int, np.ndarray],
         f_hats: dict[int, np.ndarray],
         layer_stats: dict[str, np.ndarray],
+        given: dict[int, dict[str, np.ndarray]] | None,
     ) -> dict[int, np.ndarray]:
         out: dict[int, np.ndarray] = {}
         for i, fh in f_hats.items():
             if i not in raws:
+                continue
+            if given and i in given and not np.isnan(given[i]["sum_local_e2"]).any():
+                out[i] = fh[:n]  # its statistics came with the op's
                 continue
             in_e2 = np.zeros(n)
             for j in self.local_inputs.get(i, []):

@@ -8,7 +8,7 @@ import numpy as np
 from qdebug import metrics
 from qdebug.store.schema import OutputRecord
 from qdebug.tracer.litert import LiteModel
-from qdebug.tracer.measure import Measurer
+from qdebug.tracer.measure import Measurements, Measurer
 from qdebug.tracer.oprows import OpTable, op_layer_records
 from qdebug.tracer.sides import BatchValues
 
@@ -16,7 +16,15 @@ from qdebug.tracer.sides import BatchValues
 class OpMeasurer:
     """Measures the measured rows of an op table, batch by batch."""
 
-    def __init__(self, table: OpTable, int8: LiteModel, outputs: list[OutputRecord]) -> None:
+    def __init__(
+        self,
+        table: OpTable,
+        int8: LiteModel,
+        outputs: list[OutputRecord],
+        as_layers: bool = False,
+    ) -> None:
+        """``as_layers``: the ops are also the layer table (the op view), so they keep the
+        per-channel sums, ranges and worst samples that layers have."""
         self.table = table
         self.records = op_layer_records(table, int8)
         self.rows = table.measured()
@@ -28,8 +36,10 @@ class OpMeasurer:
             for k, row in enumerate(self.rows)
         }
         self.measurer = Measurer(
-            self.records, outputs, qps, None, {}, worst_k=0, local_inputs=local_inputs
+            self.records, outputs, qps, None, {}, worst_k=8 if as_layers else 0,
+            local_inputs=local_inputs,
         )
+        self.measurer.keep_analysis = as_layers
         self.int8_tensors = {table.rows[row].tensor_index for row in self.rows}
         self.twin_tensors = {table.twin_tensor[row] for row in self.rows}
         self.record_of = record_of
@@ -40,8 +50,9 @@ class OpMeasurer:
         got: BatchValues,
         out_raws: list[tuple[np.ndarray, metrics.QuantParams | None]],
         out_refs: list[np.ndarray],
-    ) -> dict[str, np.ndarray]:
-        """Per-sample statistics of the batch, (n, rows); NaN for rows without metrics."""
+    ) -> tuple[Measurements, dict[str, np.ndarray]]:
+        """The measurements of the measured rows, and the per-sample statistics of every row
+        of the table, (n, rows), NaN for rows without metrics."""
         t = self.table
         refs = {
             self.records[k].name: got.twin[t.twin_tensor[row]] for k, row in enumerate(self.rows)
@@ -57,4 +68,14 @@ class OpMeasurer:
             full = np.full((n, width), np.nan)
             full[:, self.rows] = values
             out[stat] = full
-        return out
+        return m, out
+
+    def record_stats(self, m: Measurements, row: int, local: bool) -> dict[str, np.ndarray]:
+        """One row's statistics from ``measure``: accumulated ones, and local ones with
+        ``local`` (else NaN, for the layer's own decomposition to fill in)."""
+        k = self.record_of[row]
+        return {
+            stat: v[:, k] if local or stat in metrics.ACCUMULATED_STATS
+            else np.full(v.shape[0], np.nan)
+            for stat, v in m.layer_stats.items()
+        }

@@ -16,7 +16,13 @@ from qdebug import __version__
 from qdebug.errors import DataError, QdebugError, TfliteModelError
 from qdebug.progress import Phases
 from qdebug.segments import build_segments
-from qdebug.store.schema import VIEW_LAYERS, VIEW_OPS, LayerRecord, OutputRecord
+from qdebug.store.schema import (
+    STATUS_MATCHED,
+    VIEW_LAYERS,
+    VIEW_OPS,
+    LayerRecord,
+    OutputRecord,
+)
 from qdebug.store.writer import TraceWriter
 from qdebug.tracer import convert as conv
 from qdebug.tracer.data import InputSpec, SampleSource, load_data
@@ -217,7 +223,10 @@ class Tracer:
                 outputs, out_index = self._outputs(
                     graph, records, int8, keras_vals, twin, twin_vals
                 )
-                segments = build_segments(records)
+                # A layer of one op has its local error from the numeric-verify model; the
+                # Keras re-run is for layers of several ops.
+                single = op_local_layers(records, local)
+                segments = [s for s in build_segments(records) if s.output not in single]
                 runner = SegmentRunner(graph, segments) if segments else None
             else:
                 records = op_layer_records(table, int8)
@@ -274,7 +283,7 @@ class Tracer:
         )
         with writer:
             mismatched, measurer = self._trace(
-                data, sides, records, outputs, out_index, writer, runner
+                data, sides, records, outputs, out_index, writer, runner, graph is None
             )
             with self.phases.step("write"):
                 writer.write_analysis(measurer.analysis(), weights)
@@ -418,29 +427,31 @@ class Tracer:
         out_index: list[int],
         writer: TraceWriter,
         runner: SegmentRunner | None,
+        ops_view: bool,
     ) -> tuple[int, Measurer]:
         int8, table = sides.int8, sides.table
-        twin_of = {r.tensor_index: table.twin_tensor[row] for row, r in enumerate(table.rows)
-                   if row in table.twin_tensor}
+        ops = OpMeasurer(table, int8, outputs, as_layers=ops_view)
+        out_tensor = [_integer_source(int8, int8.output_indices[pos]) for pos in out_index]
+        twin_out = [sides.twin.output_indices[pos] for pos in out_index]
+        twin_of = {r.tensor_index: table.twin_tensor[row]
+                   for row, r in enumerate(table.rows) if row in table.twin_tensor}
         for q, t in table.graph_inputs.items():
             twin_of.setdefault(q, t)
         measured = [
             (i, r) for i, r in enumerate(records)
             if r.measured and r.tensor_index >= 0 and r.tensor_index in twin_of
         ]
-        out_tensor = [_integer_source(int8, int8.output_indices[pos]) for pos in out_index]
-        twin_out = [sides.twin.output_indices[pos] for pos in out_index]
-        qps = {i: int8.tensors[r.tensor_index].qp for i, r in measured}
-        sources = segment_sources(runner.segments, records) if runner else {}
-        row_of = {
-            i: table.row_of_tensor[r.tensor_index]
-            for i, r in measured
-            if r.tensor_index in table.row_of_tensor
-        }
-        given = _op_local_inputs(records, measured, row_of, table, runner, sides)
-        measurer = Measurer(records, outputs, qps, runner, sources, local_inputs=given)
-        measurer.pad_to = max(1, self.opt.batch_size)
-        ops = OpMeasurer(table, int8, outputs)
+        row_of = {i: table.row_of_tensor[r.tensor_index] for i, r in measured
+                  if r.tensor_index in table.row_of_tensor}
+        if ops_view:
+            measurer = ops.measurer
+        else:
+            qps = {i: int8.tensors[r.tensor_index].qp for i, r in measured}
+            sources = segment_sources(runner.segments, records) if runner else {}
+            measurer = Measurer(records, outputs, qps, runner, sources)
+            measurer.pad_to = max(1, self.opt.batch_size)
+        names = op_local_layers(records, sides.local)
+        single = {i for i, r in enumerate(records) if r.name in names}
         int8_wanted = {r.tensor_index for _, r in measured} | ops.int8_tensors
         twin_wanted = {twin_of[r.tensor_index] for _, r in measured} | ops.twin_tensors
         twin_wanted |= set(twin_out)
@@ -453,24 +464,30 @@ class Tracer:
                 got = sides.run(batch, int8_wanted, twin_wanted, out_tensor)
                 mismatched += got.mismatched
                 self.max_diff = max(self.max_diff, got.max_diff)
-                refs = {r.name: got.twin[twin_of[r.tensor_index]] for _, r in measured}
-                stacked = {i: got.int8[r.tensor_index] for i, r in measured}
                 out_stacked = [
                     (v.reshape(n, -1), int8.tensors[out_tensor[j]].qp)
                     for j, v in enumerate(got.outputs)
                 ]
                 out_refs = [got.twin[t].reshape(n, -1) for t in twin_out]
-                f_hats = {i: got.local[row_of[i]] for i in given if row_of[i] in got.local}
-                m = measurer.measure(n, refs, stacked, out_stacked, f_hats, out_refs)
-                op_stats = ops.measure(n, got, out_stacked, out_refs)
+                om, op_stats = ops.measure(n, got, out_stacked, out_refs)
+                refs = {r.name: got.twin[twin_of[r.tensor_index]] for _, r in measured}
+                stacked = {i: got.int8[r.tensor_index] for i, r in measured}
+                if ops_view:
+                    m = om
+                else:
+                    given = {i: ops.record_stats(om, row, local=i in single)
+                             for i, row in row_of.items() if row in ops.record_of}
+                    f_hats = {i: got.local[row_of[i]] for i in single
+                              if i in row_of and row_of[i] in got.local}
+                    m = measurer.measure(n, refs, stacked, out_stacked, f_hats, out_refs, given)
                 writer.add_batch(m.layer_stats, m.output_stats, m.top1, op_stats)
                 measurer.note_worst(sample_no, m, batch)
                 for b in range(n):
                     if not writer.wants_samples:
                         break
-                    acts = {i: (refs[r.name][b], stacked[i][b]) for i, r in measured}
+                    values = {i: (refs[r.name][b], stacked[i][b]) for i, r in measured}
                     local = {i: v[b] for i, v in m.local_ref.items()}
-                    writer.store_sample(sample_no + b, batch[b], acts, local)
+                    writer.store_sample(sample_no + b, batch[b], values, local)
                 sample_no += n
                 advance(n)
         if sample_no == 0:
@@ -478,28 +495,16 @@ class Tracer:
         return mismatched, measurer
 
 
-def _op_local_inputs(
-    records: list[LayerRecord],
-    measured: list[tuple[int, LayerRecord]],
-    row_of: dict[int, int],
-    table: OpTable,
-    runner: SegmentRunner | None,
-    sides: Sides,
-) -> dict[int, list[int]]:
-    """Rows whose local error is their op's, from the numeric-verify model: rows made of one
-    op that the Keras re-run does not cover (every row of the op view). Value: the rows whose
-    tensors feed that op."""
-    if sides.local is None:
-        return {}
-    covered = {s.output for s in runner.segments} if runner else set()
-    rec_of_row = {row: i for i, row in row_of.items()}
-    out: dict[int, list[int]] = {}
-    for i, r in measured:
-        row = row_of.get(i, -1)
-        if r.name in covered or r.ops != [row] or row not in sides.local.float_tensor:
-            continue
-        out[i] = [rec_of_row[j] for j in table.rows[row].inputs if j in rec_of_row]
-    return out
+def op_local_layers(records: list[LayerRecord], local: LocalRefs | None) -> set[str]:
+    """Layers whose local error is their op's, from the numeric-verify model: matched layers
+    made of one op that has a local error."""
+    if local is None:
+        return set()
+    return {
+        r.name
+        for r in records
+        if r.status == STATUS_MATCHED and len(r.ops) == 1 and r.ops[0] in local.float_tensor
+    }
 
 
 def _integer_source(lite: LiteModel, index: int) -> int:
