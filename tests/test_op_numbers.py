@@ -7,13 +7,16 @@
   from the INT8 model's own dequantized inputs;
 - no op or layer whose local error exceeds its whole signal where the accumulated error is
   healthy.
+
+Known bug, as a strict xfail: ops that read a model input get f̂ = f (the numeric-verify model
+feeds their float copy the float input, not the quantized one).
 """
 
 from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -395,7 +398,9 @@ class Traced:
 
 
 @pytest.fixture(scope="module", params=NAMES)
-def traced(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Traced:
+def traced(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Traced]:
     name = request.param
     tmp = tmp_path_factory.mktemp(name)
     t0 = time.perf_counter()
@@ -414,7 +419,8 @@ def traced(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         "trace_s": round(t2 - t1, 1),
         "independent_s": round(t3 - t2, 1),
     }
-    return Traced(name, case, tr, path, float_bytes, ind)
+    yield Traced(name, case, tr, path, float_bytes, ind)
+    tr.close()
 
 
 def _pooled(path: Path, stat: str) -> np.ndarray:
