@@ -7,9 +7,8 @@
   from the INT8 model's own dequantized inputs;
 - no op or layer whose local error exceeds its whole signal where the accumulated error is
   healthy.
-
-Known bug, as a strict xfail: ops that read a model input get f̂ = f (the numeric-verify model
-feeds their float copy the float input, not the quantized one).
+- ops reading a model input get f̂ on the quantized input (the numeric-verify model's float copy
+  reads the input itself, so the tracer feeds it dequantize(quantize(x))).
 """
 
 from __future__ import annotations
@@ -623,13 +622,6 @@ def test_local_error_of_add_mul_concat_uses_every_input(traced: Traced) -> None:
         assert prop2[add] > 0.5 * e2[add]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qdebug bug: in the converter's numeric-verify model the float copy of an op that "
-    "reads a model input is fed the float input itself, not the dequantized QUANTIZE output "
-    "(verify.py pair_local_refs takes it as f(x̂) unchecked), so for those op rows f̂ = f: "
-    "local = accumulated, propagated = 0, gain = 0 although the input carries error",
-)
 def test_local_error_of_ops_reading_a_model_input_uses_the_quantized_input(
     traced: Traced,
 ) -> None:

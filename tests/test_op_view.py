@@ -69,7 +69,8 @@ def test_every_op_is_a_row_and_layers_are_a_view(images: Path) -> None:
         status = {r.name: r.status for r in tr.layers}
         # The op node x * y is a layer row of its own; SeparableConv2D's value lives inside the
         # BatchNorm's CONV_2D: fused, never matched to its DEPTHWISE_CONV_2D.
-        assert status["multiply"] == "matched"
+        mul = next(r for r in tr.layers if r.class_name == "Multiply")  # named multiply_N
+        assert mul.status == "matched" and [tr.ops[i].op_type for i in mul.ops] == ["MUL"]
         assert status["sep"] == "fused" and status["bn"] == "matched"
         bn = next(r for r in tr.layers if r.name == "bn")
         assert [tr.ops[i].op_type for i in bn.ops] == ["DEPTHWISE_CONV_2D", "CONV_2D"]

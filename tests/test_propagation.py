@@ -33,9 +33,10 @@ def test_accumulated_is_local_plus_propagated(build: Any, tmp_path: Path) -> Non
     for i, r in enumerate(tr.layers):
         if r.status != "matched":
             continue
-        # Re-running the layer's float computation on float inputs reproduces Keras, so
-        # f(x̂) − f(x) is the error the layer passed on and (q − f) = local + propagated.
-        assert check[i] <= 1e-5, (r.name, check[i])
+        # A layer of several ops is re-run in Keras: on float inputs the re-run reproduces the
+        # float model, so f(x̂) − f(x) is the error the layer passed on and (q − f) = local +
+        # propagated. A layer of one op takes f(x̂) from the converter's numeric-verify model.
+        assert len(r.ops) == 1 or check[i] <= 1e-5, (r.name, check[i])
         for s in tr.stored_samples:
             a = tr.activation(i, int(s))
             assert a.local_ref is not None, r.name

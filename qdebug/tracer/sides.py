@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qdebug.metrics import QuantParams
+from qdebug.metrics import dequantize
 from qdebug.tracer.litert import LiteModel
+from qdebug.tracer.matching import quantized_input
 from qdebug.tracer.oprows import OpTable
 from qdebug.tracer.verify import LocalRefs
 
@@ -70,31 +71,22 @@ class Sides:
         self.order = lite_input_order(int8, input_names)
         self.twin_order = lite_input_order(twin, input_names)
         self._checked = local is None
-        self.input_qps = [self._input_qp(i) for i in int8.input_indices]
-
-    def _input_qp(self, index: int) -> QuantParams | None:
-        """The quantization the deployed model applies to a graph input (its own, or that of
-        the QUANTIZE op reading it)."""
-        if self.int8.tensors[index].qp is not None:
-            return self.int8.tensors[index].qp
-        for op in self.int8.ops:
-            if op.op_type == "QUANTIZE" and op.inputs and op.inputs[0] == index:
-                return self.int8.tensors[op.outputs[0]].qp
-        return None
+        self.input_quant = [
+            (t, int8.tensors[t].qp)
+            for t in (quantized_input(int8, i) for i in int8.input_indices)
+        ]
+        """Per deployed-model input (in its order): the integer tensor carrying it, and its
+        quantization (None: not quantized)."""
 
     def _as_quantized(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """Inputs as the deployed model sees them, dequantize(quantize(x)). The verify model's
-        float copy of an op fed by a graph input reads the input itself; given x̂ it computes
-        f(x̂) like every other op, and its quantized path gets the same integers as from x."""
-        out = []
-        for x, qp in zip(inputs, self.input_qps, strict=True):
-            if qp is None or np.asarray(x).dtype.kind != "f":
-                out.append(x)
-                continue
-            v = np.asarray(x, np.float32) / np.float32(qp.scale)
-            rounded = np.sign(v) * np.floor(np.abs(v) + 0.5)  # LiteRT rounds half away from 0
-            q = np.clip(rounded + qp.zero_point, qp.qmin, qp.qmax)
-            out.append(((q - qp.zero_point) * qp.scale).astype(np.float32))
+        """The inputs as the deployed model quantized them (after ``int8`` ran on them):
+        dequantize of its own QUANTIZE outputs. The verify model's float copy of an op fed by
+        a graph input reads the input itself; given x̂ it computes f(x̂) like every other op,
+        and its quantized path gets exactly the deployed model's integers."""
+        out = list(inputs)
+        for pos, (tensor, qp) in enumerate(self.input_quant):
+            if qp is not None and np.asarray(inputs[pos]).dtype.kind == "f":
+                out[pos] = dequantize(self.int8.get(tensor), qp).reshape(np.shape(inputs[pos]))
         return out
 
     def run(
