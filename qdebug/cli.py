@@ -91,8 +91,13 @@ def cli(debug: bool) -> None:
               help="Trace file (default: traces/<model>-<timestamp>.h5).")
 @click.option("--samples", "-n", type=click.IntRange(min=1), metavar="N",
               help="Trace the first N samples (default: all).")
-@click.option("--store-samples", type=click.IntRange(min=0), default=16, show_default=True,
-              metavar="K", help="Keep full activations and inputs of the first K samples.")
+@click.option("--store-samples", type=click.IntRange(min=0), default=None, metavar="K",
+              help="Keep full activations and inputs of the first K samples (default: as many "
+              "of the first 16 as fit in --store-budget).")
+@click.option("--store-budget", "store_budget", type=click.FloatRange(min=0), default=16.0,
+              show_default=True, metavar="MB",
+              help="Size of the stored activations when --store-samples is not given, so the "
+              "trace can be attached to a bug report.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
               metavar="N", help="Samples of the calibration data used by the converter.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
@@ -120,7 +125,8 @@ def cli(debug: bool) -> None:
 @click.option("--debug", is_flag=True, hidden=True)
 def trace(
     model: str, data: str, calib: str | None, tflite: Path | None, out: Path | None,
-    samples: int | None, store_samples: int, calib_samples: int, batch_size: int,
+    samples: int | None, store_samples: int | None, store_budget: float, calib_samples: int,
+    batch_size: int,
     xnnpack: bool, int8_io: bool, image_range: str, trust_model_code: bool, fmt: str,
     quiet: bool, keep_float: str, scheme: str, debug: bool,
 ) -> None:
@@ -167,7 +173,8 @@ def trace(
 
     loaded = load_model(model, trust_code=trust_model_code)
     options = TraceOptions(
-        out=out, samples=samples, store_samples=store_samples, calib=calib,
+        out=out, samples=samples, store_samples=store_samples, store_budget_mb=store_budget,
+        calib=calib,
         calib_samples=calib_samples, batch_size=batch_size, tflite=tflite, xnnpack=xnnpack,
         int8_io=int8_io, image_range=image_range, trust_model_code=trust_model_code,
         quiet=quiet or fmt == "json", keep_float=kept, scheme=scheme,

@@ -146,6 +146,7 @@ class _StatsTable:
                 maxshape=(None, width),
                 dtype=np.float64,
                 chunks=(_GROW, max(width, 1)),
+                compression="lzf",  # a chunk is allocated whole: unused rows cost nothing
             )
 
     def append(self, stats: Mapping[str, np.ndarray]) -> None:
@@ -232,7 +233,9 @@ class TraceWriter:
                 value if isinstance(value, str | int | float | bool) else _json_attr(value)
             )
         model = f.create_group("model")
-        model.create_dataset("int8_tflite", data=np.frombuffer(tflite, dtype=np.uint8))
+        model.create_dataset(
+            "int8_tflite", data=np.frombuffer(tflite, dtype=np.uint8), compression="gzip"
+        )
         write_table(f.create_group("layers"), self.layers, LAYER_COLUMNS)
         write_table(f.create_group("outputs"), self.outputs, OUTPUT_COLUMNS)
         fi = model.create_group("float_islands")

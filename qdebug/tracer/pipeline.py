@@ -47,7 +47,12 @@ class TraceOptions:
 
     out: Path | None = None
     samples: int | None = None
-    store_samples: int = 16
+    store_samples: int | None = None
+    """Samples whose activations are stored; None: as many of the first 16 as fit in
+    ``store_budget_mb``."""
+    store_budget_mb: float = 16.0
+    """Size budget of the stored activations and inputs when ``store_samples`` is None, so
+    that a default trace can be attached to a bug report (GitHub takes 25 MB)."""
     calib: Any = None
     calib_samples: int = 200
     batch_size: int = 16
@@ -278,7 +283,7 @@ class Tracer:
             input_names=[s.name for s in specs],
             tflite=int8_bytes,
             float_islands=islands,
-            store_samples=opt.store_samples,
+            store_samples=self._stored_count(records, int8, local is not None, specs),
             ops=table.rows,
         )
         with writer:
@@ -294,6 +299,29 @@ class Tracer:
                     segments=len(runner.segments) if runner else 0,
                     warnings=warnings,
                 )
+
+    def _stored_count(
+        self, records: list[LayerRecord], int8: LiteModel, local: bool, specs: list[InputSpec]
+    ) -> int:
+        """``--store-samples``, or as many samples (at most 16) as the size budget allows:
+        per sample, every measured row's float32 reference, raw tensor and f(x̂)."""
+        opt = self.opt
+        if opt.store_samples is not None:
+            return opt.store_samples
+        per = 0
+        for r in records:
+            if r.measured and r.tensor_index >= 0:
+                info = int8.tensors[r.tensor_index]
+                size = int(np.prod(info.shape[1:], dtype=np.int64))
+                per += size * (4 + info.dtype.itemsize + (4 if local else 0))
+        per += sum(4 * int(np.prod([d or 1 for d in s.shape], dtype=np.int64)) for s in specs)
+        count = min(16, int(opt.store_budget_mb * 2**20 // max(per, 1)))
+        if count < 16:
+            opt.warnings.append(
+                f"activations of {count} sample(s) stored ({per / 2**20:.1f} MB each, "
+                f"--store-budget {opt.store_budget_mb:g} MB); give --store-samples K for more"
+            )
+        return count
 
     def _layer_graph(self) -> LayerGraph | None:
         """The Keras layer graph, or None for a model without one (op view)."""
