@@ -945,12 +945,18 @@ def run_one(name: str, out: Path, samples: int = DEFAULT_SAMPLES,
     """Build (cached), trace with the CLI, report, and judge one corpus model."""
     entry = REGISTRY[name]
     res = Result(name, entry.kind, entry.trained, note=entry.note)
+    _measure(entry, res, out, samples, timeout)
+    judge(res)
+    return res
+
+
+def _measure(entry: Entry, res: Result, out: Path, samples: int, timeout: float) -> None:
+    name = entry.name
     try:
         spec, res.build_s = build(name, out)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         res.build_error = str(exc).splitlines()[0]
-        res.failures.append("build failed")
-        return res
+        return
     h5 = out / f"{name}.h5"
     h5.unlink(missing_ok=True)
     res.argv = trace_argv(name, spec, out, samples)
@@ -959,30 +965,14 @@ def run_one(name: str, out: Path, samples: int = DEFAULT_SAMPLES,
         proc = subprocess.run(res.argv, capture_output=True, text=True, env=_env(),
                               timeout=timeout, check=False, cwd=ROOT)
         res.exit, stderr = proc.returncode, proc.stderr
-    except subprocess.TimeoutExpired as exc:
-        res.exit, stderr = -1, f"timeout after {timeout:.0f} s {exc.stderr or ''}"
+    except subprocess.TimeoutExpired:
+        res.exit, stderr = -1, f"timeout after {timeout:.0f} s"
     res.time_s = time.perf_counter() - start
-    (out / f"{name}.trace.stderr").write_text(stderr if isinstance(stderr, str) else "")
+    (out / f"{name}.trace.stderr").write_text(stderr)
     if res.exit != 0:
-        res.error = _first_error(stderr if isinstance(stderr, str) else "")
+        res.error = _first_error(stderr)
         res.nan_text = bool(_NAN.search(res.error))
-    if entry.expect_error:
-        res.expected_failure = res.exit not in (0, None) and all(
-            k.lower() in res.error.lower() for k in entry.expect_error
-        )
-        if not res.expected_failure:
-            res.failures.append(
-                "known converter limitation without its one-line reason and fix "
-                f"(wants: {', '.join(entry.expect_error)})"
-                if res.exit != 0 else "expected the converter to refuse"
-            )
-        if res.nan_text:
-            res.failures.append("NaN in output")
-        res.ok = not res.failures
-        return res
-    if res.exit != 0:
-        res.failures.append(f"exit {res.exit}")
-        return res
+        return
     res.trace_bytes = h5.stat().st_size if h5.exists() else None
     reports = {}
     for fmt in ("json", "text"):
@@ -993,8 +983,7 @@ def run_one(name: str, out: Path, samples: int = DEFAULT_SAMPLES,
         )
         if proc.returncode != 0:
             res.report_error = f"report --format {fmt}: {_first_error(proc.stderr)}"
-            res.failures.append("report failed")
-            return res
+            return
         reports[fmt] = proc.stdout
     (out / f"{name}.report.json").write_text(reports["json"])
     (out / f"{name}.report.txt").write_text(reports["text"])
@@ -1002,15 +991,51 @@ def run_one(name: str, out: Path, samples: int = DEFAULT_SAMPLES,
     try:
         rep = json.loads(reports["json"])
     except json.JSONDecodeError as exc:
-        res.failures.append(f"report JSON unreadable: {exc}")
-        return res
+        res.report_error = f"report JSON unreadable: {exc}"
+        return
     analyse_report(rep, reports["text"], res)
+
+
+def judge(res: Result) -> None:
+    """Set ``failures`` and ``ok`` from what was measured (the acceptance of issue 10)."""
+    entry = REGISTRY.get(res.name)
+    res.failures = []
+    if res.build_error:
+        res.failures.append("build failed")
+    elif entry is not None and entry.expect_error:
+        res.expected_failure = res.exit not in (0, None) and all(
+            k.lower() in res.error.lower() for k in entry.expect_error
+        )
+        if not res.expected_failure:
+            res.failures.append(
+                "known converter limitation without its one-line reason and fix "
+                f"(wants: {', '.join(entry.expect_error)})"
+                if res.exit != 0 else "expected the converter to refuse"
+            )
+    elif res.exit != 0:
+        res.failures.append(f"exit {res.exit}")
+    elif res.report_error:
+        res.failures.append("report failed")
     if res.nan_json or res.nan_text:
         res.failures.append("NaN in output")
     if res.unverified_ranked:
         res.failures.append("unverified row ranked")
+    if res.neg_local_under_healthy:
+        res.failures.append("negative local SQNR under a healthy accumulated one")
+    if res.zero_db_healthy:
+        res.failures.append("output at 0 dB called healthy")
     res.ok = not res.failures
-    return res
+
+
+def load_results(out: Path) -> list[Result]:
+    """The saved ``corpus-results.json`` of ``out``, re-judged."""
+    saved = json.loads((out / "corpus-results.json").read_text())["results"]
+    results = []
+    for r in saved:
+        res = Result(**r)
+        judge(res)
+        results.append(res)
+    return results
 
 
 def _fmt(v: Any, spec: str = "") -> str:
@@ -1090,6 +1115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="exit 1 if any model fails the acceptance")
     parser.add_argument("--list", action="store_true", help="print the registry and exit")
+    parser.add_argument("--table", action="store_true",
+                        help="re-judge OUT/corpus-results.json and print its table; run nothing")
     parser.add_argument("--build", metavar="NAME", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.build:
@@ -1103,7 +1130,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         parser.error(f"unknown model(s): {', '.join(unknown)} (see --list)")
-    results = run(names, args.out, args.samples)
+    if args.table:
+        results = [r for r in load_results(args.out) if r.name in names]
+    else:
+        results = run(names, args.out, args.samples)
     print(markdown_table(results))
     bad = [r.name for r in results if not r.ok]
     print(f"\n{len(results) - len(bad)}/{len(results)} pass the acceptance"
