@@ -812,7 +812,12 @@ class Result:
     neg_local_under_healthy: list[str] = field(default_factory=list)
     """Layers with local SQNR < 0 dB under an accumulated SQNR ≥ 10 dB."""
     zero_db_healthy: bool = False
-    """The output is at ≤ 1 dB and some culprit still reads "healthy"."""
+    """The output is at ≤ 1 dB and some culprit still reads "healthy", or a culprit row itself
+    is at ≤ 1 dB and reads "healthy"."""
+    zero_db_rows: list[str] = field(default_factory=list)
+    """Culprit rows at ≤ 1 dB called healthy."""
+    matched_without_local: int | None = None
+    """Matched rows without a local SQNR (no segment re-run: the error is not decomposed)."""
     report_error: str = ""
     expected_failure: bool = False
     ok: bool = False
@@ -934,8 +939,16 @@ def analyse_report(rep: dict[str, Any], text: str, res: Result) -> None:
         if isinstance(acc, int | float) and isinstance(loc, int | float) and acc >= 10 and loc < 0:
             res.neg_local_under_healthy.append(f"{r['name']} ({loc:.1f} dB under {acc:.1f} dB)")
     sq = res.output_sqnr_db
-    res.zero_db_healthy = isinstance(sq, int | float) and sq <= 1.0 and any(
-        "healthy" in str(c.get("reason", "")) for c in rep.get("culprits", [])
+    healthy = [c for c in rep.get("culprits", []) if "healthy" in str(c.get("reason", ""))]
+    res.zero_db_healthy = isinstance(sq, int | float) and sq <= 1.0 and bool(healthy)
+    for c in healthy:
+        row = by_index.get(c.get("index"), {})
+        csq = row.get("sqnr_db")
+        if isinstance(csq, int | float) and csq <= 1.0:
+            res.zero_db_healthy = True
+            res.zero_db_rows.append(f"{row.get('name')} ({csq:.1f} dB)")
+    res.matched_without_local = sum(
+        1 for r in layers if r.get("status") == "matched" and r.get("local_sqnr_db") is None
     )
     res.nan_text = bool(_NAN.search(text))
 
@@ -1023,7 +1036,7 @@ def judge(res: Result) -> None:
     if res.neg_local_under_healthy:
         res.failures.append("negative local SQNR under a healthy accumulated one")
     if res.zero_db_healthy:
-        res.failures.append("output at 0 dB called healthy")
+        res.failures.append("a row at 0 dB called healthy")
     res.ok = not res.failures
 
 
@@ -1032,7 +1045,18 @@ def load_results(out: Path) -> list[Result]:
     saved = json.loads((out / "corpus-results.json").read_text())["results"]
     results = []
     for r in saved:
-        res = Result(**r)
+        known = Result.__dataclass_fields__
+        res = Result(**{k: v for k, v in r.items() if k in known})
+        rep_json, rep_text = out / f"{res.name}.report.json", out / f"{res.name}.report.txt"
+        if res.exit == 0 and rep_json.exists() and rep_text.exists():  # re-read, re-analyse
+            fresh = Result(res.name, res.kind, res.trained, note=res.note)
+            text = rep_json.read_text()
+            fresh.nan_json = _has_nan_json(text)
+            analyse_report(json.loads(text), rep_text.read_text(), fresh)
+            for k in ("unverified_ranked", "neg_local_under_healthy", "zero_db_healthy",
+                      "zero_db_rows", "matched_without_local", "nan_json", "nan_text",
+                      "statuses", "layers", "ops"):
+                setattr(res, k, getattr(fresh, k))
         judge(res)
         results.append(res)
     return results
@@ -1065,7 +1089,10 @@ def markdown_table(results: list[Result]) -> str:
             notes.append(f"negative local SQNR under ≥10 dB: {len(r.neg_local_under_healthy)} "
                          f"(e.g. {r.neg_local_under_healthy[0]})")
         if r.zero_db_healthy:
-            notes.append("output ≤ 1 dB yet a culprit reads 'healthy'")
+            notes.append("≤ 1 dB called 'healthy'"
+                         + (f" ({', '.join(r.zero_db_rows[:2])})" if r.zero_db_rows else ""))
+        if r.matched_without_local:
+            notes.append(f"{r.matched_without_local} matched row(s) without local SQNR")
         if r.note:
             notes.append(r.note)
         unv = f"{len(r.unverified_ranked)}" if r.layers is not None else "–"
