@@ -262,7 +262,8 @@ def build_efficientnetv2b0(folder: Path) -> dict[str, Any]:
                         include_preprocessing=True)
 
 
-@_register("Keras app, LayerNorm, GELU, LayerScale")
+@_register("Keras app, LayerNorm, GELU, LayerScale, op-node residuals",
+           note="LayerScale gamma at Keras' init 1e-6: residual branches under one LSB")
 def build_convnexttiny(folder: Path) -> dict[str, Any]:
     return _application(folder, "ConvNeXtTiny", (64, 64, 3), 0, 255, 17)
 
@@ -337,7 +338,7 @@ def build_digits_conv1d(folder: Path) -> dict[str, Any]:
     x_in = keras.Input((8, 8), name="rows")
     h = L.Conv1D(16, 3, padding="same", activation="relu", name="conv1")(x_in)
     h = L.MaxPooling1D(2, name="pool1")(h)
-    h = L.Conv1D(32, 3, padding="same", name="conv2")(h)
+    h = L.Conv1D(16, 3, padding="same", name="conv2")(h)  # as wide as its input (EXPAND_DIMS)
     h = L.BatchNormalization(name="bn2")(h)
     h = L.ReLU(name="relu2")(h)
     h = L.GlobalAveragePooling1D(name="gap")(h)
@@ -564,7 +565,12 @@ def build_sepconv_bn(folder: Path) -> dict[str, Any]:
     h = L.SeparableConv2D(32, 3, padding="same", use_bias=False, name="sep2")(h)
     h = L.BatchNormalization(name="sep2_bn")(h)
     h = L.Add(name="add")([h, r])
-    h = L.ReLU(name="add_relu")(h)
+    # Xception's middle flow: as many channels in as out, so the DEPTHWISE_CONV_2D inside the
+    # layer has exactly the size of the layer's output
+    m = L.ReLU(name="mid_relu")(h)
+    m = L.SeparableConv2D(32, 3, padding="same", use_bias=False, name="sep3")(m)
+    m = L.BatchNormalization(name="sep3_bn")(m)
+    h = L.Add(name="mid_add")([h, m])
     h = L.MaxPooling2D(name="pool")(h)
     h = L.GlobalAveragePooling2D(name="gap")(h)
     out = L.Dense(10, activation="softmax", name="probs")(h)
