@@ -910,11 +910,36 @@ def _has_nan_json(text: str) -> bool:
     )
 
 
-def worst_rows(layers: list[dict[str, Any]], n: int = 5) -> list[dict[str, Any]]:
-    """The report's "worst layers": the ``n`` rows with the lowest SQNR that have one (as
-    ``qdebug.report.worst_layers`` ranks them)."""
-    measured = [r for r in layers if isinstance(r.get("sqnr_db"), int | float)]
-    return sorted(measured, key=lambda r: r["sqnr_db"])[:n]
+_WORST_ROW = re.compile(r"^\s+(\S+)\s.*?\s(-?\d+(?:\.\d+)?|inf) dB\b")
+
+
+def worst_rows(text: str, layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the text report's "worst layers" table (the JSON has no such list), each
+    resolved to its JSON layer by name (shortened names: "prefix…" or "prefix…suffix") and
+    displayed SQNR. A row that resolves to no ranked layer resolves to the candidates."""
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("worst layers")), None)
+    if start is None:
+        return []
+    out: list[dict[str, Any]] = []
+    for ln in lines[start + 2:]:  # title, header
+        if not ln.startswith(" "):
+            break
+        m = _WORST_ROW.match(ln)
+        if m is None:
+            continue
+        shown, db = m.group(1), m.group(2)
+        head, _, tail = shown.partition("…")
+        cands = [
+            r for r in layers
+            if isinstance(r.get("sqnr_db"), int | float)
+            and (r["name"] == shown or ("…" in shown and r["name"].startswith(head)
+                                        and r["name"].endswith(tail)))
+            and (db == "inf" or abs(r["sqnr_db"] - float(db)) <= 0.051)
+        ]
+        ranked = [r for r in cands if r.get("status") in RANKED_OK]
+        out.extend(ranked[:1] or cands[:1])
+    return out
 
 
 def analyse_report(rep: dict[str, Any], text: str, res: Result) -> None:
@@ -928,7 +953,7 @@ def analyse_report(rep: dict[str, Any], text: str, res: Result) -> None:
     res.output_sqnr_db = out.get("sqnr_db")
     res.top1_agreement = out.get("top1_agreement")
     by_index = {r.get("index"): r for r in layers}
-    ranked: list[tuple[str, dict[str, Any]]] = [("worst", r) for r in worst_rows(layers)]
+    ranked: list[tuple[str, dict[str, Any]]] = [("worst", r) for r in worst_rows(text, layers)]
     for c in rep.get("culprits", []):
         row = by_index.get(c.get("index")) or next(
             (r for r in layers if r.get("name") == c.get("layer")), {}

@@ -79,8 +79,17 @@ def test_runner_flags_unverified_and_nan_in_a_report() -> None:
         "layers": layers,
         "culprits": [{"layer": "a", "index": 1, "reason": "rounding noise 0.26 LSB — healthy"}],
     }
+    text = (
+        "m  8 samples, 4 layers (keras3)\n"
+        "worst layers (accumulated SQNR)\n"
+        " layer  class  op     SQNR  RMSE (LSB)\n"
+        " b      Conv   MUL  -3.0 dB      21.00\n"
+        " a      Conv   ADD  30.0 dB       0.30\n"
+        "culprits (rise in noise-to-signal at the layer, relative to the output's):\n"
+        "  a  1.00  injects nan LSB\n"
+    )
     res = corpus.Result("m", "kind")
-    corpus.analyse_report(rep, "culprit: injects nan LSB", res)
+    corpus.analyse_report(rep, text, res)
     assert res.unverified_ranked == ["worst:b(unverified)"]
     assert res.statuses == {"input": 1, "matched": 1, "unverified": 1, "fused": 1}
     assert res.nan_text
