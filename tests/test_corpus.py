@@ -28,26 +28,9 @@ def _corpus() -> Any:
 
 SUBSET = [
     pytest.param("digits_cnn", id="digits_cnn"),
-    pytest.param(
-        "op_nodes",
-        id="op_nodes",
-        marks=pytest.mark.xfail(
-            strict=False,
-            reason="issue 10: Keras 3 op nodes (x * y, x + 3, inputs + x) are dropped from the "
-            "layer table; the layers after them get no inputs and their culprit reason reads "
-            "'injects nan LSB of error ..., nan dB'",
-        ),
-    ),
-    pytest.param(
-        "sepconv_bn",
-        id="sepconv_bn",
-        marks=pytest.mark.xfail(
-            strict=False,
-            reason="issue 10: a SeparableConv2D whose BatchNorm folds into its pointwise conv gets "
-            "the tensor of its own DEPTHWISE_CONV_2D, flagged unverified, yet ranked first among "
-            "the worst layers and culprits (and its culprit reason reads 'nan LSB')",
-        ),
-    ),
+    pytest.param("op_nodes", id="op_nodes"),
+    pytest.param("sepconv_bn", id="sepconv_bn"),
+    pytest.param("unet", id="unet"),
     pytest.param("nested_sequential", id="nested_sequential"),
 ]
 

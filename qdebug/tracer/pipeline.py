@@ -498,8 +498,9 @@ class Tracer:
                 ]
                 out_refs = [got.twin[t].reshape(n, -1) for t in twin_out]
                 om, op_stats = ops.measure(n, got, out_stacked, out_refs)
-                refs = {r.name: got.twin[twin_of[r.tensor_index]] for _, r in measured}
-                stacked = {i: got.int8[r.tensor_index] for i, r in measured}
+                refs = {r.name: _shaped(got.twin[twin_of[r.tensor_index]], r)
+                        for _, r in measured}
+                stacked = {i: _shaped(got.int8[r.tensor_index], r) for i, r in measured}
                 if ops_view:
                     m = om
                 else:
@@ -521,6 +522,18 @@ class Tracer:
         if sample_no == 0:
             raise DataError(f"{data.description} holds no samples", "give at least one sample")
         return mismatched, measurer
+
+
+def _shaped(values: np.ndarray, rec: LayerRecord) -> np.ndarray:
+    """A batch of a row's tensor in the Keras layer's shape when that is static (the TFLite
+    tensor may be laid out otherwise, e.g. UpSampling2D's 5-D intermediate): the Keras re-run
+    of the next layer is fed these values."""
+    dims = rec.output_shape[1:]
+    if dims and all(isinstance(d, int) for d in dims):
+        shape = (values.shape[0], *[int(d) for d in dims if d is not None])
+        if int(np.prod(shape)) == values.size and shape != values.shape:
+            return values.reshape(shape)
+    return values
 
 
 def op_local_layers(records: list[LayerRecord], local: LocalRefs | None) -> set[str]:
