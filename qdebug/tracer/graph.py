@@ -181,27 +181,22 @@ def _outputs(model: Any) -> list[Any]:
 
 
 class Probe:
-    """Computes the output of every layer of a ``LayerGraph`` for a batch in one ``tf.function``.
+    """Computes the output of every layer of a ``LayerGraph`` for a few samples, eagerly.
 
-    Nested models are probed with their own sub-probe fed by the outer value of their inputs.
+    It runs once per trace (matching layers to tensors on the verification samples; the float
+    reference of every sample is the float twin), so compiling a ``tf.function`` for it would
+    cost more than the call. Nested models are probed with their own sub-probe fed by the outer
+    value of their inputs.
     """
 
     def __init__(self, graph: LayerGraph, flavour: str) -> None:
-        import tensorflow as tf
-
         if flavour == "keras3":
             import keras as K
         else:
             import tf_keras as K
         self.graph = graph
         self._plan = self._build(graph.model, "", K)
-        in_specs = [
-            tf.TensorSpec([None, *_shape(t)[1:]], tf.as_dtype(input_dtype(t)))
-            for t in graph.model.inputs
-        ]
-        self._fn = tf.function(
-            self._run, input_signature=in_specs, reduce_retracing=True, autograph=False
-        )
+        self._dtypes = [input_dtype(t) for t in graph.model.inputs]
 
     def _build(self, model: Any, prefix: str, K: Any) -> tuple[Any, list[str], list[Any]]:
         """(sub-model, names of its outputs, nested plans with the position of their inputs)."""
@@ -242,7 +237,12 @@ class Probe:
 
     def __call__(self, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Every layer's output (nested models' own value included) for a batch."""
-        values = {k: v.numpy() for k, v in self._fn(*inputs).items()}
+        import tensorflow as tf
+
+        feeds = [
+            tf.convert_to_tensor(x, dtype=d) for x, d in zip(inputs, self._dtypes, strict=True)
+        ]
+        values = {k: np.asarray(v) for k, v in self._run(*feeds).items()}
         for n in self.graph.nodes:
             if n.is_model and n.inbound:
                 values[n.name] = values[n.inbound[0]]
