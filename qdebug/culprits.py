@@ -24,6 +24,9 @@ CLIP_SHARE = 0.3
 #: Under this SQNR (dB) a tensor's quantization step is too coarse for its values, however
 #: small the error in LSB (a 1000-class softmax whose int8 output is all zeros).
 COARSE_DB = 10.0
+#: A layer adding this share of the output's noise-to-signal or more is never "healthy", even
+#: when its error is pure rounding: the grid is too coarse for what the output needs.
+COARSE_SCORE = 0.3
 #: A layer explaining less than this share of the output's noise-to-signal is not a culprit.
 MIN_SCORE = 0.01
 
@@ -85,14 +88,14 @@ def find_culprits(
             continue
         gain = float(m["gain"][i]) if "gain" in m else math.nan
         share = float(m["local_share"][i]) if "local_share" in m else 1.0
-        kind, reason = _why(r, i, m, gain, share)
+        kind, reason = _why(r, i, m, gain, share, score)
         found.append(Culprit(r.name, i, kind, score, reason))
     found.sort(key=lambda c: c.score, reverse=True)
     return found[:limit]
 
 
 def _why(
-    r: LayerRecord, i: int, m: dict[str, np.ndarray], gain: float, share: float
+    r: LayerRecord, i: int, m: dict[str, np.ndarray], gain: float, share: float, score: float
 ) -> tuple[str, str]:
     if r.float_island:
         return "float island", "runs in float inside the INT8 model"
@@ -115,6 +118,11 @@ def _why(
     if not math.isfinite(lsb):  # a float tensor has no LSB
         where = f", {local:.1f} dB" if math.isfinite(local) else ""
         return "injects", f"injects error{where}"
+    if lsb <= HEALTHY_LSB and score >= COARSE_SCORE:
+        return "rounding", (
+            f"rounding noise only ({lsb:.2f} LSB), yet {min(score, 1):.0%} of the output's "
+            "error: the grid is too coarse for this layer (more bits or float here)"
+        )
     if lsb <= HEALTHY_LSB:
         return "rounding", f"rounding noise {lsb:.2f} LSB — healthy"
     where = f", {local:.1f} dB" if math.isfinite(local) else ""

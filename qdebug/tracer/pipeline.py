@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from qdebug import __version__
+from qdebug.check.calibration import MIN_SAMPLES as MIN_CALIB_SAMPLES
 from qdebug.errors import DataError, QdebugError, TfliteModelError
 from qdebug.progress import Phases
 from qdebug.segments import build_segments
@@ -239,6 +240,12 @@ class Tracer:
                     table.rows[row].layer = table.rows[row].name
                 outputs, out_index = op_outputs(records, int8, twin)
             weights = weight_stats(records, twin, int8)
+        if opt.tflite is None and calib.taken < MIN_CALIB_SAMPLES:
+            opt.warnings.append(
+                f"calibrated on {calib.taken} sample(s): ranges calibrated on so few miss the "
+                f"tails of real inputs and clip them; calibrate on {MIN_CALIB_SAMPLES}–500 "
+                "samples drawn like the deployment inputs (--calib)"
+            )
         deployed = int8.describe()
         if conv.is_quantized(twin_bytes):
             deployed += ", from quantization-aware training (fake-quant ranges)"
