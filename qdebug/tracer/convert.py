@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,14 @@ class ConversionOptions:
     """Keras layers left in float (selective quantization: DEQUANTIZE/QUANTIZE around them)."""
     scheme: str = "int8"
     """``int8``, or ``int16x8`` (16-bit activations, 8-bit weights)."""
+    denylisted: list[str] = field(default_factory=list)
+    """Filled by the conversion: the op names left in float for ``keep_float``."""
 
     def as_dict(self) -> dict[str, Any]:
         """The options as plain values."""
         out = asdict(self)
         out["keep_float"] = list(self.keep_float)
+        out["keep_float_ops"] = out.pop("denylisted")
         if self.scheme == "int16x8":
             out["supported_ops"] = INT16X8_OPS
         return out
@@ -201,8 +204,12 @@ def convert_int8_and_twin(
     representative: Callable[[], Iterable[list[np.ndarray]]],
     options: ConversionOptions,
     layer_names: list[str],
+    keep_float_ops: Callable[[bytes], list[str]] | None = None,
 ) -> tuple[bytes, bytes]:
     """The INT8 model and its float twin from one conversion.
+
+    ``keep_float_ops`` gives, from the calibrated model, the op names of the layers in
+    ``options.keep_float`` (default: by the layers' name scopes).
 
     The converter's calibrate-only mode returns the float model it calibrated (the same ops and
     tensor names as a plain float conversion) and ``mlir_quantize`` turns it into the INT8 model
@@ -258,11 +265,15 @@ def convert_int8_and_twin(
             convert_float(model, layer_names),
         )
     io_type = tf.int8 if options.int8_io else tf.float32
-    denylisted = (
-        keep_float_nodes(calibrated, options.keep_float, layer_names)
-        if options.keep_float
-        else None
-    )
+    denylisted = None
+    if options.keep_float:
+        denylisted = (
+            keep_float_ops(calibrated)
+            if keep_float_ops is not None
+            else keep_float_nodes(calibrated, options.keep_float, layer_names)
+        )
+    options.denylisted.clear()
+    options.denylisted.extend(denylisted or [])
     log: list[str] = []
     try:
         with captured_output() as log:

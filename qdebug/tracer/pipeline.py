@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from qdebug.store.writer import TraceWriter
 from qdebug.tracer import convert as conv
 from qdebug.tracer.data import InputSpec, SampleSource, load_data
 from qdebug.tracer.graph import LayerGraph, Probe, input_dtype
+from qdebug.tracer.keep_float import layer_op_names
 from qdebug.tracer.litert import LiteModel
 from qdebug.tracer.loading import TFLITE, LoadedModel, load_model, wrap_live_model
 from qdebug.tracer.matching import align_tensors, match_layers
@@ -148,6 +149,7 @@ class Tracer:
         self.opt = options
         self.phases = Phases(quiet=options.quiet)
         self.max_diff = 0.0
+        self._keras_values: dict[str, np.ndarray] | None = None
 
     def run(self) -> Path:
         """Trace and write; the trace appears under its final name only when complete."""
@@ -206,7 +208,8 @@ class Tracer:
             with self.phases.step("convert to INT8"):
                 try:
                     int8_bytes, twin_bytes = conv.convert_int8_and_twin(
-                        conv_model, representative, options, names
+                        conv_model, representative, options, names,
+                        self._keep_float_ops(graph, first, specs) if graph else None,
                     )
                 except QdebugError:
                     if data_errors:
@@ -218,11 +221,10 @@ class Tracer:
             twin = LiteModel(twin_bytes, preserve=True)
             self._check_inputs(int8, specs)
             table = build_op_table(int8, twin, align_tensors(twin, int8))
-            local = self._local_refs(twin_bytes, int8, table, names)
+            local = self._local_refs(twin_bytes, int8, table, options.denylisted)
             runner: SegmentRunner | None = None
             if graph is not None:
-                probe = Probe(graph, self.loaded.flavour)
-                keras_vals = probe(_stack(first, len(first)))
+                keras_vals = self._probe_values(graph, first)
                 twin_vals = self._twin_values(twin, first, [s.name for s in specs])
                 records = match_layers(graph, keras_vals, twin, twin_vals, int8)
                 assign_layers(table, records, int8)
@@ -355,18 +357,43 @@ class Tracer:
                 float_bytes = conv.convert_float(model, [])
         return model, lite_input_specs(LiteModel(float_bytes, preserve=False)), float_bytes
 
+    def _keep_float_ops(
+        self, graph: LayerGraph, first: list[list[np.ndarray]], specs: list[InputSpec]
+    ) -> Callable[[bytes], list[str]]:
+        """For ``--keep-float``: every op of each named layer, found on the calibrated model."""
+
+        def ops_of(calibrated: bytes) -> list[str]:
+            twin = LiteModel(calibrated, preserve=True)
+            keras_vals = self._probe_values(graph, first)
+            twin_vals = self._twin_values(twin, first, [s.name for s in specs])
+            return layer_op_names(
+                calibrated, graph, keras_vals, twin_vals, self.opt.keep_float, self.opt.warnings
+            )
+
+        return ops_of
+
+    def _probe_values(
+        self, graph: LayerGraph, first: list[list[np.ndarray]]
+    ) -> dict[str, np.ndarray]:
+        """Every layer's Keras output on the verification samples (computed once)."""
+        if self._keras_values is None:
+            probe = Probe(graph, self.loaded.flavour)
+            self._keras_values = probe(_stack(first, len(first)))
+        return self._keras_values
+
     def _local_refs(
-        self, twin_bytes: bytes, int8: LiteModel, table: OpTable, names: list[str]
+        self,
+        twin_bytes: bytes,
+        int8: LiteModel,
+        table: OpTable,
+        denylisted: list[str],
     ) -> LocalRefs | None:
         """The numeric-verify model's f(x̂) for each op, where the twin is the calibrated model
         the deployed one was quantized from (not for a given ``--tflite``, int16x8 or QAT)."""
         opt = self.opt
         if opt.tflite is not None or opt.scheme != "int8" or conv.is_quantized(twin_bytes):
             return None
-        verify_bytes = build_verify_model(
-            twin_bytes,
-            conv.keep_float_nodes(twin_bytes, opt.keep_float, names) if opt.keep_float else None,
-        )
+        verify_bytes = build_verify_model(twin_bytes, denylisted or None)
         if verify_bytes is None:
             return None
         return pair_local_refs(LiteModel(verify_bytes, preserve=True), int8, table)
