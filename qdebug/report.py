@@ -96,6 +96,11 @@ def report_dict(trace: Trace) -> dict[str, Any]:
             "outputs": outputs,
         },
         "float_islands": trace.float_islands,
+        "deployment_kernels": {
+            "delegated_ops": meta.get("delegated_ops", []),
+            "mismatched_samples": meta.get("kernel_mismatched_samples"),
+            "max_abs_diff": meta.get("kernel_max_abs_diff"),
+        },
         "instrumentation": {
             "mismatched_samples": meta.get("instrumentation_mismatched_samples"),
             "max_abs_diff": meta.get("instrumentation_max_abs_diff"),

@@ -56,6 +56,14 @@ def print_summary(trace: Trace, console: Console) -> None:
         console.print(
             f"  [yellow]{flagged} layer(s) unverified or unmatched, {islands} float island op(s)[/]"
         )
+    delegated = trace.meta.get("delegated_ops")
+    if "kernel_mismatched_samples" in trace.meta and isinstance(delegated, list):
+        console.print(
+            f"  kernels: XNNPACK took {len(delegated)} of {len(trace.ops)} ops (their values "
+            "here come from the reference kernels); its outputs differ from the reference "
+            f"kernels' on {trace.meta.get('kernel_mismatched_samples')} of {trace.n_samples} "
+            f"sample(s), by at most {trace.meta.get('kernel_max_abs_diff')}"
+        )
     mism = int(trace.meta.get("instrumentation_mismatched_samples", 0) or 0)
     if mism:
         console.print(

@@ -229,5 +229,19 @@ def test_dynamic_range_tflite_is_said(images: Path) -> None:
         assert not tr.float_islands and not any(r.float_island for r in tr.layers)
 
 
+def test_xnnpack_trace_states_the_delegated_ops_and_the_kernel_difference(images: Path) -> None:
+    _conv_model("xnn").save(images / "xnn.keras")
+    with _trace(images, str(images / "xnn.keras"), "--xnnpack") as tr:
+        delegated = tr.meta["delegated_ops"]
+        assert delegated and set(delegated) <= {o.index for o in tr.ops}
+        assert isinstance(tr.meta["kernel_mismatched_samples"], int)
+        assert not tr.float_islands  # the output's DEQUANTIZE is no island
+        om = tr.op_metrics()  # every op measured, from the reference kernels
+        assert all(np.isfinite(om["sqnr_db"][i]) for i, o in enumerate(tr.ops)
+                   if o.status == "measured")
+        probs = next(r for r in tr.layers if r.name == "probs")
+        assert probs.status == "matched" and probs.dtype == "int8"
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))

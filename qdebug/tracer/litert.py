@@ -179,3 +179,21 @@ class LiteModel:
         if any(t.dtype == np.float16 for t in consts):
             return "float16 weights, float activations: the error measured is the weights' alone"
         return "float (not quantized)"
+
+    def delegated_ops(self) -> list[int]:
+        """Indices of the ops a delegate took over: for each DELEGATE node, the ops on the
+        paths from its inputs to its outputs (its partition of the graph)."""
+        producer = {t: op for op in self.ops if op.op_type != "DELEGATE" for t in op.outputs}
+        taken: set[int] = set()
+        for node in self.ops:
+            if node.op_type != "DELEGATE":
+                continue
+            stop = set(node.inputs)
+            stack = [t for t in node.outputs if t not in stop]
+            while stack:
+                op = producer.get(stack.pop())
+                if op is None or op.index in taken:
+                    continue
+                taken.add(op.index)
+                stack.extend(t for t in op.inputs if t >= 0 and t not in stop)
+        return sorted(taken)

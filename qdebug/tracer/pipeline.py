@@ -216,8 +216,12 @@ class Tracer:
                         raise data_errors[0] from None
                     raise
         with self.phases.step("match layers" if graph is not None else "map ops"):
-            int8 = LiteModel(int8_bytes, preserve=True, xnnpack=opt.xnnpack)
-            plain = LiteModel(int8_bytes, preserve=False, xnnpack=opt.xnnpack)
+            # Per-op values come from the builtin reference kernels: a delegate (XNNPACK) runs
+            # whole subgraphs and hides their tensors. With --xnnpack the deployment kernels run
+            # beside them and their outputs are compared with the reference kernels' outputs.
+            int8 = LiteModel(int8_bytes, preserve=True)
+            plain = LiteModel(int8_bytes, preserve=False)
+            deploy = LiteModel(int8_bytes, preserve=False, xnnpack=True) if opt.xnnpack else None
             twin = LiteModel(twin_bytes, preserve=True)
             self._check_inputs(int8, specs)
             table = build_op_table(int8, twin, align_tensors(twin, int8))
@@ -276,14 +280,20 @@ class Tracer:
             "converter": (
                 {**options.as_dict(), "calib_samples": calib.taken} if opt.tflite is None else {}
             ),
-            "kernels": "xnnpack" if opt.xnnpack else "builtin (deterministic)",
+            "kernels": (
+                "xnnpack (deployment) outputs compared with the builtin reference kernels, "
+                "which give every op's values"
+                if deploy is not None
+                else "builtin (deterministic)"
+            ),
+            "delegated_ops": deploy.delegated_ops() if deploy is not None else [],
             "input_names": [s.name for s in specs],
             "view": VIEW_LAYERS if graph is not None else VIEW_OPS,
             "deployed": deployed,
             "reference": "float twin (the converter's float model, op by op)",
             "op_local_error": "numeric-verify model" if local else "not available",
         }
-        sides = Sides(int8, plain, twin, table, local, [s.name for s in specs])
+        sides = Sides(int8, plain, twin, table, local, [s.name for s in specs], deploy)
         writer = TraceWriter(
             path,
             attrs=attrs,
@@ -302,9 +312,16 @@ class Tracer:
             with self.phases.step("write"):
                 writer.write_analysis(measurer.analysis(), weights)
                 warnings = list(dict.fromkeys(data.warnings + calib.warnings + opt.warnings))
+                kernels = (
+                    {"kernel_mismatched_samples": sides.kernel_mismatched,
+                     "kernel_max_abs_diff": sides.kernel_max_diff}
+                    if deploy is not None
+                    else {}
+                )
                 return writer.commit(
                     instrumentation_mismatched_samples=mismatched,
                     instrumentation_max_abs_diff=self.max_diff,
+                    **kernels,
                     segments=len(runner.segments) if runner else 0,
                     warnings=warnings,
                 )

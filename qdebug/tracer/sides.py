@@ -66,8 +66,15 @@ class Sides:
         table: OpTable,
         local: LocalRefs | None,
         input_names: list[str],
+        deploy: LiteModel | None = None,
     ) -> None:
         self.int8, self.plain, self.twin, self.table, self.local = int8, plain, twin, table, local
+        self.deploy = deploy
+        """The deployment kernels (XNNPACK), outputs only, when asked for."""
+        self.kernel_mismatched = 0
+        self.kernel_max_diff = 0.0
+        """Samples whose outputs differ between deployment and reference kernels, and the
+        largest difference (dequantized output units)."""
         self.order = lite_input_order(int8, input_names)
         self.twin_order = lite_input_order(twin, input_names)
         self._checked = local is None
@@ -88,6 +95,23 @@ class Sides:
             if qp is not None and np.asarray(inputs[pos]).dtype.kind == "f":
                 out[pos] = dequantize(self.int8.get(tensor), qp).reshape(np.shape(inputs[pos]))
         return out
+
+    def _compare_kernels(self, inputs: list[np.ndarray]) -> None:
+        """Run the deployment kernels on a sample; compare their outputs with the reference
+        kernels' (dequantized, so an LSB of difference shows in output units)."""
+        assert self.deploy is not None
+        self.deploy.invoke(inputs)
+        differs = False
+        for pos, t in enumerate(self.plain.output_indices):
+            ref = self.plain.get(t)
+            dep = self.deploy.get(self.deploy.output_indices[pos])
+            qp = self.plain.tensors[t].qp
+            diff = np.abs(dequantize(dep, qp).astype(np.float64)
+                          - dequantize(ref, qp).astype(np.float64))
+            if diff.size and float(diff.max()) > 0:
+                differs = True
+                self.kernel_max_diff = max(self.kernel_max_diff, float(diff.max()))
+        self.kernel_mismatched += differs
 
     def run(
         self,
@@ -125,6 +149,8 @@ class Sides:
                 if not np.array_equal(seen, clean):
                     got.mismatched += 1
                     got.max_diff = max(got.max_diff, float(np.max(np.abs(seen - clean))))
+            if self.deploy is not None:
+                self._compare_kernels([sample[p] for p in self.order])
         got.int8 = {t: np.stack(v) for t, v in per_int8.items()}
         got.twin = {t: np.stack(v) for t, v in per_twin.items()}
         got.local = {r: np.stack(v) for r, v in per_local.items()}
