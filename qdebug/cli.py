@@ -103,8 +103,8 @@ def cli(debug: bool) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Samples per Keras call (memory grows with it, not with N).")
 @click.option("--xnnpack", is_flag=True,
-              help="Run LiteRT's default delegates (XNNPACK, the deployment kernels) instead of "
-              "the deterministic builtin kernels.")
+              help="Also run LiteRT's default delegates (XNNPACK, the deployment kernels) and "
+              "compare their outputs with the builtin kernels, which give every op's values.")
 @click.option("--int8-io", is_flag=True,
               help="Convert with int8 inputs and outputs (default: float, with QUANTIZE and "
               "DEQUANTIZE at the edges).")
