@@ -167,3 +167,13 @@ def test_qat_model_traces_fake_quant_against_deployed_int8(tmp_path: Path) -> No
     assert set(rows) >= {"conv1", "gap", "probs"}
     report = CliRunner().invoke(cli, ["report", str(path), "--format", "json"])
     assert report.exit_code == 0 and json.loads(report.stdout)["output"]["sqnr_db"] > 20
+    # Saved as .h5, the QAT model traces from the command line: tfmot's layers are opened
+    # without a factory.
+    qat.save(tmp_path / "qat_model.h5")
+    np.save(tmp_path / "x.npy", digits_cnn.data()[:16])
+    r = CliRunner().invoke(cli, ["trace", str(tmp_path / "qat_model.h5"), "--data",
+                                 str(tmp_path / "x.npy"), "--out", str(tmp_path / "cli.h5"), "-q"])
+    assert r.exit_code == 0, r.stderr
+    with qdebug.open(tmp_path / "cli.h5") as tr:
+        assert "quantization-aware" in tr.meta["deployed"]
+        assert tr.layers[_layer(tr, "quant_conv1")].status == "matched"

@@ -207,9 +207,7 @@ def load_model(spec: str, *, trust_code: bool = False) -> LoadedModel:
                     "give a model saved with model.save('model.h5')",
                 )
             if version.startswith("2."):
-                import tf_keras
-
-                model, flavour = tf_keras.models.load_model(path, compile=False), TF_KERAS
+                model, flavour = _load_tf_keras_h5(path), TF_KERAS
             else:
                 import keras
 
@@ -225,6 +223,23 @@ def load_model(spec: str, *, trust_code: bool = False) -> LoadedModel:
     except Exception as exc:
         raise _translate_load_error(path, exc) from exc
     return LoadedModel(model, flavour, model.name, str(path), _sha256_path(path))
+
+
+def _load_tf_keras_h5(path: Path) -> Any:
+    """A tf_keras ``.h5``; one saved after quantization-aware training is opened inside tfmot's
+    ``quantize_scope`` (its layers are known classes, not code from the file)."""
+    import h5py
+    import tf_keras
+
+    with h5py.File(path, "r") as f:
+        config = f.attrs.get("model_config", "")
+    text = config.decode() if isinstance(config, bytes) else str(config)
+    if '"QuantizeLayer"' not in text and '"QuantizeWrapper' not in text:
+        return tf_keras.models.load_model(path, compile=False)
+    from qdebug.check.tfmot_check import import_tfmot
+
+    with import_tfmot().quantization.keras.quantize_scope():
+        return tf_keras.models.load_model(path, compile=False)
 
 
 def _load_saved_model(path: Path) -> LoadedModel:

@@ -253,7 +253,8 @@ class Tracer:
                 "samples drawn like the deployment inputs (--calib)"
             )
         deployed = int8.describe()
-        if conv.is_quantized(twin_bytes):
+        # A float model has no QUANTIZE op; one converted from fake-quant layers keeps them.
+        if any(op.op_type == "QUANTIZE" for op in twin.ops) or conv.is_quantized(twin_bytes):
             deployed += ", from quantization-aware training (fake-quant ranges)"
         if not int8.quantized_activations():
             opt.warnings.append(f"the deployed model is {deployed}")
