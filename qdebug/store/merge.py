@@ -120,9 +120,8 @@ def _differences(a: _Shard, b: _Shard) -> Iterator[str]:
     for key in SAME_ATTRS:
         if ta.meta.get(key) != tb.meta.get(key):
             yield f"{key} ({_short(ta.meta.get(key))} vs {_short(tb.meta.get(key))})"
-    if (a.info.total, a.info.spec.n) != (b.info.total, b.info.spec.n):
-        yield (f"slicings ({a.info.total} samples in {a.info.spec.n} shards vs "
-               f"{b.info.total} in {b.info.spec.n})")
+    if a.info.total != b.info.total:
+        yield f"sample counts ({a.info.total} vs {b.info.total} samples in the data)"
     if a.info.batch_size != b.info.batch_size:
         yield f"batch sizes ({a.info.batch_size} vs {b.info.batch_size})"
 
