@@ -244,3 +244,18 @@ def test_shards_as_ray_tasks_on_a_local_cluster(shards: Path, workers1: Path) ->
     finally:
         ray.shutdown()
     assert differences(workers1, out) == []
+
+
+def test_workers_forward_every_trace_option_but_their_own() -> None:
+    from qdebug.cli import trace
+    from qdebug.tracer.shards import forwarded_args
+
+    ctx = trace.make_context("trace", [
+        "m.keras", "--data", "x.npy", "--workers", "2", "--ray", "local", "--out", "o.h5",
+        "--batch-size", "8", "--int8-io", "-q", "--format", "json", "--keep-float", "fc",
+    ])
+    args = forwarded_args(ctx)
+    for own in ("--workers", "--ray", "--out", "--quiet", "--format", "--shard"):
+        assert own not in args, args
+    assert args[args.index("--batch-size") + 1] == "8" and "--int8-io" in args
+    assert args[args.index("--data") + 1] == "x.npy" and "--keep-float" in args

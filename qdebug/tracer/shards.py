@@ -32,7 +32,7 @@ from qdebug.sharding import ShardSpec
 from qdebug.store.merge import merge_traces
 
 #: Options of ``qdebug trace`` that the parent handles and never forwards to a worker.
-PARENT_ONLY = {"out", "workers", "shard", "ray", "fmt", "quiet", "debug"}
+PARENT_ONLY = {"out", "workers", "shard", "ray_address", "fmt", "quiet", "debug"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
