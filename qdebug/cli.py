@@ -122,13 +122,25 @@ def cli(debug: bool) -> None:
               show_default=True,
               help="int16x8: 16-bit activations and 8-bit weights (diff against an int8 trace "
               "to see which layers recover with more bits).")
+@click.option("--shard", metavar="K/N",
+              help="Trace only the K-th of N contiguous slices of DATA (whole batches; same "
+              "conversion and calibration as a whole run). Merge the N traces with `qdebug "
+              "merge`: a job array runs one shard per task.")
+@click.option("--workers", default="1", show_default=True, metavar="N|auto",
+              help="Run N shards in parallel local processes and merge them into one trace "
+              "(auto: one per core this process may use; at most one per batch).")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Run the shards as Ray tasks (pip install 'qdebug[ray]'): auto joins the "
+              "running cluster, local starts one here, or ray://HOST:10001. --workers N sets "
+              "the number of shards (auto: the cluster's CPUs).")
 @click.option("--debug", is_flag=True, hidden=True)
 def trace(
     model: str, data: str, calib: str | None, tflite: Path | None, out: Path | None,
     samples: int | None, store_samples: int | None, store_budget: float, calib_samples: int,
     batch_size: int,
     xnnpack: bool, int8_io: bool, image_range: str, trust_model_code: bool, fmt: str,
-    quiet: bool, keep_float: str, scheme: str, debug: bool,
+    quiet: bool, keep_float: str, scheme: str, shard: str | None, workers: str,
+    ray_address: str | None, debug: bool,
 ) -> None:
     """Run MODEL in float Keras and INT8 LiteRT side by side and write a trace.
 
@@ -144,6 +156,8 @@ def trace(
       qdebug trace model.h5 --data val.npz --calib calib.npz --out traces/run1.h5
       qdebug trace model.keras --data x.npy --tflite deployed_int8.tflite
       qdebug trace examples/digits_cnn.py:build --data examples/out/digits.npy
+      qdebug trace model.keras --data val.npy --workers auto   # every core, one trace
+      qdebug trace model.keras --data val.npy --shard 2/8 --out s2.h5   # one job of an array
     """
     if tflite is not None and not tflite.is_file():
         raise QdebugError(f"{tflite}: no such file", "give the deployed INT8 .tflite model")
@@ -165,6 +179,14 @@ def trace(
     _precheck_path(model, "model", "give a .keras, .h5, SavedModel folder, or file.py:function")
     for spec in (data, calib):
         _precheck_path(spec, "data", "give .npy, .npz, an image folder, or module:function")
+    from qdebug.sharding import parse_shard
+    from qdebug.tracer.shards import run_sharded
+
+    shard_spec = parse_shard(shard) if shard is not None else None
+    sharded = run_sharded(click.get_current_context(), workers, ray_address, shard_spec, quiet)
+    if sharded is not None:
+        _print_result(sharded, fmt, quiet)
+        return
     from qdebug.tracer.tfenv import import_tf
 
     import_tf()
@@ -177,12 +199,49 @@ def trace(
         calib=calib,
         calib_samples=calib_samples, batch_size=batch_size, tflite=tflite, xnnpack=xnnpack,
         int8_io=int8_io, image_range=image_range, trust_model_code=trust_model_code,
-        quiet=quiet or fmt == "json", keep_float=kept, scheme=scheme,
+        quiet=quiet or fmt == "json", keep_float=kept, scheme=scheme, shard=shard_spec,
         command_line="qdebug " + " ".join(
             shlex.quote(a) for a in click.get_current_context().meta.get("qdebug.argv", [])
         ),
     )
     path = Tracer(loaded, data, options).run()
+    _print_result(path, fmt, quiet)
+
+
+@cli.command()
+@click.argument("shards", metavar="SHARD.h5...", nargs=-1, required=True,
+                type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), metavar="PATH",
+              help="The merged trace (written atomically).")
+@click.option("--store-samples", type=click.IntRange(min=0), metavar="K",
+              help="Keep activations of the first K samples (default: the shards' "
+              "--store-samples).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="The summary printed at the end.")
+@click.option("--quiet", "-q", is_flag=True, help="No summary.")
+@click.option("--debug", is_flag=True, hidden=True)
+def merge(
+    shards: tuple[Path, ...], out: Path, store_samples: int | None, fmt: str, quiet: bool,
+    debug: bool,
+) -> None:
+    """Merge the shard traces of `qdebug trace --shard K/N` into the trace of one whole run.
+
+    Per-sample statistics are concatenated in sample order; pooled metrics, worst samples and
+    culprits are computed again from the summed statistics, as one run would. Refused (exit 2,
+    nothing written): shards of different models or conversions (.tflite bytes, layer/op
+    tables, outputs, schema, data), overlapping slices, missing slices, non-shard traces.
+
+    \b
+    Examples:
+      qdebug merge shards/s*.h5 --out traces/run.h5
+      qdebug merge s1.h5 s2.h5 s3.h5 --out run.h5 --format json
+    """
+    from qdebug.store.merge import merge_traces
+
+    command = "qdebug " + " ".join(
+        shlex.quote(a) for a in click.get_current_context().meta.get("qdebug.argv", [])
+    )
+    path = merge_traces(shards, out, store_samples=store_samples, command_line=command)
     _print_result(path, fmt, quiet)
 
 

@@ -41,3 +41,8 @@ class ConversionError(QdebugError):
 
 class TfliteModelError(QdebugError):
     """A given ``.tflite`` cannot be used with the model."""
+
+
+class ShardMismatchError(QdebugError):
+    """Shard traces that cannot be merged: another model or conversion, overlapping slices, a
+    missing slice, or a trace that is not a shard."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import platform
 import sys
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from qdebug.check.calibration import MIN_SAMPLES as MIN_CALIB_SAMPLES
 from qdebug.errors import DataError, QdebugError, TfliteModelError
 from qdebug.progress import Phases
 from qdebug.segments import build_segments
+from qdebug.sharding import ATTR_STORE, ATTR_TFLITE_SHA256, ShardSpec
 from qdebug.store.schema import (
     STATUS_MATCHED,
     VIEW_LAYERS,
@@ -37,6 +39,7 @@ from qdebug.tracer.op_measure import OpMeasurer
 from qdebug.tracer.op_view import lite_input_specs, op_outputs, wrap_subclassed
 from qdebug.tracer.oprows import OpTable, assign_layers, build_op_table, op_layer_records
 from qdebug.tracer.segments import SegmentRunner
+from qdebug.tracer.shard_data import shard_source
 from qdebug.tracer.sides import Sides, lite_input_order
 from qdebug.tracer.tfenv import import_tf
 from qdebug.tracer.verify import LocalRefs, build_verify_model, pair_local_refs
@@ -71,6 +74,8 @@ class TraceOptions:
     """Keras layers to leave in float (selective quantization)."""
     scheme: str = "int8"
     """``int8`` or ``int16x8`` (16-bit activations)."""
+    shard: ShardSpec | None = None
+    """Trace only the K-th of N contiguous slices of the data (``--shard K/N``)."""
 
 
 def default_trace_path(model_name: str, folder: Path = Path("traces")) -> Path:
@@ -150,6 +155,8 @@ class Tracer:
         self.phases = Phases(quiet=options.quiet)
         self.max_diff = 0.0
         self._keras_values: dict[str, np.ndarray] | None = None
+        self.first_sample = 0
+        """Global position of the first traced sample (a shard's slice start)."""
 
     def run(self) -> Path:
         """Trace and write; the trace appears under its final name only when complete."""
@@ -169,6 +176,11 @@ class Tracer:
                 image_range=opt.image_range,
             )
             first = [s for _, s in zip(range(max(opt.verify_samples, 1)), data, strict=False)]
+            # A shard matches layers on the data's first samples, as a whole run does.
+            shard = shard_source(data, opt.shard, opt.batch_size, opt.store_samples or 0) if (
+                opt.shard is not None) else None
+            if shard is not None:
+                data, self.first_sample = shard.source, shard.info.start
         names = [n.name for n in graph.nodes] if graph is not None else []
         options = conv.ConversionOptions(
             calib_samples=opt.calib_samples, int8_io=opt.int8_io,
@@ -294,6 +306,11 @@ class Tracer:
             "reference": "float twin (the converter's float model, op by op)",
             "op_local_error": "numeric-verify model" if local else "not available",
         }
+        stored = self._stored_count(records, int8, local is not None, specs)
+        if shard is not None:
+            attrs.update(shard.info.attrs())
+            attrs[ATTR_STORE] = stored  # what this run kept: the merge's budget
+            attrs[ATTR_TFLITE_SHA256] = hashlib.sha256(int8_bytes).hexdigest()
         sides = Sides(int8, plain, twin, table, local, [s.name for s in specs], deploy)
         writer = TraceWriter(
             path,
@@ -303,7 +320,7 @@ class Tracer:
             input_names=[s.name for s in specs],
             tflite=int8_bytes,
             float_islands=islands,
-            store_samples=self._stored_count(records, int8, local is not None, specs),
+            store_samples=stored,
             ops=table.rows,
         )
         with writer:
@@ -536,7 +553,7 @@ class Tracer:
         twin_wanted = {twin_of[r.tensor_index] for _, r in measured} | ops.twin_tensors
         twin_wanted |= set(twin_out)
         mismatched = 0
-        sample_no = 0
+        sample_no = self.first_sample
         bsz = max(1, self.opt.batch_size)
         with self.phases.bar("trace", total=data.known_length) as advance:
             for batch in _batches(data, bsz):
@@ -571,7 +588,7 @@ class Tracer:
                     writer.store_sample(sample_no + b, batch[b], values, local)
                 sample_no += n
                 advance(n)
-        if sample_no == 0:
+        if sample_no == self.first_sample:
             raise DataError(f"{data.description} holds no samples", "give at least one sample")
         return mismatched, measurer
 
