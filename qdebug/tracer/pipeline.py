@@ -279,7 +279,7 @@ class Tracer:
             for op in int8.float_islands()
         ]
         path = Path(opt.out) if opt.out else default_trace_path(self.loaded.name)
-        attrs = {
+        attrs: dict[str, Any] = {
             **_versions(self.loaded.flavour),
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "command_line": opt.command_line or " ".join(sys.argv),
