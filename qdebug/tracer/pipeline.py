@@ -29,6 +29,8 @@ from qdebug.tracer import convert as conv
 from qdebug.tracer.data import InputSpec, SampleSource, load_data
 from qdebug.tracer.graph import LayerGraph, Probe, input_dtype
 from qdebug.tracer.keep_float import layer_op_names
+from qdebug.tracer.labels import PredictionLog, load_labels, prediction_log
+from qdebug.tracer.labels import resolve as resolve_labels
 from qdebug.tracer.litert import LiteModel
 from qdebug.tracer.loading import TFLITE, LoadedModel, load_model, wrap_live_model
 from qdebug.tracer.matching import align_tensors, match_layers
@@ -71,6 +73,8 @@ class TraceOptions:
     """Keras layers to leave in float (selective quantization)."""
     scheme: str = "int8"
     """``int8`` or ``int16x8`` (16-bit activations)."""
+    labels: Any = None
+    """Class labels of the samples (``qdebug.tracer.labels.load_labels``): task accuracy."""
 
 
 def default_trace_path(model_name: str, folder: Path = Path("traces")) -> Path:
@@ -150,6 +154,7 @@ class Tracer:
         self.phases = Phases(quiet=options.quiet)
         self.max_diff = 0.0
         self._keras_values: dict[str, np.ndarray] | None = None
+        self._preds: PredictionLog | None = None
 
     def run(self) -> Path:
         """Trace and write; the trace appears under its final name only when complete."""
@@ -169,6 +174,7 @@ class Tracer:
                 image_range=opt.image_range,
             )
             first = [s for _, s in zip(range(max(opt.verify_samples, 1)), data, strict=False)]
+            labels = load_labels(opt.labels) if opt.labels is not None else None
         names = [n.name for n in graph.nodes] if graph is not None else []
         options = conv.ConversionOptions(
             calib_samples=opt.calib_samples, int8_io=opt.int8_io,
@@ -295,6 +301,8 @@ class Tracer:
             "op_local_error": "numeric-verify model" if local else "not available",
         }
         sides = Sides(int8, plain, twin, table, local, [s.name for s in specs], deploy)
+        if labels is not None:
+            self._preds = prediction_log(outputs)
         writer = TraceWriter(
             path,
             attrs=attrs,
@@ -311,6 +319,12 @@ class Tracer:
                 data, sides, records, outputs, out_index, writer, runner, graph is None
             )
             with self.phases.step("write"):
+                if labels is not None and self._preds is not None:
+                    pred_f, pred_q = self._preds.arrays()
+                    writer.write_labels(
+                        resolve_labels(labels, len(pred_f), data.pair_labels), pred_f, pred_q,
+                        outputs[self._preds.output].name, labels.description,
+                    )
                 writer.write_analysis(measurer.analysis(), weights)
                 warnings = list(dict.fromkeys(data.warnings + calib.warnings + opt.warnings))
                 kernels = (
@@ -549,6 +563,11 @@ class Tracer:
                     for j, v in enumerate(got.outputs)
                 ]
                 out_refs = [got.twin[t].reshape(n, -1) for t in twin_out]
+                if self._preds is not None:
+                    raw_out, out_qp = out_stacked[self._preds.output]
+                    self._preds.add(
+                        raw_out, out_refs[self._preds.output], out_qp.scale if out_qp else 0.0
+                    )
                 om, op_stats = ops.measure(n, got, out_stacked, out_refs)
                 refs = {r.name: _shaped(got.twin[twin_of[r.tensor_index]], r)
                         for _, r in measured}
