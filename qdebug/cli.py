@@ -232,8 +232,10 @@ def _print_result(path: Path, fmt: str, quiet: bool) -> None:
               default="text", show_default=True,
               help="text for people, markdown for a GitHub issue, json for scripts, csv with "
               "TFLite QuantizationDebugger's columns first.")
+@click.option("--chart", metavar="CHART.png",
+              help="markdown: link this picture (made by qdebug plot) under the headline.")
 @click.option("--debug", is_flag=True, hidden=True)
-def report(trace_path: Path, fmt: str, debug: bool) -> None:
+def report(trace_path: Path, fmt: str, chart: str | None, debug: bool) -> None:
     """Print what a trace says: model, output numbers, and every layer.
 
     \b
@@ -251,7 +253,11 @@ def report(trace_path: Path, fmt: str, debug: bool) -> None:
     from qdebug.store.reader import open_trace
 
     with open_trace(trace_path) as tr:
-        click.echo((report_markdown if fmt == "markdown" else report_csv)(tr), nl=False)
+        text = (report_markdown if fmt == "markdown" else report_csv)(tr)
+    if chart and fmt == "markdown":
+        head, _, rest = text.partition("\n\n")
+        text = f"{head}\n\n![error by depth]({chart})\n\n{rest}"
+    click.echo(text, nl=False)
 
 
 @cli.command()
@@ -383,6 +389,29 @@ def explore(
     from qdebug.explore import explore as run_explorer
 
     run_explorer(trace_path, host=host, port=port, open_browser=not no_browser, folder=folder)
+
+
+@cli.command()
+@click.argument("trace_path", metavar="TRACE", type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              metavar="CHART.svg|png", help="The picture to write.")
+@click.option("--layer", metavar="LAYER", help="Histogram of this layer (default: the top "
+              "culprit).")
+@click.option("--debug", is_flag=True, hidden=True)
+def plot(trace_path: Path, out: Path, layer: str | None, debug: bool) -> None:
+    """Draw error by depth (accumulated and local SQNR per layer, culprits circled) and one
+    layer's error histogram. Needs matplotlib.
+
+    \b
+    Examples:
+      qdebug plot traces/run1.h5 --out chart.svg
+      qdebug report traces/run1.h5 --format markdown --chart chart.png > issue.md
+    """
+    from qdebug.plot import plot_trace
+    from qdebug.store.reader import open_trace
+
+    with open_trace(trace_path) as tr:
+        click.echo(f"wrote {plot_trace(tr, out, layer)}")
 
 
 def _layer_list(text: str) -> tuple[str, ...]:

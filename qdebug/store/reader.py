@@ -768,6 +768,24 @@ class Trace:
             ins[_text(ds.attrs.get("name", k))] = self._read(ds.name, shape)
         return idx, ins
 
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame, one row per layer, the JSON report's layer columns."""
+        from qdebug.notebook import layers_dataframe
+
+        return layers_dataframe(self)
+
+    def ops_dataframe(self) -> Any:
+        """A pandas DataFrame, one row per op, the JSON report's op columns."""
+        from qdebug.notebook import ops_dataframe
+
+        return ops_dataframe(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: a small table of pooled numbers (no activations are read)."""
+        from qdebug.notebook import trace_html
+
+        return trace_html(self)
+
     def iter_layers(self) -> Iterator[tuple[int, LayerRecord]]:
         """(index, record) of every layer in topological order."""
         return iter(enumerate(self.layers))
