@@ -41,11 +41,13 @@ def diff(
     max_output_drop_db: float | None = None,
     max_layer_drop_db: float | None = None,
     max_top1_drop: float | None = None,
+    max_accuracy_drop: float | None = None,
 ) -> DiffResult:
     """Compare two traces of one model (paths or open traces), BASE first.
 
     Thresholds left out keep their defaults (``qdebug.trace_diff.Thresholds``: 1 dB at an
-    output, 3 dB at a layer, 0.01 of top-1 agreement). Returns a ``DiffResult`` with ``verdict``,
+    output, 3 dB at a layer, 0.01 of top-1 agreement, 0.01 of INT8 accuracy against labels when
+    both traces have them). Returns a ``DiffResult`` with ``verdict``,
     ``regressed``, ``reasons``, per-layer ``layers`` and ``most_changed``. Raises
     ``TraceFileError`` for a missing or corrupt trace or traces of different models.
     """
@@ -55,6 +57,7 @@ def diff(
         "max_output_drop_db": max_output_drop_db,
         "max_layer_drop_db": max_layer_drop_db,
         "max_top1_drop": max_top1_drop,
+        "max_accuracy_drop": max_accuracy_drop,
     }
     thresholds = Thresholds(**{k: v for k, v in given.items() if v is not None})
     return diff_paths(base, new, thresholds)

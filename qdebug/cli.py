@@ -133,6 +133,9 @@ def cli(debug: bool) -> None:
               help="Run the shards as Ray tasks (pip install 'qdebug[ray]'): auto joins the "
               "running cluster, local starts one here, or ray://HOST:10001. --workers N sets "
               "the number of shards (auto: the cluster's CPUs).")
+@click.option("--labels", metavar="LABELS",
+              help="Class labels of DATA for task accuracy: labels.npy, file.npz[:key], or "
+              "'data' for the (x, y) pairs a data function or tf.data dataset yields.")
 @click.option("--debug", is_flag=True, hidden=True)
 def trace(
     model: str, data: str, calib: str | None, tflite: Path | None, out: Path | None,
@@ -140,7 +143,7 @@ def trace(
     batch_size: int,
     xnnpack: bool, int8_io: bool, image_range: str, trust_model_code: bool, fmt: str,
     quiet: bool, keep_float: str, scheme: str, shard: str | None, workers: str,
-    ray_address: str | None, debug: bool,
+    ray_address: str | None, labels: str | None, debug: bool,
 ) -> None:
     """Run MODEL in float Keras and INT8 LiteRT side by side and write a trace.
 
@@ -179,6 +182,8 @@ def trace(
     _precheck_path(model, "model", "give a .keras, .h5, SavedModel folder, or file.py:function")
     for spec in (data, calib):
         _precheck_path(spec, "data", "give .npy, .npz, an image folder, or module:function")
+    if labels != "data":
+        _precheck_path(labels, "labels", "give labels.npy, file.npz[:key], or 'data'")
     from qdebug.sharding import parse_shard
     from qdebug.tracer.shards import run_sharded
 
@@ -200,6 +205,7 @@ def trace(
         calib_samples=calib_samples, batch_size=batch_size, tflite=tflite, xnnpack=xnnpack,
         int8_io=int8_io, image_range=image_range, trust_model_code=trust_model_code,
         quiet=quiet or fmt == "json", keep_float=kept, scheme=scheme, shard=shard_spec,
+        labels=labels,
         command_line="qdebug " + " ".join(
             shlex.quote(a) for a in click.get_current_context().meta.get("qdebug.argv", [])
         ),
@@ -286,8 +292,10 @@ def _print_result(path: Path, fmt: str, quiet: bool) -> None:
               default="text", show_default=True,
               help="text for people, markdown for a GitHub issue, json for scripts, csv with "
               "TFLite QuantizationDebugger's columns first.")
+@click.option("--chart", metavar="CHART.png",
+              help="markdown: link this picture (made by qdebug plot) under the headline.")
 @click.option("--debug", is_flag=True, hidden=True)
-def report(trace_path: Path, fmt: str, debug: bool) -> None:
+def report(trace_path: Path, fmt: str, chart: str | None, debug: bool) -> None:
     """Print what a trace says: model, output numbers, and every layer.
 
     \b
@@ -305,7 +313,11 @@ def report(trace_path: Path, fmt: str, debug: bool) -> None:
     from qdebug.store.reader import open_trace
 
     with open_trace(trace_path) as tr:
-        click.echo((report_markdown if fmt == "markdown" else report_csv)(tr), nl=False)
+        text = (report_markdown if fmt == "markdown" else report_csv)(tr)
+    if chart and fmt == "markdown":
+        head, _, rest = text.partition("\n\n")
+        text = f"{head}\n\n![error by depth]({chart})\n\n{rest}"
+    click.echo(text, nl=False)
 
 
 @cli.command()
@@ -336,12 +348,16 @@ def view(trace_path: Path, other_path: Path | None, debug: bool) -> None:
 @click.option("--max-top1-drop", type=click.FloatRange(min=0, max=1), default=0.01,
               show_default=True, metavar="F",
               help="Largest allowed drop of top-1 agreement (fraction of samples).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0, max=1), default=0.01,
+              show_default=True, metavar="F",
+              help="Largest allowed drop of INT8 task accuracy against labels (fraction of "
+              "samples; when both traces have labels).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
               show_default=True, help="text for the terminal, markdown for a PR, json for CI.")
 @click.option("--debug", is_flag=True, hidden=True)
 def diff(
     base: Path, new: Path, max_output_drop: float, max_layer_drop: float, max_top1_drop: float,
-    fmt: str, debug: bool,
+    max_accuracy_drop: float, fmt: str, debug: bool,
 ) -> None:
     """Compare two traces of one model: did quantization get worse from BASE to NEW?
 
@@ -357,7 +373,9 @@ def diff(
     from qdebug.diff_render import RENDERERS
     from qdebug.trace_diff import Thresholds, diff_paths
 
-    result = diff_paths(base, new, Thresholds(max_output_drop, max_layer_drop, max_top1_drop))
+    result = diff_paths(
+        base, new, Thresholds(max_output_drop, max_layer_drop, max_top1_drop, max_accuracy_drop)
+    )
     click.echo(RENDERERS[fmt](result).rstrip("\n"))
     sys.exit(1 if result.regressed else 0)
 
@@ -368,10 +386,16 @@ def diff(
               help="Write the exact INT8 model the trace was made from.")
 @click.option("--inputs", type=click.Path(path_type=Path), metavar="OUT.npz",
               help="Write the stored samples' inputs, keyed by input name.")
+@click.option("--model-explorer", "explorer", type=click.Path(path_type=Path),
+              metavar="OUT.json",
+              help="Write Model Explorer node data: OUT.json (accumulated SQNR), "
+              "OUT.local_sqnr.json and OUT.gain.json, keyed by the INT8 model's tensor names "
+              "(open them with the .tflite from --tflite).")
 @click.option("--force", is_flag=True, help="Replace existing files.")
 @click.option("--debug", is_flag=True, hidden=True)
 def export(
-    trace_path: Path, tflite: Path | None, inputs: Path | None, force: bool, debug: bool
+    trace_path: Path, tflite: Path | None, inputs: Path | None, explorer: Path | None,
+    force: bool, debug: bool,
 ) -> None:
     """Write back the INT8 .tflite model and the stored inputs of a trace.
 
@@ -381,16 +405,73 @@ def export(
     \b
     Examples:
       qdebug export traces/run1.h5 --tflite model_int8.tflite --inputs inputs.npz
+      qdebug export traces/run1.h5 --model-explorer run1.json --tflite run1.tflite
     """
     from qdebug.export import export_trace
     from qdebug.store.reader import open_trace
 
     with open_trace(trace_path) as tr:
+        if explorer is not None:
+            from qdebug.model_explorer_data import write_node_data
+
+            for p in write_node_data(tr, explorer, force=force):
+                click.echo(f"wrote {p} (Model Explorer node data)")
+            if tflite is None and inputs is None:
+                return
         done = export_trace(tr, tflite, inputs, force=force)
     if done.tflite is not None:
         click.echo(f"wrote {done.tflite} (the INT8 model)")
     if done.inputs is not None:
         click.echo(f"wrote {done.inputs} (inputs of samples {list(done.samples)})")
+
+
+@cli.command()
+@click.argument("trace_path", metavar="TRACE", type=click.Path(path_type=Path))
+@click.option("--host", default="localhost", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--no-browser", is_flag=True, help="Print the URL; do not open a browser.")
+@click.option("--dir", "folder", type=click.Path(path_type=Path), metavar="FOLDER",
+              help="Where to write the .tflite and the node data (default: a temporary folder).")
+@click.option("--debug", is_flag=True, hidden=True)
+def explore(
+    trace_path: Path, host: str, port: int, no_browser: bool, folder: Path | None, debug: bool
+) -> None:
+    """Open the trace's INT8 model in Google's Model Explorer, coloured by qdebug's numbers.
+
+    Node-data overlays: accumulated SQNR, local SQNR and error gain of every op (pick one in
+    Model Explorer's node data panel). Needs the explorer extra: pip install 'qdebug[explorer]'.
+
+    \b
+    Examples:
+      qdebug explore traces/run1.h5
+      qdebug explore traces/run1.h5 --port 8090 --no-browser
+    """
+    from qdebug.explore import explore as run_explorer
+
+    run_explorer(trace_path, host=host, port=port, open_browser=not no_browser, folder=folder)
+
+
+@cli.command()
+@click.argument("trace_path", metavar="TRACE", type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              metavar="CHART.svg|png", help="The picture to write.")
+@click.option("--layer", metavar="LAYER", help="Histogram of this layer (default: the top "
+              "culprit).")
+@click.option("--debug", is_flag=True, hidden=True)
+def plot(trace_path: Path, out: Path, layer: str | None, debug: bool) -> None:
+    """Draw error by depth (accumulated and local SQNR per layer, culprits circled) and one
+    layer's error histogram. Needs matplotlib.
+
+    \b
+    Examples:
+      qdebug plot traces/run1.h5 --out chart.svg
+      qdebug report traces/run1.h5 --format markdown --chart chart.png > issue.md
+    """
+    from qdebug.plot import plot_trace
+    from qdebug.store.reader import open_trace
+
+    with open_trace(trace_path) as tr:
+        click.echo(f"wrote {plot_trace(tr, out, layer)}")
 
 
 def _layer_list(text: str) -> tuple[str, ...]:

@@ -28,7 +28,10 @@ def diff_dict(result: DiffResult) -> dict[str, Any]:
             "max_output_drop_db": th.max_output_drop_db,
             "max_layer_drop_db": th.max_layer_drop_db,
             "max_top1_drop": th.max_top1_drop,
+            "max_accuracy_drop": th.max_accuracy_drop,
         },
+        "int8_accuracy": _change(result.int8_accuracy),
+        "float_accuracy": _change(result.float_accuracy),
         "reasons": list(result.reasons),
         "notes": list(result.notes),
         "outputs": [
@@ -76,6 +79,9 @@ def _headline(result: DiffResult) -> str:
                 f", top-1 agreement {pct(o.top1_agreement.base)} → {pct(o.top1_agreement.new)}"
             )
         parts.append(text)
+    if result.int8_accuracy is not None:
+        acc = result.int8_accuracy
+        parts.append(f"int8 accuracy {pct(acc.base)} → {pct(acc.new)}")
     return "; ".join(parts)
 
 
@@ -83,7 +89,8 @@ def _thresholds(result: DiffResult) -> str:
     th = result.thresholds
     return (
         f"thresholds: output SQNR drop ≤ {th.max_output_drop_db:g} dB, layer SQNR drop ≤ "
-        f"{th.max_layer_drop_db:g} dB, top-1 drop ≤ {th.max_top1_drop:g}"
+        f"{th.max_layer_drop_db:g} dB, top-1 drop ≤ {th.max_top1_drop:g}, accuracy drop ≤ "
+        f"{th.max_accuracy_drop:g}"
     )
 
 

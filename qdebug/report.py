@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from qdebug.accuracy import accuracy
 from qdebug.numfmt import json_num as _num
 from qdebug.store.reader import Trace
 
@@ -69,6 +70,7 @@ def report_dict(trace: Trace) -> dict[str, Any]:
             }
         )
     first = outputs[0] if outputs else {}
+    acc = accuracy(trace)
     return {
         "schema_version": trace.schema_version,
         "trace": str(trace.path),
@@ -93,6 +95,11 @@ def report_dict(trace: Trace) -> dict[str, Any]:
         "output": {
             "sqnr_db": first.get("sqnr_db"),
             "top1_agreement": first.get("top1_agreement"),
+            # Task accuracy against labels (--labels); None without labels.
+            "float_accuracy": _num(acc.float_accuracy) if acc else None,
+            "int8_accuracy": _num(acc.int8_accuracy) if acc else None,
+            "flipped": acc.flipped() if acc else None,
+            "labels": {"source": acc.source, "output": acc.output} if acc else None,
             "outputs": outputs,
         },
         "float_islands": trace.float_islands,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from qdebug.accuracy import accuracy
 from qdebug.errors import TraceFileError
 from qdebug.store.reader import Trace
 
@@ -43,6 +44,9 @@ QDEBUG_COLUMNS = (
     "clip_fraction",
     "clip_share",
 )
+#: Columns of a trace traced with labels (the model's numbers, repeated on every row).
+ACCURACY_COLUMNS = ("float_accuracy", "int8_accuracy", "flipped_right_to_wrong",
+                    "flipped_wrong_to_right")
 #: qdebug metrics already in a TFLite column under TFLite's name.
 _AS_TFLITE = ("mse", "max_abs_error", "mean_error")
 _STATS = ("count", "sum_e", "sum_e2", "max_abs_e")
@@ -94,9 +98,17 @@ def report_csv(trace: Trace) -> str:
     lm = trace.layer_metrics()
     moments = error_moments(pooled_layer_stats(trace), trace.n_samples)
     extra = [k for k in lm if k not in QDEBUG_COLUMNS and k not in _AS_TFLITE]
+    acc = accuracy(trace)
+    # Task accuracy is the model's: the same on every row, only in traces with labels.
+    task = (
+        [acc.float_accuracy, acc.int8_accuracy, len(acc.right_to_wrong),
+         len(acc.wrong_to_right)]
+        if acc
+        else []
+    )
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*TFLITE_COLUMNS, *QDEBUG_COLUMNS, *extra])
+    writer.writerow([*TFLITE_COLUMNS, *QDEBUG_COLUMNS, *extra, *(ACCURACY_COLUMNS if acc else ())])
     for i, r in trace.iter_layers():
         n = moments["num_elements"][i]
         row: list[Any] = [
@@ -115,6 +127,7 @@ def report_csv(trace: Trace) -> str:
             r.float_island,
             *(lm[c][i] if c in lm else math.nan for c in QDEBUG_COLUMNS[6:]),
             *(lm[c][i] for c in extra),
+            *task,
         ]
         writer.writerow([_cell(v) for v in row])
     return buf.getvalue()

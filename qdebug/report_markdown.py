@@ -158,6 +158,13 @@ def report_markdown(trace: Trace) -> str:
     headline = f"output SQNR {db(_f(out['sqnr_db']))} dB"
     if out.get("top1_agreement") is not None:
         headline += f", top-1 agreement {pct(_f(out['top1_agreement']))}"
+    if out.get("float_accuracy") is not None:
+        flipped = out["flipped"]
+        headline += (
+            f", accuracy {pct(_f(out['float_accuracy']))} float → "
+            f"{pct(_f(out['int8_accuracy']))} int8 ({len(flipped['right_to_wrong'])} right→wrong, "
+            f"{len(flipped['wrong_to_right'])} wrong→right)"
+        )
     sections = [
         [f"## qdebug report: `{rep['model']['name']}`", "",
          f"**{headline}** over {rep['samples']} samples, {len(rep['layers'])} layers."],

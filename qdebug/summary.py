@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from qdebug.accuracy import accuracy
 from qdebug.culprits import COARSE_DB
 from qdebug.report import worst_layers
 from qdebug.store.reader import Trace
@@ -49,6 +50,13 @@ def print_summary(trace: Trace, console: Console) -> None:
         if sq < COARSE_DB:
             line += " [red](broken: the int8 output has lost the signal)[/]"
         console.print(line)
+    acc = accuracy(trace)
+    if acc is not None:
+        console.print(
+            f"  accuracy ({_safe(acc.source)}): float {acc.float_accuracy * 100:.1f}%, "
+            f"int8 {acc.int8_accuracy * 100:.1f}%; flipped {len(acc.right_to_wrong)} "
+            f"right→wrong, {len(acc.wrong_to_right)} wrong→right"
+        )
     statuses = [r.status for r in trace.layers]
     flagged = statuses.count(STATUS_UNVERIFIED) + statuses.count(STATUS_UNMATCHED)
     islands = len(trace.float_islands)

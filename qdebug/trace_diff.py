@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qdebug.accuracy import accuracy
 from qdebug.errors import TraceFileError
 from qdebug.store.reader import Trace, open_trace
 
@@ -37,9 +38,13 @@ class Thresholds:
     """Largest allowed drop of a layer's accumulated SQNR (dB). 3 dB is twice the error power."""
     max_top1_drop: float = 0.01
     """Largest allowed drop of top-1 agreement, as a fraction of samples (0.01 = 1 point)."""
+    max_accuracy_drop: float = 0.01
+    """Largest allowed drop of INT8 task accuracy against labels, as a fraction of samples;
+    checked when both traces were traced with ``--labels``."""
 
     def __post_init__(self) -> None:
-        for name in ("max_output_drop_db", "max_layer_drop_db", "max_top1_drop"):
+        for name in ("max_output_drop_db", "max_layer_drop_db", "max_top1_drop",
+                     "max_accuracy_drop"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or math.isnan(value) or value < 0:
                 raise ValueError(f"{name} must be a number ≥ 0, not {value!r}")
@@ -124,6 +129,10 @@ class DiffResult:
     """One line per threshold exceeded; empty when within thresholds."""
     notes: tuple[str, ...] = field(default=())
     """Facts worth knowing that do not decide the verdict (weights differ, sample counts, …)."""
+    int8_accuracy: Change | None = None
+    """INT8 task accuracy against labels; None unless both traces have labels."""
+    float_accuracy: Change | None = None
+    """Float task accuracy against labels; None unless both traces have labels."""
 
     @property
     def regressed(self) -> bool:
@@ -311,6 +320,8 @@ def diff_traces(base: Trace, new: Trace, thresholds: Thresholds | None = None) -
             "local SQNR and gain are not compared"
         )
     outputs, out_reasons = _diff_outputs(base, new, th)
+    acc_q, acc_f, acc_reasons = _diff_accuracy(base, new, th, notes)
+    out_reasons += acc_reasons
     layers, layer_reasons = _diff_layers(base, new, bm, nm, th)
     base_names, new_names = set(_names(base)), set(_names(new))
     return DiffResult(
@@ -325,7 +336,35 @@ def diff_traces(base: Trace, new: Trace, thresholds: Thresholds | None = None) -
         most_changed=_most_changed(layers),
         reasons=tuple(out_reasons + layer_reasons),
         notes=tuple(notes),
+        int8_accuracy=acc_q,
+        float_accuracy=acc_f,
     )
+
+
+def _diff_accuracy(
+    base: Trace, new: Trace, th: Thresholds, notes: list[str]
+) -> tuple[Change | None, Change | None, list[str]]:
+    """INT8 (and float) task accuracy of both traces; a reason when INT8 accuracy dropped more
+    than ``max_accuracy_drop``."""
+    ab, an = accuracy(base), accuracy(new)
+    if ab is None or an is None:
+        if ab is not None or an is not None:
+            notes.append(
+                f"only {'BASE' if ab is not None else 'NEW'} has labels; task accuracy is not "
+                "compared"
+            )
+        return None, None, []
+    if len(ab.labels) != len(an.labels) or not np.array_equal(ab.labels, an.labels):
+        notes.append("the traces' labels differ: accuracies are over different samples")
+    q = Change(ab.int8_accuracy, an.int8_accuracy)
+    f = Change(ab.float_accuracy, an.float_accuracy)
+    reasons = []
+    if _exceeds(q.drop, th.max_accuracy_drop):
+        reasons.append(
+            f"int8 accuracy {q.base:.1%} → {q.new:.1%} "
+            f"(drop {q.drop:.3f} > {th.max_accuracy_drop:g})"
+        )
+    return q, f, reasons
 
 
 def diff_paths(

@@ -234,6 +234,7 @@ def _write(shards: list[_Shard], out: Path, budget: int, command_line: str) -> P
                 writer.write_analysis(
                     _analysis(shards, files, input_names), _weights(shards[0], files[0])
                 )
+            _merge_labels(shards, writer)
         warnings: list[str] = []
         for s in shards:
             for w in s.trace.meta.get("warnings") or []:
@@ -409,3 +410,17 @@ def _weights(s: _Shard, f: h5py.File) -> list[SimpleNamespace]:
             channel_sqnr_db=ch["sqnr_db"], channel_range=ch["range"],
         ))
     return rows
+
+
+def _merge_labels(shards: list[Any], writer: TraceWriter) -> None:
+    """``/labels`` of the shards, in sample order, when every shard has them."""
+    parts = [s.trace.labels() for s in shards]
+    if not parts or any(p is None for p in parts):
+        return
+    first = parts[0]
+    assert first is not None
+    label, float_pred, int8_pred = (
+        np.concatenate([p[k] for p in parts if p is not None])
+        for k in ("label", "float_pred", "int8_pred")
+    )
+    writer.write_labels(label, float_pred, int8_pred, first["output"], first["source"])

@@ -637,6 +637,23 @@ class Trace:
         with np.errstate(invalid="ignore"):
             return np.nan_to_num(raw).astype(np.int8)
 
+    @_guarded("the labels")
+    def labels(self) -> dict[str, Any] | None:
+        """Per sample ``label``, ``float_pred`` and ``int8_pred`` (class ids) and the ``output``
+        and ``source`` they came from (1.2, ``--labels``); None in a trace without labels.
+        ``qdebug.accuracy.accuracy`` turns them into accuracies and flipped samples."""
+        if "labels" not in self._f:
+            return None
+        n = (self.n_samples,)
+        out: dict[str, Any] = {
+            k: np.asarray(self._read(f"labels/{k}", n, "iu"), dtype=np.int64)
+            for k in ("label", "float_pred", "int8_pred")
+        }
+        attrs = self._f["labels"].attrs
+        out["output"] = _text(attrs.get("output", ""))
+        out["source"] = _text(attrs.get("source", ""))
+        return out
+
     # -- stored samples ---------------------------------------------------------------------------
 
     def _stored_position(self, sample: int) -> int:
@@ -750,6 +767,24 @@ class Trace:
             shape = (len(idx), *([None] * (len(ds.shape or ()) - 1)))
             ins[_text(ds.attrs.get("name", k))] = self._read(ds.name, shape)
         return idx, ins
+
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame, one row per layer, the JSON report's layer columns."""
+        from qdebug.notebook import layers_dataframe
+
+        return layers_dataframe(self)
+
+    def ops_dataframe(self) -> Any:
+        """A pandas DataFrame, one row per op, the JSON report's op columns."""
+        from qdebug.notebook import ops_dataframe
+
+        return ops_dataframe(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: a small table of pooled numbers (no activations are read)."""
+        from qdebug.notebook import trace_html
+
+        return trace_html(self)
 
     def iter_layers(self) -> Iterator[tuple[int, LayerRecord]]:
         """(index, record) of every layer in topological order."""

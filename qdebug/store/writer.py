@@ -397,6 +397,20 @@ class TraceWriter:
             g.create_dataset("sqnr_db", data=x.channel_sqnr_db)
             g.create_dataset("range", data=x.channel_range)
 
+    @_writing
+    def write_labels(
+        self, labels: np.ndarray, float_pred: np.ndarray, int8_pred: np.ndarray, output: str,
+        source: str,
+    ) -> None:
+        """``/labels`` (1.2, optional): per sample the label and the float and int8 arg-max
+        class of the classifier output ``output``."""
+        g = self.f.create_group("labels")
+        for key, values in (("label", labels), ("float_pred", float_pred),
+                            ("int8_pred", int8_pred)):
+            g.create_dataset(key, data=np.asarray(values, dtype=np.int64))
+        g.attrs["output"] = output
+        g.attrs["source"] = source
+
     def _write_culprits(self, culprits: Sequence[Culprit]) -> None:
         g = self.f.require_group("analysis").create_group("culprits")
         g.create_dataset(

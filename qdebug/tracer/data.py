@@ -53,6 +53,8 @@ class SampleSource:
     warnings: list[str] = field(default_factory=list)
     taken: int = 0
     """Samples the last complete iteration gave (what calibration really used)."""
+    pair_labels: dict[int, Any] = field(default_factory=dict)
+    """The ``y`` of each ``(x, y)`` pair seen, by sample position (``--labels data``)."""
 
     def __len__(self) -> int:
         n = self.length if self.length is not None else 0
@@ -154,6 +156,7 @@ class SampleSource:
             if len(raw) == n:
                 return list(raw)
             if n == 1 and len(raw) == 2:  # (x, label) pairs
+                self.pair_labels[i] = raw[1]
                 return [raw[0]]
             raise DataError(
                 f"sample {i} of {self.description} has {len(raw)} arrays, the model has {n} "

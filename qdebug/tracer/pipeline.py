@@ -31,6 +31,8 @@ from qdebug.tracer import convert as conv
 from qdebug.tracer.data import InputSpec, SampleSource, load_data
 from qdebug.tracer.graph import LayerGraph, Probe, input_dtype
 from qdebug.tracer.keep_float import layer_op_names
+from qdebug.tracer.labels import PredictionLog, load_labels, prediction_log
+from qdebug.tracer.labels import resolve as resolve_labels
 from qdebug.tracer.litert import LiteModel
 from qdebug.tracer.loading import TFLITE, LoadedModel, load_model, wrap_live_model
 from qdebug.tracer.matching import align_tensors, match_layers
@@ -76,6 +78,8 @@ class TraceOptions:
     """``int8`` or ``int16x8`` (16-bit activations)."""
     shard: ShardSpec | None = None
     """Trace only the K-th of N contiguous slices of the data (``--shard K/N``)."""
+    labels: Any = None
+    """Class labels of the samples (``qdebug.tracer.labels.load_labels``): task accuracy."""
 
 
 def default_trace_path(model_name: str, folder: Path = Path("traces")) -> Path:
@@ -157,6 +161,7 @@ class Tracer:
         self._keras_values: dict[str, np.ndarray] | None = None
         self.first_sample = 0
         """Global position of the first traced sample (a shard's slice start)."""
+        self._preds: PredictionLog | None = None
 
     def run(self) -> Path:
         """Trace and write; the trace appears under its final name only when complete."""
@@ -181,6 +186,7 @@ class Tracer:
                 opt.shard is not None) else None
             if shard is not None:
                 data, self.first_sample = shard.source, shard.info.start
+            labels = load_labels(opt.labels) if opt.labels is not None else None
         names = [n.name for n in graph.nodes] if graph is not None else []
         options = conv.ConversionOptions(
             calib_samples=opt.calib_samples, int8_io=opt.int8_io,
@@ -312,6 +318,8 @@ class Tracer:
             attrs[ATTR_STORE] = stored  # what this run kept: the merge's budget
             attrs[ATTR_TFLITE_SHA256] = hashlib.sha256(int8_bytes).hexdigest()
         sides = Sides(int8, plain, twin, table, local, [s.name for s in specs], deploy)
+        if labels is not None:
+            self._preds = prediction_log(outputs)
         writer = TraceWriter(
             path,
             attrs=attrs,
@@ -328,6 +336,13 @@ class Tracer:
                 data, sides, records, outputs, out_index, writer, runner, graph is None
             )
             with self.phases.step("write"):
+                if labels is not None and self._preds is not None:
+                    pred_f, pred_q = self._preds.arrays()
+                    writer.write_labels(
+                        resolve_labels(labels, len(pred_f), data.pair_labels, self.first_sample),
+                        pred_f, pred_q,
+                        outputs[self._preds.output].name, labels.description,
+                    )
                 writer.write_analysis(measurer.analysis(), weights)
                 warnings = list(dict.fromkeys(data.warnings + calib.warnings + opt.warnings))
                 kernels = (
@@ -566,6 +581,11 @@ class Tracer:
                     for j, v in enumerate(got.outputs)
                 ]
                 out_refs = [got.twin[t].reshape(n, -1) for t in twin_out]
+                if self._preds is not None:
+                    raw_out, out_qp = out_stacked[self._preds.output]
+                    self._preds.add(
+                        raw_out, out_refs[self._preds.output], out_qp.scale if out_qp else 0.0
+                    )
                 om, op_stats = ops.measure(n, got, out_stacked, out_refs)
                 refs = {r.name: _shaped(got.twin[twin_of[r.tensor_index]], r)
                         for _, r in measured}

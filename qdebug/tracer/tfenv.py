@@ -17,8 +17,18 @@ def import_tf() -> Any:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     if "tensorflow" not in sys.modules:
         # TensorFlow's C++ side prints absl/CUDA notices to fd 2 while importing.
-        with captured_output():
-            import tensorflow as tf
+        try:
+            with captured_output():
+                import tensorflow as tf
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] != "tensorflow":
+                raise
+            from qdebug.errors import QdebugError
+
+            raise QdebugError(
+                "TensorFlow is not installed: trace, check, fix and sensitivity need it",
+                "install it with: pip install 'qdebug[trace]'",
+            ) from None
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")

@@ -8,6 +8,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
+from qdebug.accuracy import accuracy
 from qdebug.store.reader import Trace
 from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED, VIEW_OPS
 from qdebug.tui.layer_rows import fmt_db, printable, sqnr_style
@@ -50,6 +51,12 @@ def header_text(trace: Trace) -> Text:
         if not math.isnan(top1):
             text.append(" · top-1 ")
             text.append(f"{top1 * 100:.1f}%", style="green" if top1 >= 0.99 else "yellow")
+    acc = accuracy(trace)
+    if acc is not None:
+        text.append(" · accuracy ")
+        text.append(f"{acc.float_accuracy * 100:.1f}% → {acc.int8_accuracy * 100:.1f}%",
+                    style="green" if acc.drop <= 0.01 else "yellow")
+        text.append(f" ({len(acc.right_to_wrong)} flipped wrong)", style="dim")
     islands = len(trace.float_islands)
     statuses = [r.status for r in trace.layers]
     flagged = statuses.count(STATUS_UNVERIFIED) + statuses.count(STATUS_UNMATCHED)
