@@ -229,7 +229,8 @@ def _print_result(path: Path, fmt: str, quiet: bool) -> None:
               "TFLite QuantizationDebugger's columns first.")
 @click.option("--debug", is_flag=True, hidden=True)
 def report(trace_path: Path, fmt: str, debug: bool) -> None:
-    """Print what a trace says: model, output numbers, and every layer.
+    """Print what a trace says: model, output numbers, the five worst layers and the culprits
+    (text); every layer with --format markdown, json or csv.
 
     \b
     Examples:
