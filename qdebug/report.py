@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from qdebug.channels import worst_channels
 from qdebug.numfmt import json_num as _num
 from qdebug.store.reader import Trace
 
@@ -66,6 +67,7 @@ def report_dict(trace: Trace) -> dict[str, Any]:
                 "tensor_index": r.tensor_index,
                 "ops": r.ops,
                 **{k: _num(v[i]) for k, v in lm.items() if k not in _LAYER_METRICS},
+                "channels": worst_channels(trace.channel_stats(i), trace.weight_channels(i)),
             }
         )
     first = outputs[0] if outputs else {}

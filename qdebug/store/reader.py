@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from qdebug import metrics
+from qdebug.channels import channel_metrics
 from qdebug.culprits import Culprit
 from qdebug.errors import TraceFileError
 from qdebug.store.schema import (
@@ -734,6 +735,31 @@ class Trace:
         e2 = self._float(f"{key}/sum_e2", (len(f2),))
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.asarray(10 * np.log10(f2 / e2))
+
+    @_guarded("the per-channel sums")
+    def channel_stats(self, layer: int | str) -> dict[str, np.ndarray] | None:
+        """Per channel (last axis) of a layer's activations, over all samples: ``sum_f2``,
+        ``sum_e2``, ``sqnr_db``, ``clipped`` (float values outside the calibrated range),
+        ``saturated`` (raw values at a range end not representing 0; traces from 1.2 on, else
+        absent), ``count`` (values per channel) and the fractions ``clip_fraction`` and
+        ``saturation``. None when the trace has no per-channel sums for the layer."""
+        idx = self.layer_index(layer)
+        key = f"analysis/channels/{idx:05d}"
+        if key not in self._f:
+            return None
+        f2 = self._float(f"{key}/sum_f2", (None,))
+        c = len(f2)
+        out = {"sum_f2": f2, "sum_e2": self._float(f"{key}/sum_e2", (c,)),
+               "clipped": self._float(f"{key}/clipped", (c,))}
+        if f"{key}/saturated" in self._f:
+            out["saturated"] = self._float(f"{key}/saturated", (c,))
+        return channel_metrics(out, self._pooled_count(idx))
+
+    def _pooled_count(self, idx: int) -> float:
+        key = "metrics/layers/pooled/stat_count"
+        if key not in self._f:
+            return math.nan
+        return float(self._float(key, (len(self.layers),))[idx])
 
     @_guarded("the worst samples")
     def worst_samples(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:

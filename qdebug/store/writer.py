@@ -368,8 +368,9 @@ class TraceWriter:
         ch = a.create_group("channels")
         for idx, sums in analysis["channels"].items():
             g = ch.create_group(f"{idx:05d}")
-            for key in ("sum_f2", "sum_e2", "clipped"):
-                g.create_dataset(key, data=np.asarray(getattr(sums, key), dtype=np.float64))
+            for key in ("sum_f2", "sum_e2", "clipped", "saturated"):
+                if getattr(sums, key, None) is not None:
+                    g.create_dataset(key, data=np.asarray(getattr(sums, key), dtype=np.float64))
         worst = self.f["samples"].create_group("worst")
         worst.create_dataset("index", data=np.asarray(analysis["worst_index"], dtype=np.int64))
         wi = worst.create_group("inputs")

@@ -15,8 +15,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
+from qdebug.errors import TraceFileError
 from qdebug.store.reader import Trace
 from qdebug.store.schema import VIEW_OPS, LayerRecord
+from qdebug.tui.channel_view import pooled_channels
 from qdebug.tui.layer_rows import (
     LayerRow,
     fmt_db,
@@ -151,7 +153,17 @@ class LayerDetailScreen(Screen[None]):
                 yield Static("", id="hist")
                 yield Static("", id="err-hist")
                 yield Static("", id="channels")
+                yield Static(self._pooled_channels(), id="channel-pooled")
         yield Footer()
+
+    def _pooled_channels(self) -> Text:
+        """Per-channel numbers over all samples, and the weights' per channel."""
+        if not self.measured:
+            return Text()
+        try:
+            return pooled_channels(self.trace, self.layer_index)
+        except TraceFileError as exc:
+            return Text(exc.one_line(), style="red")
 
     @property
     def measured(self) -> bool:
@@ -253,9 +265,7 @@ class LayerDetailScreen(Screen[None]):
             Text("error q − f\n", style="bold") + error_histogram(view))
         channels = Text(f"per-channel activation SQNR (sample {view.sample}, last axis)\n",
                         style="bold")
-        weights = Text("per-channel weight SQNR: — (not in this trace)\n", style="dim")
-        self.query_one("#channels", Static).update(
-            channels + channel_bars(view.channel_sqnr_db) + weights)
+        self.query_one("#channels", Static).update(channels + channel_bars(view.channel_sqnr_db))
 
     def on_load_failed(self, msg: LoadFailed) -> None:
         if msg.layer == self.layer_index:
