@@ -122,13 +122,17 @@ def cli(debug: bool) -> None:
               show_default=True,
               help="int16x8: 16-bit activations and 8-bit weights (diff against an int8 trace "
               "to see which layers recover with more bits).")
+@click.option("--metric", "metric", multiple=True, metavar="MODULE:FUNCTION",
+              help="Also compute this metric of the sufficient statistics (module:function, "
+              "file.py:function, or the name of a 'qdebug.metrics' entry point; repeatable). "
+              "Its values and definition are stored in the trace: docs/metrics.md.")
 @click.option("--debug", is_flag=True, hidden=True)
 def trace(
     model: str, data: str, calib: str | None, tflite: Path | None, out: Path | None,
     samples: int | None, store_samples: int | None, store_budget: float, calib_samples: int,
     batch_size: int,
     xnnpack: bool, int8_io: bool, image_range: str, trust_model_code: bool, fmt: str,
-    quiet: bool, keep_float: str, scheme: str, debug: bool,
+    quiet: bool, keep_float: str, scheme: str, metric: tuple[str, ...], debug: bool,
 ) -> None:
     """Run MODEL in float Keras and INT8 LiteRT side by side and write a trace.
 
@@ -177,7 +181,7 @@ def trace(
         calib=calib,
         calib_samples=calib_samples, batch_size=batch_size, tflite=tflite, xnnpack=xnnpack,
         int8_io=int8_io, image_range=image_range, trust_model_code=trust_model_code,
-        quiet=quiet or fmt == "json", keep_float=kept, scheme=scheme,
+        quiet=quiet or fmt == "json", keep_float=kept, scheme=scheme, metrics=metric,
         command_line="qdebug " + " ".join(
             shlex.quote(a) for a in click.get_current_context().meta.get("qdebug.argv", [])
         ),

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
-from qdebug import metrics
+from qdebug import metrics, user_metrics
 from qdebug.channels import channel_metrics
 from qdebug.culprits import Culprit
 from qdebug.errors import TraceFileError
@@ -39,6 +39,7 @@ from qdebug.store.schema import (
     OpRecord,
     OutputRecord,
 )
+from qdebug.user_metrics import StoredMetric
 
 #: Largest table a trace may declare (rows); beyond it the file is refused as corrupt.
 MAX_ROWS = 1_000_000
@@ -735,6 +736,32 @@ class Trace:
         e2 = self._float(f"{key}/sum_e2", (len(f2),))
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.asarray(10 * np.log10(f2 / e2))
+
+    @_guarded("the custom metrics")
+    def custom_metrics(self, part: str = "layers") -> dict[str, StoredMetric]:
+        """The user metrics the trace was made with (``qdebug trace --metric``) by name, each
+        with one value per layer (``part="layers"``) or per output (``"outputs"``): values and
+        definitions as stored; the code that computed them is never imported."""
+        if part not in ("layers", "outputs"):
+            raise ValueError(part)
+        width = len(self.layers) if part == "layers" else len(self.outputs)
+        key = f"metrics/{part}/{user_metrics.GROUP}"
+        g = self._f.get(key)
+        if not isinstance(g, h5py.Group):
+            return {}
+        if len(g) > MAX_ROWS:
+            raise self._corrupt(f"{key} declares {len(g):,} metrics")
+        out = {}
+        for name in sorted(g):
+            ds = self._dataset(f"{key}/{name}")
+            with memory_cap(_MARGIN):
+                attrs = {a: _text(_plain(ds.attrs.get(a, "")))[:1000] for a in
+                         ("unit", "definition", "source", "error")}
+            out[_text(name)] = StoredMetric(
+                _text(name), attrs["unit"], attrs["definition"], attrs["source"],
+                self._float(f"{key}/{name}", (width,)), attrs["error"],
+            )
+        return out
 
     @_guarded("the per-channel sums")
     def channel_stats(self, layer: int | str) -> dict[str, np.ndarray] | None:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
-from qdebug import metrics
+from qdebug import metrics, user_metrics
 from qdebug.culprits import Culprit, find_culprits
 from qdebug.errors import QdebugError
 from qdebug.store.schema import (
@@ -30,6 +30,7 @@ from qdebug.store.schema import (
     OpRecord,
     OutputRecord,
 )
+from qdebug.user_metrics import UserMetric
 
 _STR = h5py.string_dtype("utf-8")
 _GROW = 256  # rows of per-sample statistics per chunk
@@ -200,8 +201,11 @@ class TraceWriter:
         float_islands: Sequence[Mapping[str, Any]],
         store_samples: int,
         ops: Sequence[OpRecord] = (),
+        custom_metrics: Sequence[UserMetric] = (),
     ) -> None:
         self.path = Path(path)
+        self.custom_metrics = list(custom_metrics)
+        """User metrics (``--metric``), computed from the pooled statistics at ``commit``."""
         self.tmp = partial_path(self.path)
         self.layers = list(layers)
         self.outputs = list(outputs)
@@ -418,7 +422,11 @@ class TraceWriter:
         f = self.f
         scales = np.array([r.scale for r in self.layers], dtype=np.float64)
         layer_m = self._layer_stats.finish(scales)
-        out_m = self._output_stats.finish(np.array([o.scale for o in self.outputs], dtype=float))
+        out_scales = np.array([o.scale for o in self.outputs], dtype=float)
+        out_m = self._output_stats.finish(out_scales)
+        user_metrics.write(f["metrics/layers"], self.custom_metrics, self._layer_stats.sums, scales)
+        user_metrics.write(f["metrics/outputs"], self.custom_metrics, self._output_stats.sums,
+                           out_scales)
         if self._op_stats is not None:
             self._op_stats.finish(np.array([o.scale for o in self.ops], dtype=np.float64))
             write_table(f.create_group("ops"), self.ops, OP_COLUMNS)

@@ -41,6 +41,7 @@ from qdebug.tracer.sides import Sides, lite_input_order
 from qdebug.tracer.tfenv import import_tf
 from qdebug.tracer.verify import LocalRefs, build_verify_model, pair_local_refs
 from qdebug.tracer.weights import weight_stats
+from qdebug.user_metrics import load_metrics
 
 
 @dataclass
@@ -71,6 +72,8 @@ class TraceOptions:
     """Keras layers to leave in float (selective quantization)."""
     scheme: str = "int8"
     """``int8`` or ``int16x8`` (16-bit activations)."""
+    metrics: tuple[Any, ...] = ()
+    """User metrics (``--metric``): specs, ``Metric`` objects or functions (qdebug.user_metrics)."""
 
 
 def default_trace_path(model_name: str, folder: Path = Path("traces")) -> Path:
@@ -158,6 +161,7 @@ class Tracer:
 
     def _run(self) -> Path:
         opt = self.opt
+        custom = load_metrics(opt.metrics)  # before any work: a bad --metric fails fast
         with self.phases.step("load data"):
             graph = self._layer_graph()
             conv_model, specs, float_bytes = self._source(graph)
@@ -305,6 +309,7 @@ class Tracer:
             float_islands=islands,
             store_samples=self._stored_count(records, int8, local is not None, specs),
             ops=table.rows,
+            custom_metrics=custom,
         )
         with writer:
             mismatched, measurer = self._trace(

@@ -19,6 +19,7 @@ from qdebug.errors import TraceFileError
 from qdebug.store.reader import Trace
 from qdebug.store.schema import VIEW_OPS, LayerRecord
 from qdebug.tui.channel_view import pooled_channels
+from qdebug.tui.custom_view import custom_numbers
 from qdebug.tui.layer_rows import (
     LayerRow,
     fmt_db,
@@ -137,10 +138,8 @@ class LayerDetailScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         rec = self.rows[self.layer_index].record
-        yield Static(
-            detail_head(self.rows, self.layer_index, ops_text(self.trace, rec)),
-            id="detail-head",
-        )
+        head = detail_head(self.rows, self.layer_index, ops_text(self.trace, rec))
+        yield Static(head + custom_numbers(self.trace, self.layer_index), id="detail-head")
         with Horizontal(id="detail-body"):
             with Vertical(id="sample-pane"):
                 picker = OptionList(*self._sample_options(), id="samples")
