@@ -313,7 +313,8 @@ def diff(
 @click.option("--tflite", type=click.Path(path_type=Path), metavar="OUT.tflite",
               help="Write the exact INT8 model the trace was made from.")
 @click.option("--inputs", type=click.Path(path_type=Path), metavar="OUT.npz",
-              help="Write the stored samples' inputs, keyed by input name.")
+              help="Write the inputs the trace keeps (stored samples and each layer's worst "
+              "samples), keyed by input name.")
 @click.option("--force", is_flag=True, help="Replace existing files.")
 @click.option("--debug", is_flag=True, hidden=True)
 def export(

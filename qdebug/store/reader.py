@@ -26,6 +26,7 @@ from qdebug import metrics, user_metrics
 from qdebug.channels import channel_metrics
 from qdebug.culprits import Culprit
 from qdebug.errors import TraceFileError
+from qdebug.store.layer_worst import KEY as LAYER_WORST
 from qdebug.store.schema import (
     FORMAT_NAME,
     LAYER_COLUMNS,
@@ -690,13 +691,58 @@ class Trace:
 
     @_guarded("the stored inputs")
     def inputs(self, sample: int) -> dict[str, np.ndarray]:
-        """The model inputs of one stored sample, by input name."""
+        """The model inputs of one sample, by input name: a stored sample, or one kept as a
+        layer's worst (``input_samples``)."""
+        if sample not in set(self.stored_samples.tolist()) and sample in set(
+            self._layer_worst_index().tolist()
+        ):
+            pos = int(np.nonzero(self._layer_worst_index() == sample)[0][0])
+            g = self._f[f"{LAYER_WORST}/inputs"]
+            n = len(self._layer_worst_index())
+            out = {}
+            for k in sorted(g):
+                ds = self._dataset(f"{LAYER_WORST}/inputs/{k}")
+                shape = (n, *([None] * (len(ds.shape or ()) - 1)))
+                out[_text(ds.attrs.get("name", k))] = self._read(ds.name, shape, _NUMERIC, pos)
+            return out
         pos = self._stored_position(sample)
         g = self._f["samples/inputs"]
         return {
             _text(g[k].attrs.get("name", k)): self._stored(f"samples/inputs/{k}", pos)
             for k in sorted(g)
         }
+
+    def _layer_worst_index(self) -> np.ndarray:
+        if f"{LAYER_WORST}/index" not in self._f:
+            return np.zeros(0, dtype=np.int64)
+        idx = np.asarray(self._read(f"{LAYER_WORST}/index", (None,), "iu"), dtype=np.int64)
+        if len(idx) > self.n_samples or np.any((idx < 0) | (idx >= max(self.n_samples, 1))):
+            raise self._corrupt(f"{LAYER_WORST}/index names samples the trace does not have")
+        return idx
+
+    @_guarded("the worst samples per layer")
+    def input_samples(self) -> np.ndarray:
+        """Every sample whose inputs the trace keeps (stored, or a layer's worst), sorted."""
+        both = np.concatenate([self.stored_samples, self._layer_worst_index()])
+        return np.unique(both).astype(np.int64)
+
+    @_guarded("the worst samples per layer")
+    def layer_worst_samples(self, layer: int | str) -> list[tuple[int, float]]:
+        """(sample, the layer's SQNR in dB on it) of the layer's worst samples by its own
+        per-sample SQNR, worst first (at most 4; empty for traces before 1.2 and layers
+        without a tensor). ``input_samples`` says which of them have their inputs kept."""
+        idx = self.layer_index(layer)
+        if f"{LAYER_WORST}/layers" not in self._f:
+            return []
+        ds = self._dataset(f"{LAYER_WORST}/layers", "iu")
+        k = self._check_shape(ds, (len(self.layers), None))[1]
+        if k > 64:
+            raise self._corrupt(f"{LAYER_WORST}/layers keeps {k} samples per layer")
+        samples = np.asarray(self._read(ds.name, (len(self.layers), k), "iu", idx), np.int64)
+        sq = self._float(f"{LAYER_WORST}/sqnr_db", (len(self.layers), k), idx)
+        if np.any(samples >= self.n_samples):
+            raise self._corrupt(f"{LAYER_WORST}/layers names samples the trace does not have")
+        return [(int(s), float(v)) for s, v in zip(samples, sq, strict=True) if s >= 0]
 
     @_guarded("the culprits")
     def culprits(self) -> list[Culprit]:

@@ -20,6 +20,8 @@ import numpy as np
 from qdebug import metrics, user_metrics
 from qdebug.culprits import Culprit, find_culprits
 from qdebug.errors import QdebugError
+from qdebug.store import layer_worst
+from qdebug.store.layer_worst import LayerWorstSamples
 from qdebug.store.schema import (
     FORMAT_NAME,
     LAYER_COLUMNS,
@@ -401,6 +403,12 @@ class TraceWriter:
             g = wc.create_group(f"{x.layer:05d}")
             g.create_dataset("sqnr_db", data=x.channel_sqnr_db)
             g.create_dataset("range", data=x.channel_range)
+
+    @_writing
+    def write_layer_worst(self, worst: LayerWorstSamples) -> None:
+        """Per layer its worst samples, and the inputs of the worst few
+        (``/samples/layer_worst``)."""
+        layer_worst.write(self.f, worst, self.input_names)
 
     def _write_culprits(self, culprits: Sequence[Culprit]) -> None:
         g = self.f.require_group("analysis").create_group("culprits")

@@ -13,6 +13,7 @@ import numpy as np
 from qdebug import metrics
 from qdebug.segments import Segment, source_of
 from qdebug.store.schema import STATUS_INPUT, LayerRecord, OutputRecord
+from qdebug.tracer.layer_worst import LayerWorst
 from qdebug.tracer.segments import SegmentRunner
 
 
@@ -82,6 +83,8 @@ class Measurer:
         self.segment_check: np.ndarray | None = None
         """‖f_s − f‖ / ‖f‖ per layer on the first batch: the re-run vs Keras (NaN: no segment)."""
         self._worst: list[tuple[float, int, list[np.ndarray]]] = []  # max-heap on -sqnr
+        self.layer_worst = LayerWorst(len(records))
+        """Per layer, its worst samples by its own per-sample SQNR."""
 
     def measure(
         self,
@@ -254,6 +257,7 @@ class Measurer:
 
     def note_worst(self, first: int, m: Measurements, inputs: list[list[np.ndarray]]) -> None:
         """Keep the inputs of the ``worst_k`` samples with the lowest first-output SQNR."""
+        self.layer_worst.note(first, m.layer_stats)
         if not self.outputs or self.worst_k <= 0:
             return
         sq = metrics.derive(

@@ -29,6 +29,7 @@ from qdebug.tracer import convert as conv
 from qdebug.tracer.data import InputSpec, SampleSource, load_data
 from qdebug.tracer.graph import LayerGraph, Probe, input_dtype
 from qdebug.tracer.keep_float import layer_op_names
+from qdebug.tracer.layer_worst import input_cap
 from qdebug.tracer.litert import LiteModel
 from qdebug.tracer.loading import TFLITE, LoadedModel, load_model, wrap_live_model
 from qdebug.tracer.matching import align_tensors, match_layers
@@ -317,6 +318,9 @@ class Tracer:
             )
             with self.phases.step("write"):
                 writer.write_analysis(measurer.analysis(), weights)
+                stored = set(range(min(writer.store_samples, data.taken or 0)))
+                writer.write_layer_worst(measurer.layer_worst.finish(
+                    data, input_cap(_input_bytes(specs), opt.store_budget_mb), stored))
                 warnings = list(dict.fromkeys(data.warnings + calib.warnings + opt.warnings))
                 kernels = (
                     {"kernel_mismatched_samples": sides.kernel_mismatched,
@@ -603,6 +607,11 @@ def op_local_layers(records: list[LayerRecord], local: LocalRefs | None) -> set[
         for r in records
         if r.status == STATUS_MATCHED and len(r.ops) == 1 and r.ops[0] in local.float_tensor
     }
+
+
+def _input_bytes(specs: list[InputSpec]) -> int:
+    """Bytes of one sample's inputs (float32; unknown dimensions counted as 1)."""
+    return sum(4 * int(np.prod([d or 1 for d in s.shape], dtype=np.int64)) for s in specs)
 
 
 def _integer_source(lite: LiteModel, index: int) -> int:
