@@ -238,7 +238,10 @@ class LayerDetailScreen(Screen[None]):
         picker.add_options(self._sample_options())
         picker.highlighted = keep
         stored = set(self.samples)
-        kept = set(int(x) for x in self.trace.input_samples())
+        try:
+            kept = set(int(x) for x in self.trace.input_samples())
+        except TraceFileError:
+            kept = set()
         order = np.argsort(np.where(np.isnan(msg.sqnr_db), np.inf, msg.sqnr_db), kind="stable")
         options = []
         for s in order[:WORST_SAMPLES]:
@@ -270,7 +273,7 @@ class LayerDetailScreen(Screen[None]):
             kept = sample in set(int(x) for x in self.trace.input_samples())
             shown = input_text(sample, self.trace.inputs(sample)) if kept else Text(
                 f"sample {sample}: neither its activations nor its input are in this trace "
-                "(each layer keeps the inputs of its 4 worst samples)", style="dim")
+                "(it keeps the inputs of each layer's few worst samples)", style="dim")
         except TraceFileError as exc:
             shown = Text(exc.one_line(), style="red")
         self.query_one("#hist", Static).update(shown)
