@@ -136,6 +136,10 @@ def cli(debug: bool) -> None:
 @click.option("--labels", metavar="LABELS",
               help="Class labels of DATA for task accuracy: labels.npy, file.npz[:key], or "
               "'data' for the (x, y) pairs a data function or tf.data dataset yields.")
+@click.option("--metric", "metric", multiple=True, metavar="MODULE:FUNCTION",
+              help="Also compute this metric of the sufficient statistics (module:function, "
+              "file.py:function, or the name of a 'qdebug.metrics' entry point; repeatable). "
+              "Its values and definition are stored in the trace: docs/metrics.md.")
 @click.option("--debug", is_flag=True, hidden=True)
 def trace(
     model: str, data: str, calib: str | None, tflite: Path | None, out: Path | None,
@@ -143,7 +147,8 @@ def trace(
     batch_size: int,
     xnnpack: bool, int8_io: bool, image_range: str, trust_model_code: bool, fmt: str,
     quiet: bool, keep_float: str, scheme: str, shard: str | None, workers: str,
-    ray_address: str | None, labels: str | None, debug: bool,
+    ray_address: str | None, labels: str | None, metric: tuple[str, ...],
+    debug: bool,
 ) -> None:
     """Run MODEL in float Keras and INT8 LiteRT side by side and write a trace.
 
@@ -206,6 +211,7 @@ def trace(
         int8_io=int8_io, image_range=image_range, trust_model_code=trust_model_code,
         quiet=quiet or fmt == "json", keep_float=kept, scheme=scheme, shard=shard_spec,
         labels=labels,
+        metrics=metric,
         command_line="qdebug " + " ".join(
             shlex.quote(a) for a in click.get_current_context().meta.get("qdebug.argv", [])
         ),
@@ -296,7 +302,8 @@ def _print_result(path: Path, fmt: str, quiet: bool) -> None:
               help="markdown: link this picture (made by qdebug plot) under the headline.")
 @click.option("--debug", is_flag=True, hidden=True)
 def report(trace_path: Path, fmt: str, chart: str | None, debug: bool) -> None:
-    """Print what a trace says: model, output numbers, and every layer.
+    """Print what a trace says: model, output numbers, the five worst layers and the culprits
+    (text); every layer with --format markdown, json or csv.
 
     \b
     Examples:
@@ -385,7 +392,8 @@ def diff(
 @click.option("--tflite", type=click.Path(path_type=Path), metavar="OUT.tflite",
               help="Write the exact INT8 model the trace was made from.")
 @click.option("--inputs", type=click.Path(path_type=Path), metavar="OUT.npz",
-              help="Write the stored samples' inputs, keyed by input name.")
+              help="Write the inputs the trace keeps (stored samples and each layer's worst "
+              "samples), keyed by input name.")
 @click.option("--model-explorer", "explorer", type=click.Path(path_type=Path),
               metavar="OUT.json",
               help="Write Model Explorer node data: OUT.json (accumulated SQNR), "

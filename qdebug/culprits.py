@@ -15,8 +15,12 @@ from qdebug.segments import build_segments, source_of
 if TYPE_CHECKING:
     from qdebug.store.schema import LayerRecord
 
-#: Rounding of in-range values alone gives 1/√12 ≈ 0.29 LSB; up to this is "healthy".
+#: Rounding of in-range values alone gives 1/√12 ≈ 0.29 LSB of the tensor's own grid, whatever
+#: its bits; up to this is "healthy".
 HEALTHY_LSB = 0.45
+#: A 16-bit tensor's step is this many times finer than an 8-bit one over the same range
+#: ((2¹⁶ − 1) / (2⁸ − 1)): its errors are also quoted in int8-equivalent steps.
+INT16_PER_INT8 = 257.0
 #: A layer whose gain exceeds this amplifies the error it receives.
 AMPLIFY_GAIN = 1.5
 #: Clipping is named as the reason when it causes this share of a layer's error or more.
@@ -94,6 +98,14 @@ def find_culprits(
     return found[:limit]
 
 
+def _lsb_text(lsb: float, dtype: str) -> str:
+    """An error in LSB of the tensor's own grid, named for a 16-bit tensor and then given in
+    int8-equivalent steps as well."""
+    if dtype == "int16":
+        return f"{lsb:.2f} int16 LSB (= {lsb / INT16_PER_INT8:.3f} of an int8 step)"
+    return f"{lsb:.2f} LSB"
+
+
 def _why(
     r: LayerRecord, i: int, m: dict[str, np.ndarray], gain: float, share: float, score: float
 ) -> tuple[str, str]:
@@ -112,18 +124,26 @@ def _why(
     own = float(m["sqnr_db"][i])
     if lsb <= HEALTHY_LSB and min(local, own) < COARSE_DB:
         return "resolution", (
-            f"values too small for the quantization step: {lsb:.2f} LSB of rounding leaves "
-            f"{min(local, own):.1f} dB"
+            f"values too small for the quantization step: {_lsb_text(lsb, r.dtype)} of "
+            f"rounding leaves {min(local, own):.1f} dB"
         )
     if not math.isfinite(lsb):  # a float tensor has no LSB
         where = f", {local:.1f} dB" if math.isfinite(local) else ""
         return "injects", f"injects error{where}"
     if lsb <= HEALTHY_LSB and score >= COARSE_SCORE:
+        fix = "float here" if r.dtype == "int16" else "more bits or float here"
         return "rounding", (
-            f"rounding noise only ({lsb:.2f} LSB), yet {min(score, 1):.0%} of the output's "
-            "error: the grid is too coarse for this layer (more bits or float here)"
+            f"rounding noise only ({_lsb_text(lsb, r.dtype)}), yet {min(score, 1):.0%} of the "
+            f"output's error: the grid is too coarse for this layer ({fix})"
         )
     if lsb <= HEALTHY_LSB:
-        return "rounding", f"rounding noise {lsb:.2f} LSB — healthy"
+        return "rounding", f"rounding noise {_lsb_text(lsb, r.dtype)} — healthy"
     where = f", {local:.1f} dB" if math.isfinite(local) else ""
+    if r.dtype == "int16":
+        steps = lsb / INT16_PER_INT8
+        than = "less than" if steps <= HEALTHY_LSB else "more than"
+        return "injects", (
+            f"injects {lsb:.2f} int16 LSB of error (16-bit rounding alone is 0.29; that is "
+            f"{steps:.3f} of an int8 step, {than} int8 rounding adds){where}"
+        )
     return "injects", f"injects {lsb:.2f} LSB of error (rounding alone is 0.29){where}"

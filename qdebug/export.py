@@ -32,8 +32,9 @@ class Exported:
 
 
 def stored_inputs(trace: Trace) -> dict[str, np.ndarray]:
-    """Every stored sample's inputs stacked per input name, shape (stored samples, …)."""
-    samples = [int(s) for s in trace.stored_samples]
+    """The inputs of every sample the trace keeps (the stored samples and each layer's worst,
+    ``Trace.input_samples``), in sample order, stacked per input name: (samples, …)."""
+    samples = [int(s) for s in trace.input_samples()]
     if not samples:
         raise QdebugError(
             f"{trace.path} stores no samples, so it has no inputs to export",
@@ -108,8 +109,9 @@ def _bytes_writer(content: bytes) -> Callable[[BinaryIO], None]:
 def export_trace(
     trace: Trace, tflite: Path | None = None, inputs: Path | None = None, force: bool = False
 ) -> Exported:
-    """Write the trace's INT8 ``.tflite`` bytes to ``tflite`` and its stored inputs, keyed by
-    input name, to ``inputs`` (an ``.npz`` that ``qdebug trace --data`` accepts).
+    """Write the trace's INT8 ``.tflite`` bytes to ``tflite`` and the inputs it keeps (stored
+    samples and each layer's worst), keyed by input name, to ``inputs`` (an ``.npz`` that
+    ``qdebug trace --data`` accepts; ``Exported.samples`` says which samples, in order).
 
     Both targets are checked before anything is written.
 
@@ -128,5 +130,5 @@ def export_trace(
         write_atomic(tflite, _bytes_writer(trace.tflite_bytes()), force)
     if inputs is not None:
         write_atomic(inputs, _npz_writer(arrays), force)
-    samples = tuple(int(s) for s in trace.stored_samples) if inputs is not None else ()
+    samples = tuple(int(s) for s in trace.input_samples()) if inputs is not None else ()
     return Exported(tflite, inputs, samples)

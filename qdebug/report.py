@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from qdebug.accuracy import accuracy
+from qdebug.channels import worst_channels
 from qdebug.numfmt import json_num as _num
 from qdebug.store.reader import Trace
 
@@ -25,6 +26,7 @@ def report_dict(trace: Trace) -> dict[str, Any]:
     meta = trace.meta
     lm = trace.layer_metrics()
     om = trace.output_metrics()
+    custom, custom_out = trace.custom_metrics(), trace.custom_metrics("outputs")
     outputs = [
         {
             "name": o.name,
@@ -36,6 +38,7 @@ def report_dict(trace: Trace) -> dict[str, Any]:
             "cosine": _num(om["cosine"][j]),
             "saturation": _num(om["saturation"][j]),
             "top1_agreement": _num(om["top1_agreement"][j]),
+            "custom_metrics": {k: _num(m.values[j]) for k, m in custom_out.items()},
         }
         for j, o in enumerate(trace.outputs)
     ]
@@ -67,6 +70,8 @@ def report_dict(trace: Trace) -> dict[str, Any]:
                 "tensor_index": r.tensor_index,
                 "ops": r.ops,
                 **{k: _num(v[i]) for k, v in lm.items() if k not in _LAYER_METRICS},
+                "channels": worst_channels(trace.channel_stats(i), trace.weight_channels(i)),
+                "custom_metrics": {k: _num(m.values[i]) for k, m in custom.items()},
             }
         )
     first = outputs[0] if outputs else {}
@@ -113,6 +118,11 @@ def report_dict(trace: Trace) -> dict[str, Any]:
             "max_abs_diff": meta.get("instrumentation_max_abs_diff"),
         },
         "warnings": meta.get("warnings", []),
+        "custom_metrics": [
+            {"name": m.name, "unit": m.unit, "definition": m.definition, "source": m.source,
+             "error": m.error or None}
+            for m in custom.values()
+        ],
         "culprits": [
             {"layer": c.layer, "index": c.index, "kind": c.kind, "score": _num(c.score),
              "reason": c.reason}

@@ -15,6 +15,9 @@ from qdebug.store.reader import Trace
 from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED, VIEW_OPS
 from qdebug.tui.layer_rows import printable
 
+#: Rows of the worst-layers table in the text summary (the other formats list every layer).
+SHOWN_LAYERS = 5
+
 
 def _safe(text: str) -> str:
     """Trace text for the terminal: control characters visible, Rich markup inert."""
@@ -81,7 +84,11 @@ def print_summary(trace: Trace, console: Console) -> None:
     for w in trace.meta.get("warnings", []) or []:
         console.print(f"  [yellow]warning:[/] {_safe(str(w))}", soft_wrap=True)
     title = "worst ops" if trace.view == VIEW_OPS else "worst layers"
-    table = Table(title=f"{title} (accumulated SQNR)", title_justify="left", box=None)
+    worst = worst_layers(trace, SHOWN_LAYERS)
+    table = Table(
+        title=f"{title} (the {len(worst)} with the lowest accumulated SQNR)",
+        title_justify="left", box=None,
+    )
     ops_view = trace.view == VIEW_OPS
     cols = ("op", "SQNR", "RMSE (LSB)", "saturation")
     for col in (("name",) if ops_view else ("layer", "class")) + cols:
@@ -92,7 +99,7 @@ def print_summary(trace: Trace, console: Console) -> None:
             no_wrap=col not in ("layer", "name"),
         )
     lm = trace.layer_metrics()
-    for i, sq in worst_layers(trace):
+    for i, sq in worst:
         r = trace.layers[i]
         rmse = lm["rmse_lsb"][i]
         table.add_row(
@@ -104,6 +111,8 @@ def print_summary(trace: Trace, console: Console) -> None:
             f"{lm['saturation'][i] * 100:.1f}%",
         )
     console.print(table)
+    every = "op" if ops_view else "layer"
+    console.print(f"every {every}: qdebug report TRACE --format json, markdown or csv")
     culprits = trace.culprits()[:5]
     if culprits:
         console.print("culprits (rise in noise-to-signal at the layer, relative to the output's):")

@@ -129,8 +129,9 @@ async def test_detail_screen_loads_histograms_and_samples_in_workers() -> None:
         assert "LSB" in _static_text(app, "#err-hist")
         channels = _static_text(app, "#channels")
         assert channels.count("ch ") == 16 and "◀ worst" in channels
-        worst = _static_text(app, "#worst-samples")
-        assert worst.count(" dB") == 8
+        worst = app.screen.query_one("#worst-samples", OptionList)
+        assert worst.option_count == 8
+        assert all(" dB" in str(worst.get_option_at_index(k).prompt) for k in range(8))
         await pilot.press("right_square_bracket")
         await app.workers.wait_for_complete()
         await pilot.pause()

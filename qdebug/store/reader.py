@@ -22,9 +22,11 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
-from qdebug import metrics
+from qdebug import metrics, user_metrics
+from qdebug.channels import channel_metrics
 from qdebug.culprits import Culprit
 from qdebug.errors import TraceFileError
+from qdebug.store.layer_worst import KEY as LAYER_WORST
 from qdebug.store.schema import (
     FORMAT_NAME,
     LAYER_COLUMNS,
@@ -38,6 +40,7 @@ from qdebug.store.schema import (
     OpRecord,
     OutputRecord,
 )
+from qdebug.user_metrics import StoredMetric
 
 #: Largest table a trace may declare (rows); beyond it the file is refused as corrupt.
 MAX_ROWS = 1_000_000
@@ -705,13 +708,58 @@ class Trace:
 
     @_guarded("the stored inputs")
     def inputs(self, sample: int) -> dict[str, np.ndarray]:
-        """The model inputs of one stored sample, by input name."""
+        """The model inputs of one sample, by input name: a stored sample, or one kept as a
+        layer's worst (``input_samples``)."""
+        if sample not in set(self.stored_samples.tolist()) and sample in set(
+            self._layer_worst_index().tolist()
+        ):
+            pos = int(np.nonzero(self._layer_worst_index() == sample)[0][0])
+            g = self._f[f"{LAYER_WORST}/inputs"]
+            n = len(self._layer_worst_index())
+            out = {}
+            for k in sorted(g):
+                ds = self._dataset(f"{LAYER_WORST}/inputs/{k}")
+                shape = (n, *([None] * (len(ds.shape or ()) - 1)))
+                out[_text(ds.attrs.get("name", k))] = self._read(ds.name, shape, _NUMERIC, pos)
+            return out
         pos = self._stored_position(sample)
         g = self._f["samples/inputs"]
         return {
             _text(g[k].attrs.get("name", k)): self._stored(f"samples/inputs/{k}", pos)
             for k in sorted(g)
         }
+
+    def _layer_worst_index(self) -> np.ndarray:
+        if f"{LAYER_WORST}/index" not in self._f:
+            return np.zeros(0, dtype=np.int64)
+        idx = np.asarray(self._read(f"{LAYER_WORST}/index", (None,), "iu"), dtype=np.int64)
+        if len(idx) > self.n_samples or np.any((idx < 0) | (idx >= max(self.n_samples, 1))):
+            raise self._corrupt(f"{LAYER_WORST}/index names samples the trace does not have")
+        return idx
+
+    @_guarded("the worst samples per layer")
+    def input_samples(self) -> np.ndarray:
+        """Every sample whose inputs the trace keeps (stored, or a layer's worst), sorted."""
+        both = np.concatenate([self.stored_samples, self._layer_worst_index()])
+        return np.unique(both).astype(np.int64)
+
+    @_guarded("the worst samples per layer")
+    def layer_worst_samples(self, layer: int | str) -> list[tuple[int, float]]:
+        """(sample, the layer's SQNR in dB on it) of the layer's worst samples by its own
+        per-sample SQNR, worst first (at most 4; empty for traces before 1.2 and layers
+        without a tensor). ``input_samples`` says which of them have their inputs kept."""
+        idx = self.layer_index(layer)
+        if f"{LAYER_WORST}/layers" not in self._f:
+            return []
+        ds = self._dataset(f"{LAYER_WORST}/layers", "iu")
+        k = self._check_shape(ds, (len(self.layers), None))[1]
+        if k > 64:
+            raise self._corrupt(f"{LAYER_WORST}/layers keeps {k} samples per layer")
+        samples = np.asarray(self._read(ds.name, (len(self.layers), k), "iu", idx), np.int64)
+        sq = self._float(f"{LAYER_WORST}/sqnr_db", (len(self.layers), k), idx)
+        if np.any(samples >= self.n_samples):
+            raise self._corrupt(f"{LAYER_WORST}/layers names samples the trace does not have")
+        return [(int(s), float(v)) for s, v in zip(samples, sq, strict=True) if s >= 0]
 
     @_guarded("the culprits")
     def culprits(self) -> list[Culprit]:
@@ -751,6 +799,57 @@ class Trace:
         e2 = self._float(f"{key}/sum_e2", (len(f2),))
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.asarray(10 * np.log10(f2 / e2))
+
+    @_guarded("the custom metrics")
+    def custom_metrics(self, part: str = "layers") -> dict[str, StoredMetric]:
+        """The user metrics the trace was made with (``qdebug trace --metric``) by name, each
+        with one value per layer (``part="layers"``) or per output (``"outputs"``): values and
+        definitions as stored; the code that computed them is never imported."""
+        if part not in ("layers", "outputs"):
+            raise ValueError(part)
+        width = len(self.layers) if part == "layers" else len(self.outputs)
+        key = f"metrics/{part}/{user_metrics.GROUP}"
+        g = self._f.get(key)
+        if not isinstance(g, h5py.Group):
+            return {}
+        if len(g) > MAX_ROWS:
+            raise self._corrupt(f"{key} declares {len(g):,} metrics")
+        out = {}
+        for name in sorted(g):
+            ds = self._dataset(f"{key}/{name}")
+            with memory_cap(_MARGIN):
+                attrs = {a: _text(_plain(ds.attrs.get(a, "")))[:1000] for a in
+                         ("unit", "definition", "source", "error")}
+            out[_text(name)] = StoredMetric(
+                _text(name), attrs["unit"], attrs["definition"], attrs["source"],
+                self._float(f"{key}/{name}", (width,)), attrs["error"],
+            )
+        return out
+
+    @_guarded("the per-channel sums")
+    def channel_stats(self, layer: int | str) -> dict[str, np.ndarray] | None:
+        """Per channel (last axis) of a layer's activations, over all samples: ``sum_f2``,
+        ``sum_e2``, ``sqnr_db``, ``clipped`` (float values outside the calibrated range),
+        ``saturated`` (raw values at a range end not representing 0; traces from 1.2 on, else
+        absent), ``count`` (values per channel) and the fractions ``clip_fraction`` and
+        ``saturation``. None when the trace has no per-channel sums for the layer."""
+        idx = self.layer_index(layer)
+        key = f"analysis/channels/{idx:05d}"
+        if key not in self._f:
+            return None
+        f2 = self._float(f"{key}/sum_f2", (None,))
+        c = len(f2)
+        out = {"sum_f2": f2, "sum_e2": self._float(f"{key}/sum_e2", (c,)),
+               "clipped": self._float(f"{key}/clipped", (c,))}
+        if f"{key}/saturated" in self._f:
+            out["saturated"] = self._float(f"{key}/saturated", (c,))
+        return channel_metrics(out, self._pooled_count(idx))
+
+    def _pooled_count(self, idx: int) -> float:
+        key = "metrics/layers/pooled/stat_count"
+        if key not in self._f:
+            return math.nan
+        return float(self._float(key, (len(self.layers),))[idx])
 
     @_guarded("the worst samples")
     def worst_samples(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -17,9 +17,11 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
-from qdebug import metrics
+from qdebug import metrics, user_metrics
 from qdebug.culprits import Culprit, find_culprits
 from qdebug.errors import QdebugError
+from qdebug.store import layer_worst
+from qdebug.store.layer_worst import LayerWorstSamples
 from qdebug.store.schema import (
     FORMAT_NAME,
     LAYER_COLUMNS,
@@ -30,6 +32,7 @@ from qdebug.store.schema import (
     OpRecord,
     OutputRecord,
 )
+from qdebug.user_metrics import UserMetric
 
 _STR = h5py.string_dtype("utf-8")
 _GROW = 256  # rows of per-sample statistics per chunk
@@ -200,8 +203,11 @@ class TraceWriter:
         float_islands: Sequence[Mapping[str, Any]],
         store_samples: int,
         ops: Sequence[OpRecord] = (),
+        custom_metrics: Sequence[UserMetric] = (),
     ) -> None:
         self.path = Path(path)
+        self.custom_metrics = list(custom_metrics)
+        """User metrics (``--metric``), computed from the pooled statistics at ``commit``."""
         self.tmp = partial_path(self.path)
         self.layers = list(layers)
         self.outputs = list(outputs)
@@ -368,8 +374,9 @@ class TraceWriter:
         ch = a.create_group("channels")
         for idx, sums in analysis["channels"].items():
             g = ch.create_group(f"{idx:05d}")
-            for key in ("sum_f2", "sum_e2", "clipped"):
-                g.create_dataset(key, data=np.asarray(getattr(sums, key), dtype=np.float64))
+            for key in ("sum_f2", "sum_e2", "clipped", "saturated"):
+                if getattr(sums, key, None) is not None:
+                    g.create_dataset(key, data=np.asarray(getattr(sums, key), dtype=np.float64))
         worst = self.f["samples"].create_group("worst")
         worst.create_dataset("index", data=np.asarray(analysis["worst_index"], dtype=np.int64))
         wi = worst.create_group("inputs")
@@ -411,6 +418,11 @@ class TraceWriter:
         g.attrs["output"] = output
         g.attrs["source"] = source
 
+    def write_layer_worst(self, worst: LayerWorstSamples) -> None:
+        """Per layer its worst samples, and the inputs of the worst few
+        (``/samples/layer_worst``)."""
+        layer_worst.write(self.f, worst, self.input_names)
+
     def _write_culprits(self, culprits: Sequence[Culprit]) -> None:
         g = self.f.require_group("analysis").create_group("culprits")
         g.create_dataset(
@@ -431,7 +443,11 @@ class TraceWriter:
         f = self.f
         scales = np.array([r.scale for r in self.layers], dtype=np.float64)
         layer_m = self._layer_stats.finish(scales)
-        out_m = self._output_stats.finish(np.array([o.scale for o in self.outputs], dtype=float))
+        out_scales = np.array([o.scale for o in self.outputs], dtype=float)
+        out_m = self._output_stats.finish(out_scales)
+        user_metrics.write(f["metrics/layers"], self.custom_metrics, self._layer_stats.sums, scales)
+        user_metrics.write(f["metrics/outputs"], self.custom_metrics, self._output_stats.sums,
+                           out_scales)
         if self._op_stats is not None:
             self._op_stats.finish(np.array([o.scale for o in self.ops], dtype=np.float64))
             write_table(f.create_group("ops"), self.ops, OP_COLUMNS)

@@ -13,16 +13,20 @@ import numpy as np
 from qdebug import metrics
 from qdebug.segments import Segment, source_of
 from qdebug.store.schema import STATUS_INPUT, LayerRecord, OutputRecord
+from qdebug.tracer.layer_worst import LayerWorst
 from qdebug.tracer.segments import SegmentRunner
 
 
 @dataclass
 class ChannelSums:
-    """Σf², Σe² and clipped counts per channel (last axis) of one layer, over all samples."""
+    """Σf², Σe², clipped and saturated counts per channel (last axis) of one layer, over all
+    samples."""
 
     sum_f2: np.ndarray
     sum_e2: np.ndarray
     clipped: np.ndarray
+    saturated: np.ndarray | None = None
+    """Raw values at an end of the integer range that does not represent 0 (schema 1.2)."""
 
 
 @dataclass
@@ -79,6 +83,8 @@ class Measurer:
         self.segment_check: np.ndarray | None = None
         """‖f_s − f‖ / ‖f‖ per layer on the first batch: the re-run vs Keras (NaN: no segment)."""
         self._worst: list[tuple[float, int, list[np.ndarray]]] = []  # max-heap on -sqnr
+        self.layer_worst = LayerWorst(len(records))
+        """Per layer, its worst samples by its own per-sample SQNR."""
 
     def measure(
         self,
@@ -114,7 +120,7 @@ class Measurer:
             q = metrics.dequantize(raw, qp).reshape(f.shape)
             deq[i] = q
             if self.keep_analysis:
-                self._channels(i, f, q, qp)
+                self._channels(i, f, q, qp, raw)
                 self._ranges(i, f, raw)
             if r.status == STATUS_INPUT:  # nothing computed: all of its error is its own
                 layer_stats["sum_ref2"][:, i] = st["sum_f2"]
@@ -217,7 +223,8 @@ class Measurer:
         return out
 
     def _channels(
-        self, i: int, f: np.ndarray, q: np.ndarray, qp: metrics.QuantParams | None
+        self, i: int, f: np.ndarray, q: np.ndarray, qp: metrics.QuantParams | None,
+        raw: np.ndarray | None = None,
     ) -> None:
         c = f.shape[-1] if f.ndim > 1 else 1
         f2 = np.asarray(f, dtype=np.float32).reshape(-1, c)
@@ -227,7 +234,8 @@ class Measurer:
             half = 0.5 * qp.scale
             clipped = ((f2 < qp.low - half) | (f2 > qp.high + half)).sum(axis=0).astype(float)
         sums = ChannelSums(
-            (f2 * f2).sum(axis=0, dtype=np.float64), (e * e).sum(axis=0, dtype=np.float64), clipped
+            (f2 * f2).sum(axis=0, dtype=np.float64), (e * e).sum(axis=0, dtype=np.float64), clipped,
+            channel_saturation(raw, qp, c),
         )
         cur = self.channels.get(i)
         if cur is None:
@@ -236,6 +244,8 @@ class Measurer:
             cur.sum_f2 += sums.sum_f2
             cur.sum_e2 += sums.sum_e2
             cur.clipped += sums.clipped
+            if cur.saturated is not None and sums.saturated is not None:
+                cur.saturated += sums.saturated
 
     def _ranges(self, i: int, f: np.ndarray, raw: np.ndarray) -> None:
         if f.size:
@@ -247,6 +257,7 @@ class Measurer:
 
     def note_worst(self, first: int, m: Measurements, inputs: list[list[np.ndarray]]) -> None:
         """Keep the inputs of the ``worst_k`` samples with the lowest first-output SQNR."""
+        self.layer_worst.note(first, m.layer_stats)
         if not self.outputs or self.worst_k <= 0:
             return
         sq = metrics.derive(
@@ -276,6 +287,22 @@ class Measurer:
             ),
             "worst_inputs": [t[2] for t in worst],
         }
+
+
+def channel_saturation(
+    raw: np.ndarray | None, qp: metrics.QuantParams | None, channels: int
+) -> np.ndarray:
+    """Per channel (last axis), raw integers at an end of the range that does not represent 0
+    (as the ``saturated`` statistic); zeros for a float tensor."""
+    if raw is None or qp is None or not np.issubdtype(raw.dtype, np.integer):
+        return np.zeros(channels)
+    r = np.asarray(raw).reshape(-1, channels)
+    sat = np.zeros(channels)
+    if qp.zero_point != qp.qmin:
+        sat += (r == qp.qmin).sum(axis=0)
+    if qp.zero_point != qp.qmax:
+        sat += (r == qp.qmax).sum(axis=0)
+    return sat
 
 
 def segment_sources(segments: list[Segment], records: list[LayerRecord]) -> dict[str, int]:

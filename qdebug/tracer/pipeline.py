@@ -33,6 +33,7 @@ from qdebug.tracer.graph import LayerGraph, Probe, input_dtype
 from qdebug.tracer.keep_float import layer_op_names
 from qdebug.tracer.labels import PredictionLog, load_labels, prediction_log
 from qdebug.tracer.labels import resolve as resolve_labels
+from qdebug.tracer.layer_worst import input_cap
 from qdebug.tracer.litert import LiteModel
 from qdebug.tracer.loading import TFLITE, LoadedModel, load_model, wrap_live_model
 from qdebug.tracer.matching import align_tensors, match_layers
@@ -46,6 +47,7 @@ from qdebug.tracer.sides import Sides, lite_input_order
 from qdebug.tracer.tfenv import import_tf
 from qdebug.tracer.verify import LocalRefs, build_verify_model, pair_local_refs
 from qdebug.tracer.weights import weight_stats
+from qdebug.user_metrics import load_metrics
 
 
 @dataclass
@@ -80,6 +82,8 @@ class TraceOptions:
     """Trace only the K-th of N contiguous slices of the data (``--shard K/N``)."""
     labels: Any = None
     """Class labels of the samples (``qdebug.tracer.labels.load_labels``): task accuracy."""
+    metrics: tuple[Any, ...] = ()
+    """User metrics (``--metric``): specs, ``Metric`` objects or functions (qdebug.user_metrics)."""
 
 
 def default_trace_path(model_name: str, folder: Path = Path("traces")) -> Path:
@@ -170,6 +174,7 @@ class Tracer:
 
     def _run(self) -> Path:
         opt = self.opt
+        custom = load_metrics(opt.metrics)  # before any work: a bad --metric fails fast
         with self.phases.step("load data"):
             graph = self._layer_graph()
             conv_model, specs, float_bytes = self._source(graph)
@@ -330,6 +335,7 @@ class Tracer:
             float_islands=islands,
             store_samples=stored,
             ops=table.rows,
+            custom_metrics=custom,
         )
         with writer:
             mismatched, measurer = self._trace(
@@ -344,6 +350,11 @@ class Tracer:
                         outputs[self._preds.output].name, labels.description,
                     )
                 writer.write_analysis(measurer.analysis(), weights)
+                kept = set(range(self.first_sample,
+                                 self.first_sample + min(writer.store_samples, data.taken or 0)))
+                writer.write_layer_worst(measurer.layer_worst.finish(
+                    data, input_cap(_input_bytes(specs), opt.store_budget_mb), kept,
+                    self.first_sample))
                 warnings = list(dict.fromkeys(data.warnings + calib.warnings + opt.warnings))
                 kernels = (
                     {"kernel_mismatched_samples": sides.kernel_mismatched,
@@ -635,6 +646,11 @@ def op_local_layers(records: list[LayerRecord], local: LocalRefs | None) -> set[
         for r in records
         if r.status == STATUS_MATCHED and len(r.ops) == 1 and r.ops[0] in local.float_tensor
     }
+
+
+def _input_bytes(specs: list[InputSpec]) -> int:
+    """Bytes of one sample's inputs (float32; unknown dimensions counted as 1)."""
+    return sum(4 * int(np.prod([d or 1 for d in s.shape], dtype=np.int64)) for s in specs)
 
 
 def _integer_source(lite: LiteModel, index: int) -> int:

@@ -15,8 +15,12 @@ from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
+from qdebug.errors import TraceFileError
 from qdebug.store.reader import Trace
 from qdebug.store.schema import VIEW_OPS, LayerRecord
+from qdebug.tui.channel_view import pooled_channels
+from qdebug.tui.custom_view import custom_numbers
+from qdebug.tui.input_view import input_text
 from qdebug.tui.layer_rows import (
     LayerRow,
     fmt_db,
@@ -135,23 +139,31 @@ class LayerDetailScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         rec = self.rows[self.layer_index].record
-        yield Static(
-            detail_head(self.rows, self.layer_index, ops_text(self.trace, rec)),
-            id="detail-head",
-        )
+        head = detail_head(self.rows, self.layer_index, ops_text(self.trace, rec))
+        yield Static(head + custom_numbers(self.trace, self.layer_index), id="detail-head")
         with Horizontal(id="detail-body"):
             with Vertical(id="sample-pane"):
                 picker = OptionList(*self._sample_options(), id="samples")
                 picker.border_title = "stored samples"
                 yield picker
-                worst = Static("…", id="worst-samples")
+                worst = OptionList(id="worst-samples")
                 worst.border_title = "worst samples"
                 yield worst
             with VerticalScroll(id="plots"):
                 yield Static("", id="hist")
                 yield Static("", id="err-hist")
                 yield Static("", id="channels")
+                yield Static(self._pooled_channels(), id="channel-pooled")
         yield Footer()
+
+    def _pooled_channels(self) -> Text:
+        """Per-channel numbers over all samples, and the weights' per channel."""
+        if not self.measured:
+            return Text()
+        try:
+            return pooled_channels(self.trace, self.layer_index)
+        except TraceFileError as exc:
+            return Text(exc.one_line(), style="red")
 
     @property
     def measured(self) -> bool:
@@ -161,7 +173,7 @@ class LayerDetailScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#hist", Static).update(self._placeholder())
         if not self.measured:
-            self.query_one("#worst-samples", Static).update("—")
+            self.query_one("#worst-samples", OptionList).add_option(Option("—", disabled=True))
             return
         self._load_samples()
         if self.samples and self.trace.has_activations(self.layer_index):
@@ -226,14 +238,47 @@ class LayerDetailScreen(Screen[None]):
         picker.add_options(self._sample_options())
         picker.highlighted = keep
         stored = set(self.samples)
+        try:
+            kept = set(int(x) for x in self.trace.input_samples())
+        except TraceFileError:
+            kept = set()
         order = np.argsort(np.where(np.isnan(msg.sqnr_db), np.inf, msg.sqnr_db), kind="stable")
-        text = Text()
+        options = []
         for s in order[:WORST_SAMPLES]:
             v = float(msg.sqnr_db[s])
-            text.append(f"#{int(s):<6}")
-            text.append(f"{fmt_db(v):>6} dB", style=sqnr_style(v))
-            text.append(" stored\n" if int(s) in stored else "\n", style="dim")
-        self.query_one("#worst-samples", Static).update(text)
+            label = Text(f"#{int(s):<6}")
+            label.append(f"{fmt_db(v):>6} dB", style=sqnr_style(v))
+            label.append(" stored" if int(s) in stored else " input" if int(s) in kept else "",
+                         style="dim")
+            options.append(Option(label, id=str(int(s))))
+        worst = self.query_one("#worst-samples", OptionList)
+        worst.clear_options()
+        worst.add_options(options)
+
+    @on(OptionList.OptionSelected, "#worst-samples")
+    def _picked_worst(self, event: OptionList.OptionSelected) -> None:
+        """Open a worst sample: its activations when stored, else its input when kept."""
+        if event.option_id is not None:
+            self.open_worst(int(event.option_id))
+
+    def open_worst(self, sample: int) -> None:
+        """Show one of the layer's worst samples (activations, or the input the trace kept)."""
+        if sample in self.samples and self.trace.has_activations(self.layer_index):
+            picker = self.query_one("#samples", OptionList)
+            picker.highlighted = self.samples.index(sample)
+            self.show_sample(sample)
+            return
+        self.shown_sample = None
+        try:
+            kept = sample in set(int(x) for x in self.trace.input_samples())
+            shown = input_text(sample, self.trace.inputs(sample)) if kept else Text(
+                f"sample {sample}: neither its activations nor its input are in this trace "
+                "(it keeps the inputs of each layer's few worst samples)", style="dim")
+        except TraceFileError as exc:
+            shown = Text(exc.one_line(), style="red")
+        self.query_one("#hist", Static).update(shown)
+        self.query_one("#err-hist", Static).update("")
+        self.query_one("#channels", Static).update("")
 
     def on_activation_loaded(self, msg: ActivationLoaded) -> None:
         if msg.layer != self.layer_index or msg.view.sample != self.shown_sample:
@@ -253,9 +298,7 @@ class LayerDetailScreen(Screen[None]):
             Text("error q − f\n", style="bold") + error_histogram(view))
         channels = Text(f"per-channel activation SQNR (sample {view.sample}, last axis)\n",
                         style="bold")
-        weights = Text("per-channel weight SQNR: — (not in this trace)\n", style="dim")
-        self.query_one("#channels", Static).update(
-            channels + channel_bars(view.channel_sqnr_db) + weights)
+        self.query_one("#channels", Static).update(channels + channel_bars(view.channel_sqnr_db))
 
     def on_load_failed(self, msg: LoadFailed) -> None:
         if msg.layer == self.layer_index:

@@ -1,0 +1,40 @@
+"""``/samples/layer_worst`` (schema 1.2, optional): per layer, its worst samples by that layer's
+per-sample SQNR, and the inputs of the worst few (docs/trace-format.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: The group's path in a trace.
+KEY = "samples/layer_worst"
+
+
+@dataclass
+class LayerWorstSamples:
+    """What the tracer keeps: ``layers`` (L, k) sample indices worst first (−1: none),
+    ``sqnr_db`` (L, k) the layer's SQNR on each, ``index`` (S,) the samples whose inputs are
+    kept, ``inputs`` their inputs (one array per model input each)."""
+
+    layers: np.ndarray
+    sqnr_db: np.ndarray
+    index: np.ndarray
+    inputs: list[list[np.ndarray]]
+
+
+def write(f: Any, worst: LayerWorstSamples, input_names: Sequence[str]) -> None:
+    """Write ``worst`` under ``/samples/layer_worst`` of the open h5py file ``f``."""
+    g = f.require_group(KEY)
+    g.create_dataset("layers", data=np.asarray(worst.layers, dtype=np.int64))
+    g.create_dataset("sqnr_db", data=np.asarray(worst.sqnr_db, dtype=np.float64))
+    g.create_dataset("index", data=np.asarray(worst.index, dtype=np.int64))
+    gi = g.create_group("inputs")
+    for i, name in enumerate(input_names):
+        if worst.inputs:
+            rows = np.stack([np.asarray(s[i]) for s in worst.inputs])
+            ds = gi.create_dataset(str(i), data=rows, chunks=(1, *rows.shape[1:]) if rows.size
+                                   else None, compression="lzf" if rows.size else None)
+            ds.attrs["name"] = name

@@ -1,0 +1,93 @@
+"""Per measured layer, the samples with the lowest SQNR at that layer, and the inputs of the
+worst few (bounded: ``K`` per layer, at most ``cap`` distinct samples in all, deduplicated
+across layers) so the input that blows a layer up can be opened later (docs/trace-format.md,
+``/samples/layer_worst``). Only sample indices are kept while tracing; the inputs are read in a
+second pass over the data, which runs no model."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+
+import numpy as np
+
+from qdebug.store.layer_worst import LayerWorstSamples
+
+#: Worst samples kept per layer.
+K = 4
+#: Distinct samples whose inputs are kept, at most (fewer when inputs are large).
+CAP = 32
+
+
+class LayerWorst:
+    """Tracks, per layer, the ``k`` samples with the lowest per-sample SQNR."""
+
+    def __init__(self, layers: int, k: int = K) -> None:
+        self.k = k
+        self._heaps: list[list[tuple[float, int]]] = [[] for _ in range(layers)]
+
+    def note(self, first: int, layer_stats: dict[str, np.ndarray]) -> None:
+        """One batch's statistics (samples, layers); samples are numbered from ``first``."""
+        f2, e2 = layer_stats["sum_f2"], layer_stats["sum_e2"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sq = 10 * np.log10(f2 / e2)
+        sq = np.where(np.isneginf(sq), -1e9, sq)  # error on a zero signal: worst of all
+        for j, heap in enumerate(self._heaps):
+            col = sq[:, j]
+            ok = np.nonzero(np.isfinite(col))[0]  # no tensor (NaN), no error at all (+inf)
+            for b in ok[np.argsort(col[ok], kind="stable")][: self.k]:
+                item = (-float(col[b]), -(first + int(b)))
+                if len(heap) < self.k:
+                    heapq.heappush(heap, item)
+                elif item > heap[0]:
+                    heapq.heapreplace(heap, item)
+
+    def ranked(self) -> list[list[tuple[int, float]]]:
+        """Per layer, (sample, SQNR dB) worst first."""
+        return [[(-s, -v) for v, s in sorted(h, reverse=True)] for h in self._heaps]
+
+    def select(self, cap: int, skip: set[int]) -> list[int]:
+        """The samples whose inputs to keep: every layer's worst first, then its second worst,
+        …, until ``cap`` distinct samples; samples in ``skip`` (whose inputs the trace stores
+        already) cost nothing."""
+        chosen: list[int] = []
+        seen = set(skip)
+        ranked = self.ranked()
+        for rank in range(self.k):
+            for per in ranked:
+                if rank < len(per) and per[rank][0] not in seen:
+                    if len(chosen) >= cap:
+                        return sorted(chosen)
+                    seen.add(per[rank][0])
+                    chosen.append(per[rank][0])
+        return sorted(chosen)
+
+    def finish(
+        self, data: Iterable[list[np.ndarray]], cap: int, skip: set[int], first: int = 0
+    ) -> LayerWorstSamples:
+        """The per-layer lists and the chosen samples' inputs, read from ``data`` again (whose
+        first sample is sample ``first``: a shard's slice)."""
+        ranked = self.ranked()
+        layers = np.full((len(ranked), self.k), -1, dtype=np.int64)
+        sqnr = np.full((len(ranked), self.k), np.nan)
+        for j, per in enumerate(ranked):
+            for r, (s, v) in enumerate(per):
+                layers[j, r], sqnr[j, r] = s, v
+        chosen = self.select(cap, skip)
+        inputs: dict[int, list[np.ndarray]] = {}
+        if chosen:
+            wanted, last = set(chosen), max(chosen)
+            for i, sample in enumerate(data, start=first):
+                if i in wanted:
+                    inputs[i] = sample
+                if i >= last:
+                    break
+        index = np.array([s for s in chosen if s in inputs], dtype=np.int64)
+        return LayerWorstSamples(layers, sqnr, index, [inputs[int(s)] for s in index])
+
+
+def input_cap(input_bytes: int, budget_mb: float) -> int:
+    """How many samples' inputs to keep: ``CAP``, fewer when they would take more than a
+    quarter of the store budget (never fewer than ``K``)."""
+    room = int(budget_mb * 2**20 / 4 // max(input_bytes, 1))
+    return max(K, min(CAP, room))

@@ -1,0 +1,71 @@
+"""Culprits on an int16x8 trace quote int16 figures, and the thresholds hold for 16 bits."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import qdebug
+from qdebug.cli import cli
+from qdebug.culprits import COARSE_SCORE, HEALTHY_LSB, MIN_SCORE, find_culprits
+from qdebug.store.schema import STATUS_MATCHED, LayerRecord
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_int16x8_culprits_quote_int16_figures(
+    tmp_path: Path, digits_model, digits_data  # type: ignore[no-untyped-def]
+) -> None:
+    digits_model.save(tmp_path / "digits.keras")
+    np.save(tmp_path / "x.npy", digits_data[:48])
+    out = tmp_path / "t16.h5"
+    r = CliRunner().invoke(cli, ["trace", str(tmp_path / "digits.keras"), "--data",
+                                 str(tmp_path / "x.npy"), "--out", str(out), "-q",
+                                 "--scheme", "int16x8", "--store-samples", "0"])
+    assert r.exit_code == 0, r.output
+    with qdebug.open(out) as tr:
+        culprits = tr.culprits()
+        lm = tr.layer_metrics()
+        assert culprits
+        int16 = [c for c in culprits if tr.layers[c.index].dtype == "int16"]
+        assert int16  # the digits model's culprits are 16-bit activations
+        for c in culprits:
+            assert c.score >= MIN_SCORE
+            lsb = float(lm["local_rmse_lsb"][c.index])
+            if "healthy" in c.reason:
+                assert c.score < COARSE_SCORE and lsb <= HEALTHY_LSB
+        for c in int16:
+            if "LSB" in c.reason:
+                assert "int16 LSB" in c.reason, c.reason
+                assert "rounding alone is 0.29)" not in c.reason  # int8's figure, unqualified
+            if c.kind == "injects":  # also in int8 steps: tens of int16 LSB are a fraction
+                steps = float(lm["local_rmse_lsb"][c.index]) / 257.0
+                assert f"{steps:.3f} of an int8 step" in c.reason
+
+
+def _row(name: str, dtype: str, inbound: list[str]) -> LayerRecord:
+    return LayerRecord(name, "Dense", inbound=inbound, status=STATUS_MATCHED, dtype=dtype,
+                       scale=0.01, tensor_index=1)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16"])
+def test_a_rounding_culprit_above_the_score_threshold_is_never_healthy(dtype: str) -> None:
+    layers = [_row("x", dtype, []), _row("d", dtype, ["x"]), _row("e", dtype, ["d"])]
+    nan = math.nan
+    m = {
+        "sqnr_db": np.array([60.0, 30.0, 29.9]),
+        "local_sqnr_db": np.array([60.0, 30.0, 50.0]),
+        "local_rmse_lsb": np.array([0.29, 0.30, 0.29]),
+        "clip_share": np.zeros(3), "clip_fraction": np.zeros(3),
+        "gain": np.array([nan, 1.0, 1.0]), "local_share": np.array([1.0, 1.0, 1.0]),
+    }
+    stats = {"sum_f2": np.ones(3), "sum_e2": 10 ** (-m["sqnr_db"] / 10)}
+    found = {c.layer: c for c in find_culprits(layers, m, stats, 29.9)}
+    assert "d" in found and found["d"].score >= COARSE_SCORE
+    assert "healthy" not in found["d"].reason
+    assert ("int16 LSB" in found["d"].reason) == (dtype == "int16")
+    assert all(c.score >= MIN_SCORE for c in found.values())
