@@ -25,6 +25,7 @@ import numpy as np
 from qdebug import metrics
 from qdebug.culprits import Culprit
 from qdebug.errors import TraceFileError
+from qdebug.store.h5safe import refuse_outside_references
 from qdebug.store.schema import (
     FORMAT_NAME,
     LAYER_COLUMNS,
@@ -227,6 +228,7 @@ class Trace:
                 "re-create or re-download the trace",
             ) from exc
         try:
+            refuse_outside_references(self._f, self.path)  # before anything is read
             self._load()
         except TraceFileError:
             self._f.close()
