@@ -8,10 +8,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from qdebug.printable import printable
 from qdebug.report import worst_layers
 from qdebug.store.reader import Trace
 from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED
-from qdebug.tui.layer_rows import printable
 
 
 def _safe(text: str) -> str:
