@@ -53,10 +53,18 @@ def refuse_outside_references(f: h5py.File, path: Path) -> None:
     """Raise ``TraceFileError`` when any link of ``f`` leaves the file (external or
     user-defined links) or any dataset takes its bytes from elsewhere (external storage,
     virtual datasets) or through a filter that is not built in. Reads only metadata."""
-    found: list[TraceFileError] = []
+    found: list[BaseException] = []
     count = 0
 
     def visit(name: bytes, info: Any) -> int | None:
+        # An exception must not leave h5py's callback (it would surface as a SystemError).
+        try:
+            return check(name, info)
+        except BaseException as exc:  # re-raised after the walk
+            found.append(exc)
+            return 1
+
+    def check(name: bytes, info: Any) -> int | None:
         nonlocal count
         count += 1
         where = repr(name.decode("utf-8", "replace"))
@@ -80,6 +88,9 @@ def refuse_outside_references(f: h5py.File, path: Path) -> None:
                 return 1
         return None
 
-    f.id.links.visit(visit, info=True)
+    try:
+        f.id.links.visit(visit, info=True)
+    except SystemError as exc:  # h5py's report of a failure inside HDF5's iteration
+        raise RuntimeError(f"cannot walk the file's links ({exc})") from exc
     if found:
         raise found[0]
