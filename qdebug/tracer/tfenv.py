@@ -17,8 +17,16 @@ def import_tf() -> Any:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     if "tensorflow" not in sys.modules:
         # TensorFlow's C++ side prints absl/CUDA notices to fd 2 while importing.
-        with captured_output():
-            import tensorflow as tf
+        try:
+            with captured_output():
+                import tensorflow as tf
+        except ImportError as exc:  # `pip install qdebug` installs the trace reader only
+            from qdebug.errors import QdebugError
+
+            raise QdebugError(
+                f"this command needs TensorFlow, which cannot be imported ({exc})",
+                "install it with: pip install 'qdebug[trace]'",
+            ) from exc
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
