@@ -17,8 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -110,9 +108,8 @@ def test_secret_file_never_reaches_any_output(
 def test_secret_file_never_reaches_the_api_or_the_viewer(
     secret_traces: dict[str, Path], tmp_path: Path, case: str
 ) -> None:
-    from test_fuzz import exercise
-
     import qdebug
+    from test_fuzz import exercise
 
     with qdebug.open(FIXTURE) as good, pytest.raises(QdebugError) as info:
         exercise(secret_traces[case], good, tmp_path, thorough=True)
