@@ -68,11 +68,17 @@ def check_trace_target(path: Path) -> None:
             f"{os.fsdecode(os.fsencode(path))!a} is not a UTF-8 path, which HDF5 needs",
             "give an --out path in UTF-8",
         ) from None
+    name_max = _name_max(path.parent)
+    size = len(os.fsencode(path.name))
+    if size > name_max:
+        raise QdebugError(
+            f"the file name {path.name[:40]}… is {size} bytes, longer than the file system "
+            f"allows ({name_max})",
+            "give a shorter --out name",
+        )
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        st = None
-    except NotADirectoryError:
+    except (FileNotFoundError, NotADirectoryError):
         st = None
     except OSError as exc:
         raise QdebugError(f"cannot use {path} as the trace: {exc.strerror}", hint) from exc
@@ -89,14 +95,6 @@ def check_trace_target(path: Path) -> None:
             if not parent.is_dir():
                 raise QdebugError(f"{parent} is a file, not a folder", "give a path in a folder")
             break
-    name_max = _name_max(path.parent)
-    size = len(os.fsencode(path.name))
-    if size > name_max:
-        raise QdebugError(
-            f"the file name {path.name[:40]}… is {size} bytes, longer than the file system "
-            f"allows ({name_max})",
-            "give a shorter --out name",
-        )
     if st is not None and not _is_trace(path):
         raise QdebugError(
             f"{path} exists and is not a qdebug trace; not replacing it",

@@ -212,7 +212,11 @@ def _from_npz(path: Path, inputs: list[InputSpec]) -> SampleSource:
 
 
 def _why(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())[:200]
+    # TensorFlow's errors carry the useful text in ``message``; their str() adds a stack.
+    message = getattr(exc, "message", None)
+    raw = message.strip().split("\n")[0] if isinstance(message, str) and message.strip() else (
+        str(exc))
+    text = " ".join(raw.split())[:200]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -256,21 +260,13 @@ def _from_images(folder: Path, inputs: list[InputSpec], image_range: str) -> Sam
                 )
             except Exception as exc:
                 raise DataError(
-                    f"{p} is not a readable image ({_why(_tf_message(exc))})",
+                    f"{p} is not a readable image ({_why(exc)})",
                     "remove it from the folder, or convert it to PNG or JPEG",
                 ) from exc
             img = tf.image.resize(tf.cast(img, tf.float32), (h or img.shape[0], w or img.shape[1]))
             yield (img.numpy() / 255.0 * (hi - lo) + lo).astype(np.float32)
 
     return SampleSource(str(folder), inputs, gen, len(files))
-
-
-def _tf_message(exc: BaseException) -> BaseException:
-    """TensorFlow's errors carry the useful text in ``message``, the rest is a stack."""
-    message = getattr(exc, "message", None)
-    if isinstance(message, str) and message.strip():
-        return type(exc)(message.strip().splitlines()[0]) if isinstance(exc, Exception) else exc
-    return exc
 
 
 def _from_callable(spec: str, inputs: list[InputSpec]) -> SampleSource:
@@ -317,7 +313,7 @@ def _user_samples(spec: str, samples: Iterator[Any]) -> Iterator[Any]:
             raise
         except Exception as exc:
             raise DataError(
-                f"the data function {spec} raised {_why(_tf_message(exc))} after {i} sample(s)",
+                f"the data function {spec} raised {_why(exc)} after {i} sample(s)",
                 "fix the data function (run it alone to see the traceback)",
             ) from exc
         yield item
