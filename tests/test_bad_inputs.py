@@ -368,7 +368,7 @@ TRACE_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("dynamic input shape", ["models.py:dynamic", "--data", "x.npy"],
      ("(None, None, 1)", "fixed")),
     ("layer name TF cannot export", ["models.py:odd_name", "--data", "x.npy"],
-     ("flat:ten", "rename the layer")),
+     ("flat:ten", "Rename the layer")),
     ("unreadable image", ["digits.keras", "--data", "images.dir"],
      ("broken.png", "not a readable image", "PNG")),
     ("fix --out a folder", ["@fix", "digits.keras", "--data", "x.npy", "--target-top1", "1",

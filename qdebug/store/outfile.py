@@ -93,7 +93,10 @@ def check_trace_target(path: Path) -> None:
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise QdebugError(f"{parent} is a file, not a folder", "give a path in a folder")
+                raise QdebugError(
+                    f"cannot write the trace {path}: {parent} is a file, not a folder",
+                    "give --out a path in a folder",
+                )
             break
     if st is not None and not _is_trace(path):
         raise QdebugError(
