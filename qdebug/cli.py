@@ -3,10 +3,13 @@ that needs them, so ``qdebug report`` and ``qdebug diff`` start fast without Ten
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shlex
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -14,21 +17,80 @@ import click
 
 from qdebug import __version__
 from qdebug.errors import QdebugError
+from qdebug.filekind import refuse_special
+from qdebug.printable import printable, printable_lines
+from qdebug.signals import Stopped, stopping_signals
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 
+def _debug_wanted(argv: list[str]) -> bool:
+    value = os.environ.get("QDEBUG_DEBUG", "").strip().lower()
+    return "--debug" in argv or value in ("1", "true", "yes", "on")
+
+
+def _quiet_exit(code: int) -> NoReturn:
+    """Exit with ``code``, skipping teardown that would crash (HDF5 after a failed write) or
+    take seconds (TensorFlow's); every file qdebug wrote is closed by then."""
+    writer = sys.modules.get("qdebug.store.writer")
+    if "tensorflow" in sys.modules or (writer is not None and writer.failed_writes()):
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _say_err(line: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # a closed terminal (SIGHUP) takes stderr
+        click.echo(line, err=True)
+
+
 def _fail(message: str, debug: bool) -> NoReturn:
     if debug:
         traceback.print_exc()
-    click.echo(f"qdebug: error: {message}", err=True)
+    _say_err(f"qdebug: error: {printable(message)}")
     writer = sys.modules.get("qdebug.store.writer")
     if writer is not None and writer.failed_writes():  # HDF5 would crash at exit
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_BAD_INPUT)
+        _quiet_exit(EXIT_BAD_INPUT)
     sys.exit(EXIT_BAD_INPUT)
+
+
+def _usage_error(exc: click.UsageError) -> NoReturn:
+    """click's usage errors as qdebug's one line (click prints three, without the prefix)."""
+    ctx = exc.ctx
+    where = ctx.command_path if ctx is not None else "qdebug"
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    _say_err(f"qdebug: error: {printable(message)}. Try '{where} --help'.")
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _stdout_failed(exc: OSError) -> QdebugError:
+    # Later writes (Python's own flush at exit) would fail again and print a traceback.
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return QdebugError(
+        f"cannot write to the standard output: {exc.strerror or exc}",
+        "redirect it to a file on a disk with space, or to a reader that stays open",
+    )
+
+
+def say(text: str) -> None:
+    """Print ``text`` for people on stdout: control characters from traces and models shown
+    as escapes, a full disk or a closed pipe answered with one line."""
+    write(printable_lines(text))
+
+
+def write(text: str, nl: bool = True) -> None:
+    """Print ``text`` as it is (JSON, CSV for scripts) on stdout."""
+    try:
+        click.echo(text, nl=nl)
+    except OSError as exc:
+        raise _stdout_failed(exc) from exc
 
 
 class _Group(click.Group):
@@ -36,22 +98,31 @@ class _Group(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["qdebug.argv"] = list(args)  # the command line, recorded in traces
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            _usage_error(exc)
 
     def invoke(self, ctx: click.Context) -> Any:
         argv = ctx.meta.get("qdebug.argv", [])
-        debug = "--debug" in argv or bool(os.environ.get("QDEBUG_DEBUG"))
+        debug = _debug_wanted(argv)
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings(), stopping_signals():
+                if not debug:  # numpy's "invalid value encountered" is not the user's business
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                return super().invoke(ctx)
         except QdebugError as exc:
             _fail(exc.one_line(), debug)
+        except click.UsageError as exc:
+            _usage_error(exc)
         except KeyboardInterrupt:
-            click.echo("qdebug: interrupted; nothing was written", err=True)
-            if "tensorflow" in sys.modules:  # its teardown takes seconds; files are closed
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(EXIT_INTERRUPTED)
-            sys.exit(EXIT_INTERRUPTED)
+            _say_err("qdebug: interrupted; nothing was written")
+            _quiet_exit(EXIT_INTERRUPTED)
+        except Stopped as exc:
+            if debug:
+                traceback.print_exc()
+            _say_err(f"qdebug: stopped by {exc.name}; nothing was written")
+            _quiet_exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:
@@ -88,9 +159,11 @@ def cli(debug: bool) -> None:
 @click.option("--tflite", type=click.Path(path_type=Path), metavar="INT8.tflite",
               help="Trace this deployed INT8 model instead of converting MODEL.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), metavar="PATH",
-              help="Trace file (default: traces/<model>-<timestamp>.h5).")
+              help="Trace file (default: traces/<model>-<timestamp>.h5). An existing trace "
+              "there is replaced once the new one is complete; any other file is refused.")
 @click.option("--samples", "-n", type=click.IntRange(min=1), metavar="N",
-              help="Trace the first N samples (default: all).")
+              help="Trace the first N samples (default: all; at most 10000 from a data "
+              "function whose length is unknown).")
 @click.option("--store-samples", type=click.IntRange(min=0), default=None, metavar="K",
               help="Keep full activations and inputs of the first K samples (default: as many "
               "of the first 16 as fit in --store-budget).")
@@ -167,8 +240,8 @@ def trace(
       qdebug trace model.keras --data val.npy --workers auto   # every core, one trace
       qdebug trace model.keras --data val.npy --shard 2/8 --out s2.h5   # one job of an array
     """
-    if tflite is not None and not tflite.is_file():
-        raise QdebugError(f"{tflite}: no such file", "give the deployed INT8 .tflite model")
+    if tflite is not None:
+        _precheck_file(tflite, "--tflite", "give the deployed INT8 .tflite model")
     if tflite is not None and _read_head(tflite)[4:8] != b"TFL3":
         raise QdebugError(
             f"{tflite} is not a .tflite model (no TFL3 identifier)",
@@ -197,25 +270,33 @@ def trace(
     if sharded is not None:
         _print_result(sharded, fmt, quiet)
         return
+    from qdebug.store.outfile import claim
     from qdebug.tracer.tfenv import import_tf
 
-    import_tf()
-    from qdebug.tracer.loading import load_model
-    from qdebug.tracer.pipeline import TraceOptions, Tracer
+    # Claimed before TensorFlow loads: a second run to the same --out is refused at once.
+    with claim(out) if out is not None else contextlib.nullcontext():
+        import_tf()
+        from qdebug.tracer.loading import load_model, require_convertible
+        from qdebug.tracer.pipeline import TraceOptions
 
-    loaded = load_model(model, trust_code=trust_model_code)
-    options = TraceOptions(
-        out=out, samples=samples, store_samples=store_samples, store_budget_mb=store_budget,
-        calib=calib,
-        calib_samples=calib_samples, batch_size=batch_size, tflite=tflite, xnnpack=xnnpack,
-        int8_io=int8_io, image_range=image_range, trust_model_code=trust_model_code,
-        quiet=quiet or fmt == "json", keep_float=kept, scheme=scheme, shard=shard_spec,
-        labels=labels,
-        metrics=metric,
-        command_line="qdebug " + " ".join(
-            shlex.quote(a) for a in click.get_current_context().meta.get("qdebug.argv", [])
-        ),
-    )
+        loaded = load_model(model, trust_code=trust_model_code)
+        require_convertible(loaded)
+        _trace_run(loaded, data, out, fmt, quiet, TraceOptions(
+            out=out, samples=samples, store_samples=store_samples, store_budget_mb=store_budget,
+            calib=calib, calib_samples=calib_samples, batch_size=batch_size, tflite=tflite,
+            xnnpack=xnnpack, int8_io=int8_io, image_range=image_range,
+            trust_model_code=trust_model_code, quiet=quiet or fmt == "json", keep_float=kept,
+            scheme=scheme, shard=shard_spec, labels=labels, metrics=metric,
+            command_line="qdebug " + " ".join(
+                shlex.quote(a) for a in click.get_current_context().meta.get("qdebug.argv", [])
+            ),
+        ))
+
+
+def _trace_run(loaded: Any, data: str, out: Path | None, fmt: str, quiet: bool,
+               options: Any) -> None:
+    from qdebug.tracer.pipeline import Tracer
+
     path = Tracer(loaded, data, options).run()
     _print_result(path, fmt, quiet)
 
@@ -266,7 +347,8 @@ def _read_head(path: Path) -> bytes:
 
 
 def _precheck_path(spec: str | None, what: str, hint: str) -> None:
-    """Fail fast, before TensorFlow loads, on a path that does not exist."""
+    """Fail fast, before TensorFlow loads, on a path that does not exist or is a pipe or a
+    device (which would block or never end when read)."""
     if spec is None:
         return
     path = Path(spec)
@@ -274,6 +356,18 @@ def _precheck_path(spec: str | None, what: str, hint: str) -> None:
     looks_like_factory = ":" in spec and suffix not in (".npy", ".npz", ".keras", ".h5")
     if not path.exists() and not looks_like_factory:
         raise QdebugError(f"{spec}: no such file or folder ({what})", hint)
+    refuse_special(path, what, hint)
+    if looks_like_factory and not path.exists():
+        refuse_special(spec.rpartition(":")[0], "Python", hint)
+
+
+def _precheck_file(path: Path, option: str, hint: str) -> None:
+    """A file an option names: it exists, and is a regular file (not a folder or a pipe)."""
+    if not path.exists():
+        raise QdebugError(f"{path}: no such file ({option})", hint)
+    if path.is_dir():
+        raise QdebugError(f"{path} is a folder, not a file ({option})", hint)
+    refuse_special(path, option, hint)
 
 
 def _print_result(path: Path, fmt: str, quiet: bool) -> None:
@@ -283,13 +377,23 @@ def _print_result(path: Path, fmt: str, quiet: bool) -> None:
         if fmt == "json":
             from qdebug.report import report_json
 
-            click.echo(report_json(tr))
+            write(report_json(tr))
         elif not quiet:
-            from rich.console import Console
+            write(_summary(tr), nl=False)
 
-            from qdebug.summary import print_summary
 
-            print_summary(tr, Console())
+def _summary(tr: Any) -> str:
+    """The summary as the terminal would show it (the text is printed by ``write``, so that a
+    full disk or a closed pipe is one line, not a traceback from Rich)."""
+    from rich.console import Console
+
+    from qdebug.summary import print_summary
+
+    screen = Console()  # what the real stdout is: width, terminal or not, colours
+    buffer = io.StringIO()
+    print_summary(tr, Console(file=buffer, width=screen.width, force_terminal=screen.is_terminal,
+                              color_system=screen.color_system))  # type: ignore[arg-type]
+    return buffer.getvalue()
 
 
 @cli.command()
@@ -320,11 +424,11 @@ def report(trace_path: Path, fmt: str, chart: str | None, debug: bool) -> None:
     from qdebug.store.reader import open_trace
 
     with open_trace(trace_path) as tr:
-        text = (report_markdown if fmt == "markdown" else report_csv)(tr)
-    if chart and fmt == "markdown":
-        head, _, rest = text.partition("\n\n")
-        text = f"{head}\n\n![error by depth]({chart})\n\n{rest}"
-    click.echo(text, nl=False)
+        if fmt == "markdown":
+            say(report_markdown(tr).rstrip("\n"))
+        else:  # CSV keeps names exact for scripts, but not for a terminal
+            text = report_csv(tr)
+            write(printable_lines(text) if sys.stdout.isatty() else text, nl=False)
 
 
 @cli.command()
@@ -334,6 +438,9 @@ def report(trace_path: Path, fmt: str, chart: str | None, debug: bool) -> None:
 def view(trace_path: Path, other_path: Path | None, debug: bool) -> None:
     """Explore a trace in the terminal; with OTHER, compare two traces layer by layer.
 
+    When the standard output is not a terminal (a pipe, a file, CI), the summary of each trace
+    is printed instead, as `qdebug report` prints it.
+
     \b
     Press ? inside for every key. Examples:
       qdebug view traces/run1.h5
@@ -342,6 +449,15 @@ def view(trace_path: Path, other_path: Path | None, debug: bool) -> None:
     from qdebug.tui.app import create_app
 
     app = create_app(trace_path, other_path)  # opens the traces: bad files fail here, one line
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):  # full screen would wait for keys
+        try:
+            texts = [_summary(t) for t in (app.trace, app.other) if t is not None]
+        finally:
+            app.trace.close()
+            if app.other is not None:
+                app.other.close()
+        write("\n".join(texts), nl=False)
+        return
     app.run()
 
 
@@ -381,9 +497,10 @@ def diff(
     from qdebug.trace_diff import Thresholds, diff_paths
 
     result = diff_paths(
-        base, new, Thresholds(max_output_drop, max_layer_drop, max_top1_drop, max_accuracy_drop)
+        base, new,
+        Thresholds(max_output_drop, max_layer_drop, max_top1_drop, max_accuracy_drop),
     )
-    click.echo(RENDERERS[fmt](result).rstrip("\n"))
+    (write if fmt == "json" else say)(RENDERERS[fmt](result).rstrip("\n"))
     sys.exit(1 if result.regressed else 0)
 
 
@@ -428,9 +545,9 @@ def export(
                 return
         done = export_trace(tr, tflite, inputs, force=force)
     if done.tflite is not None:
-        click.echo(f"wrote {done.tflite} (the INT8 model)")
+        say(f"wrote {done.tflite} (the INT8 model)")
     if done.inputs is not None:
-        click.echo(f"wrote {done.inputs} (inputs of samples {list(done.samples)})")
+        say(f"wrote {done.inputs} (inputs of samples {list(done.samples)})")
 
 
 @cli.command()
@@ -522,7 +639,10 @@ def check(
 
     import_tf()
     findings = run_checks(model, data, calib, trust_model_code=trust_model_code)
-    click.echo((render_json if fmt == "json" else render_text)(model, findings))
+    if fmt == "json":
+        write(render_json(model, findings))
+    else:
+        say(render_text(model, findings))
     sys.exit(1 if any(f.severity == ERROR for f in findings) else 0)
 
 
@@ -574,6 +694,13 @@ def fix(
     _precheck_path(model, "model", "give a .keras, .h5, SavedModel folder, or file.py:function")
     for spec in (data, calib):
         _precheck_path(spec, "data", "give .npy, .npz, an image folder, or module:function")
+    if out is not None:
+        from qdebug.store.writer import check_target
+
+        check_target(out)
+    from qdebug.tracer.tfenv import import_tf
+
+    import_tf()
     from qdebug.fix_search import Target, search_fix
     from qdebug.tracer.pipeline import default_trace_path
 
@@ -587,18 +714,18 @@ def fix(
         model, data, Target(target_output_sqnr, target_top1),
         max_float_layers=max_float_layers, time_budget_s=time_budget, out=final,
         command_prefix=prefix + f" --out {shlex.quote(str(final))}",
-        progress=lambda line: click.echo(line, err=True),
+        progress=lambda line: _say_err(printable(line)),
         **_search_options(calib, samples, trust_model_code),
     )
     b, f = result.baseline, result.final
-    click.echo(f"keep in float: {', '.join(f.keep_float) or '(nothing)'}")
-    click.echo(f"output SQNR: {b.output_sqnr_db:.1f} dB -> {f.output_sqnr_db:.1f} dB")
+    lines = [f"keep in float: {', '.join(f.keep_float) or '(nothing)'}",
+             f"output SQNR: {b.output_sqnr_db:.1f} dB -> {f.output_sqnr_db:.1f} dB"]
     if b.top1 == b.top1:
-        click.echo(f"top-1 agreement: {b.top1:.3f} -> {f.top1:.3f}")
+        lines.append(f"top-1 agreement: {b.top1:.3f} -> {f.top1:.3f}")
     verdict = "target reached" if result.reached else f"target not reached ({result.stopped})"
-    click.echo(f"{verdict}; {len(result.tried)} candidate(s) traced")
-    click.echo(f"trace: {f.trace}")
-    click.echo(f"reproduce: {result.command}")
+    lines += [f"{verdict}; {len(result.tried)} candidate(s) traced", f"trace: {f.trace}",
+              f"reproduce: {result.command}"]
+    say("\n".join(lines))
     sys.exit(0 if result.reached else 1)
 
 
@@ -629,15 +756,18 @@ def sensitivity(
         _precheck_path(spec, "data", "give .npy, .npz, an image folder, or module:function")
     import json
 
+    from qdebug.tracer.tfenv import import_tf
+
+    import_tf()
     from qdebug.fix_search import one_at_a_time
 
     base, ranked = one_at_a_time(
         model, data, layers=layers,
-        progress=None if fmt == "json" else (lambda line: click.echo(line, err=True)),
+        progress=None if fmt == "json" else (lambda line: _say_err(printable(line))),
         **_search_options(calib, samples, trust_model_code),
     )
     if fmt == "json":
-        click.echo(json.dumps({
+        write(json.dumps({
             "baseline_output_sqnr_db": base.output_sqnr_db,
             "layers": [
                 {"layer": s.layer, "output_sqnr_db": s.output_sqnr_db, "delta_db": s.delta_db}
@@ -645,9 +775,10 @@ def sensitivity(
             ],
         }, indent=2))
         return
-    click.echo(f"baseline output SQNR {base.output_sqnr_db:.1f} dB; each layer alone in float:")
-    for s in ranked:
-        click.echo(f"  {s.layer:<32} {s.output_sqnr_db:6.1f} dB  ({s.delta_db:+.1f})")
+    lines = [f"baseline output SQNR {base.output_sqnr_db:.1f} dB; each layer alone in float:"]
+    lines += [f"  {printable(s.layer):<32} {s.output_sqnr_db:6.1f} dB  ({s.delta_db:+.1f})"
+              for s in ranked]
+    say("\n".join(lines))
 
 
 def main() -> None:

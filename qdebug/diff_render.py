@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from qdebug.numfmt import db, json_num, pct, plain
+from qdebug.printable import printable
 from qdebug.trace_diff import Change, DiffResult, LayerDiff
 
 
@@ -100,8 +101,8 @@ _COLUMNS = ("layer", "class", "SQNR base", "SQNR new", "Δ dB", "saturation Δ",
 
 def _row(d: LayerDiff) -> list[str]:
     return [
-        d.name,
-        d.class_name,
+        printable(d.name),
+        printable(d.class_name),
         db(d.sqnr_db.base),
         db(d.sqnr_db.new),
         db(d.sqnr_db.delta, signed=True),
@@ -140,7 +141,8 @@ def diff_text(result: DiffResult) -> str:
         if names:
             lines.append(f"{title}: {', '.join(names)}")
     lines += [f"note: {n}" for n in result.notes]
-    return "\n".join(line.rstrip() for line in lines)
+    # Names and paths come from the traces: each line is made safe for the terminal.
+    return "\n".join(printable(line.rstrip()) for line in lines)
 
 
 def _md_cell(text: str) -> str:
@@ -171,7 +173,7 @@ def diff_markdown(result: DiffResult) -> str:
             lines.append("| " + " | ".join(_md_cell(c) for c in _row(result.layer(n))) + " |")
     else:
         lines.append("No layer's SQNR changed.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 
@@ -183,7 +185,7 @@ def regression_message(result: DiffResult) -> str:
     worse = [d.name for d in result.regressed_layers]
     if worse:
         lines.append(f"layers that got worse: {', '.join(worse)}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 RENDERERS = {"text": diff_text, "markdown": diff_markdown, "json": diff_json}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import BinaryIO
 import numpy as np
 
 from qdebug.errors import QdebugError
+from qdebug.filekind import special_kind
 from qdebug.store.reader import Trace
 
 
@@ -44,9 +46,26 @@ def stored_inputs(trace: Trace) -> dict[str, np.ndarray]:
     return {name: np.stack([d[name] for d in per_sample]) for name in per_sample[0]}
 
 
+def member_names(names: Sequence[str]) -> dict[str, str]:
+    """A safe, distinct ``.npz`` member name for each stored input name: the names come from
+    the trace, and ``../../x`` or ``/etc/x`` must not become a path inside the zip (which an
+    extracting tool would follow)."""
+    out: dict[str, str] = {}
+    for name in names:
+        safe = re.sub(r"[^\w.-]", "_", name, flags=re.ASCII).lstrip(".") or "input"
+        candidate, k = safe, 2
+        while candidate in out.values():
+            candidate, k = f"{safe}_{k}", k + 1
+        out[name] = candidate
+    return out
+
+
 def _check_target(path: Path, force: bool) -> None:
     if path.is_dir():
         raise QdebugError(f"{path} is a folder", "give a file name")
+    kind = special_kind(path)
+    if kind is not None:  # --force replaces files, never a device or a pipe
+        raise QdebugError(f"{path} is {kind}; not writing over it", "give a file name")
     if path.exists() and not force:
         raise QdebugError(f"{path} exists; not overwriting it", "use --force to replace it")
     if path.parent.exists() and not path.parent.is_dir():
@@ -125,7 +144,12 @@ def export_trace(
         raise QdebugError("--tflite and --inputs name the same file", "give two file names")
     for p in targets:
         _check_target(p, force)
+        if p.exists() and trace.path.exists() and os.path.samefile(p, trace.path):
+            raise QdebugError(f"{p} is the trace being exported; not overwriting it",
+                              "give another file name")
     arrays = stored_inputs(trace) if inputs is not None else {}
+    names = member_names(list(arrays))
+    arrays = {names[k]: v for k, v in arrays.items()}
     if tflite is not None:
         write_atomic(tflite, _bytes_writer(trace.tflite_bytes()), force)
     if inputs is not None:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from qdebug.numfmt import db, pct, plain
+from qdebug.printable import printable
 from qdebug.report import report_dict, worst_layers
 from qdebug.store.reader import Trace
-from qdebug.tui.layer_rows import printable
 
 #: Optional per-layer fields of the propagation analysis shown in the layer table when present.
 _ANALYSIS_COLUMNS = (("local_sqnr_db", "local SQNR (dB)", db), ("gain", "gain", plain))
@@ -176,4 +176,5 @@ def report_markdown(trace: Trace) -> str:
         _layer_table(rep),
         _how_to_open(rep),
     ]
-    return "\n\n".join("\n".join(s) for s in sections) + "\n"
+    # Names, paths and warnings come from the trace: every line is made safe for a terminal.
+    return "\n\n".join("\n".join(printable(line) for line in s) for s in sections) + "\n"

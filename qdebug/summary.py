@@ -10,10 +10,10 @@ from rich.table import Table
 
 from qdebug.accuracy import accuracy
 from qdebug.culprits import COARSE_DB
+from qdebug.printable import printable
 from qdebug.report import worst_layers
 from qdebug.store.reader import Trace
 from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED, VIEW_OPS
-from qdebug.tui.layer_rows import printable
 
 #: Rows of the worst-layers table in the text summary (the other formats list every layer).
 SHOWN_LAYERS = 5

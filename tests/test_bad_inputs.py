@@ -20,7 +20,8 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +188,7 @@ def test_markup_and_control_characters_in_layer_names(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tf_files(tmp_path_factory: pytest.TempPathFactory, digits_model: Any,
-             digits_data: np.ndarray) -> Path:
+             digits_data: np.ndarray) -> Iterator[Path]:
     import keras
     import tensorflow as tf
 
@@ -246,7 +247,57 @@ def tf_files(tmp_path_factory: pytest.TempPathFactory, digits_model: Any,
     (d / "garbage.tflite").write_bytes(b"TFL3" + bytes(range(256)) * 4)
     (d / "afile").write_text("x")
     (d / "adir.h5").mkdir()
-    return d
+    # round 2: damaged data files, data functions and factories that misbehave
+    np.savez(d / "objects.npz", x=np.array([1, "a"], dtype=object))
+    np.savez(d / "crc.npz", x=x)
+    raw = bytearray((d / "crc.npz").read_bytes())
+    raw[raw.find(b"\x93NUMPY") + 300] ^= 0xFF
+    (d / "crc.npz").write_bytes(bytes(raw))
+    with zipfile.ZipFile(d / "notnpy.npz", "w") as z:
+        z.writestr("x.txt", "not an array")
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (-3, 8, 8, 1), }"
+    header += " " * (117 - len(header)) + "\n"
+    (d / "negative.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little")
+                                     + header.encode() + bytes(64))
+    np.save(d / "bigendian.npy", x.astype(">f4"))
+    (d / "images.dir").mkdir()
+    (d / "images.dir" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    (d / "funcs.py").write_text(
+        "import itertools, sys, argparse\n"
+        "import numpy as np\n"
+        f"X = np.load({str(d / 'x.npy')!r})\n"
+        "def none():\n    return None\n"
+        "def number():\n    return 7\n"
+        "def midway():\n"
+        "    for i, s in enumerate(X):\n"
+        "        if i == 9:\n            raise OSError('disk went away')\n"
+        "        yield s\n"
+        "def calib_fails():\n"
+        "    yield X[0]\n    raise ValueError('calibration reader broke')\n"
+        "def endless():\n    return itertools.cycle(list(X))\n"
+        "def exits():\n    sys.exit(0)\n"
+    )
+    (d / "exits_at_import.py").write_text("import sys\nsys.exit(0)\ndef build():\n    pass\n")
+    (d / "argparse_factory.py").write_text(
+        "import argparse\n"
+        "p = argparse.ArgumentParser()\np.add_argument('--epochs', type=int, required=True)\n"
+        "args = p.parse_args()\ndef build():\n    pass\n"
+    )
+    (d / "raising_mod.py").write_text("raise RuntimeError('broken at import')\n")
+    (d / "models.py").write_text(
+        "import keras\n"
+        "def dynamic():\n"
+        "    i = keras.Input((None, None, 1))\n"
+        "    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(i))\n"
+        "    return keras.Model(i, keras.layers.Dense(2)(x))\n"
+        "def odd_name():\n"
+        "    i = keras.Input((8, 8, 1))\n"
+        "    x = keras.layers.Flatten(name='flat:ten')(i)\n"
+        "    return keras.Model(i, keras.layers.Dense(2)(x))\n"
+    )
+    sys.path.insert(0, str(d))
+    yield d
+    sys.path.remove(str(d))
 
 
 TRACE_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
@@ -288,6 +339,40 @@ TRACE_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("output is a folder", ["digits.keras", "--data", "x.npy", "--out", "adir.h5"],
      ("adir.h5", "folder", "--out")),
     ("check model not a model", ["@check", "text.keras"], ("text.keras", "not a .keras")),
+    # round 2: user errors that were "unexpected ... please report it", and wrong blame
+    ("npz of objects", ["digits.keras", "--data", "objects.npz"],
+     ("objects.npz", "Object arrays", "np.savez")),
+    ("npz with a bad CRC", ["digits.keras", "--data", "crc.npz"], ("crc.npz", "CRC")),
+    ("npz member not npy", ["digits.keras", "--data", "notnpy.npz"],
+     ("notnpy.npz", "not a .npy array")),
+    ("npy negative shape", ["digits.keras", "--data", "negative.npy"],
+     ("negative.npy", "not a readable .npy")),
+    ("data function returns None", ["digits.keras", "--data", "funcs.py:none"],
+     ("funcs.py:none", "returned NoneType", "tf.data.Dataset")),
+    ("data function returns an int", ["digits.keras", "--data", "funcs.py:number"],
+     ("funcs.py:number", "returned int")),
+    ("data function raises mid-trace", ["digits.keras", "--data", "funcs.py:midway",
+                                         "--calib", "x.npy"],
+     ("funcs.py:midway", "disk went away", "after 9 sample(s)")),
+    ("data function raises in calibration", ["digits.keras", "--data", "x.npy", "--calib",
+                                              "funcs.py:calib_fails"],
+     ("funcs.py:calib_fails", "calibration reader broke")),
+    ("data function exits", ["digits.keras", "--data", "funcs.py:exits"],
+     ("funcs.py:exits", "sys.exit(0)", "__main__")),
+    ("data module raises at import", ["digits.keras", "--data", "raising_mod:data"],
+     ("raising_mod", "broken at import")),
+    ("factory exits at import", ["exits_at_import.py:build", "--data", "x.npy"],
+     ("exits_at_import.py", "sys.exit(0)", "__main__")),
+    ("factory parses arguments", ["argparse_factory.py:build", "--data", "x.npy"],
+     ("argparse_factory.py", "sys.exit(2)", "--epochs")),
+    ("dynamic input shape", ["models.py:dynamic", "--data", "x.npy"],
+     ("(None, None, 1)", "fixed")),
+    ("layer name TF cannot export", ["models.py:odd_name", "--data", "x.npy"],
+     ("flat:ten", "Rename the layer")),
+    ("unreadable image", ["digits.keras", "--data", "images.dir"],
+     ("broken.png", "not a readable image", "PNG")),
+    ("fix --out a folder", ["@fix", "digits.keras", "--data", "x.npy", "--target-top1", "1",
+                            "--out", "adir.h5"], ("adir.h5", "folder")),
     ("check Lambda", ["@check", "lambda.keras"], ("lambda.keras", "--trust-model-code")),
 ]
 
@@ -319,6 +404,42 @@ def test_float64_data_is_cast_with_a_warning_not_refused(tf_files: Path, tmp_pat
     assert "float64 data cast to float32" in out
 
 
+@pytest.mark.tf
+def test_big_endian_float32_is_data_not_an_error(tf_files: Path, tmp_path: Path) -> None:
+    code, _, err = _run(["trace", str(tf_files / "digits.keras"), "--data",
+                         str(tf_files / "bigendian.npy"), "--out", str(tmp_path / "t.h5"),
+                         "--store-samples", "0", "-q"])
+    assert code == 0, err
+
+
+@pytest.mark.tf
+def test_endless_data_function_is_capped_and_says_so(
+    tf_files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qdebug.tracer import data
+
+    monkeypatch.setattr(data, "UNSIZED_LIMIT", 30)
+    code, out, err = _run(["trace", str(tf_files / "digits.keras"), "--data",
+                           f"{tf_files / 'funcs.py'}:endless", "--out", str(tmp_path / "t.h5"),
+                           "--store-samples", "0", "--calib-samples", "8"])
+    assert code == 0, err
+    assert "traced the first 30" in out and "--samples" in out
+    import qdebug
+
+    with qdebug.open(tmp_path / "t.h5") as tr:
+        assert tr.n_samples == 30
+
+
+@pytest.mark.tf
+def test_check_flags_small_data_that_calibrates_as_trace_would(tf_files: Path) -> None:
+    np.save(tf_files / "four.npy", np.load(tf_files / "x.npy")[:4])
+    code, out, err = _run(["check", str(tf_files / "digits.keras"), "--data",
+                           str(tf_files / "four.npy"), "--format", "json"])
+    assert code == 1, err
+    found = [f for f in json.loads(out)["findings"] if "4 samples" in f["message"]]
+    assert found and found[0]["severity"] == "error" and "calibrates" in found[0]["message"]
+
+
 #: ``qdebug`` whose file-size limit is set when the trace writer starts, so that the converter's
 #: temporary files (written earlier) are not affected: only the trace's writes fail (EFBIG).
 _LIMIT_AT_WRITE = """
@@ -337,13 +458,16 @@ main()
 
 
 @pytest.mark.tf
-def test_trace_to_a_full_disk_fails_cleanly(tf_files: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("limit", [4096, 65536], ids=["at start", "while tracing"])
+def test_trace_to_a_full_disk_fails_cleanly(tf_files: Path, tmp_path: Path, limit: int) -> None:
+    # 4 KiB: the writer's constructor fails writing the .tflite (larger than that)
     out = tmp_path / "o" / "t.h5"
     p = subprocess.run(
-        [sys.executable, "-c", _LIMIT_AT_WRITE, "trace", str(tf_files / "digits.keras"),
+        [sys.executable, "-c", _LIMIT_AT_WRITE.replace("65536", str(limit)), "trace",
+         str(tf_files / "digits.keras"),
          "--data", str(tf_files / "x.npy"), "--out", str(out)],
         capture_output=True, text=True, timeout=180,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     _assert_one_line_error(p.returncode, p.stderr, "cannot write the trace", "space")
-    assert _left_behind(tmp_path / "o") == []
+    assert _left_behind(tmp_path) == []  # nor the folder made for it

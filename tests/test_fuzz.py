@@ -12,6 +12,7 @@ from __future__ import annotations
 import faulthandler
 import io
 import json
+import os
 import resource
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+import hostile_traces as ht
 import qdebug
 from qdebug.diff_render import RENDERERS
 from qdebug.errors import QdebugError
@@ -50,6 +52,10 @@ allocate gigabytes)."""
 
 MAX_CASE_GROWTH_MB = 200.0
 """Nor may any one case."""
+SECRET = "QDEBUG-FUZZ-SECRET"
+"""Written to the file that outside references point at; must never reach an output."""
+CONTROL = "\x1b\x07\x9b"
+"""Characters that must not reach a terminal from any output for people."""
 
 Mutation = Callable[[Path], None]
 
@@ -75,9 +81,11 @@ def exercise(path: Path, good: Trace, out: Path, thorough: bool = False) -> None
     try:
         tr = app.trace
         report_json(tr)
-        report_markdown(tr)
         report_csv(tr)
-        print_summary(tr, Console(file=io.StringIO(), width=100))
+        summary = io.StringIO()
+        print_summary(tr, Console(file=summary, width=100))
+        for text in (report_markdown(tr), summary.getvalue()):
+            assert not any(c in text for c in CONTROL), "a control character reached the text"
         header_text(tr)
         rows = build_rows(tr)
         sqnr_drop(rows)
@@ -95,8 +103,10 @@ def exercise(path: Path, good: Trace, out: Path, thorough: bool = False) -> None
         tr.layer_sample_stats()
         for base, new in ((good, tr), (tr, good)):
             result = diff_traces(base, new)
-            for render in RENDERERS.values():
-                render(result)
+            for fmt, render in RENDERERS.items():
+                text = render(result)
+                assert fmt == "json" or not any(c in text for c in CONTROL), (
+                    f"a control character reached the {fmt} diff")
         if len(tr.stored_samples):
             export_trace(tr, out / "m.tflite", out / "i.npz", force=True)
         else:
@@ -131,6 +141,8 @@ def run_cases(cases: Iterator[tuple[str, Mutation]], tmp: Path, thorough: bool =
                 text = exc.one_line()
                 if "\n" in text or not text.strip():
                     result.bugs.append(f"{name}: error text not one line: {text!r}")
+                if SECRET in text:
+                    result.bugs.append(f"{name}: the secret reached the error: {text!r}")
                 result.refused += 1
             except Exception as exc:
                 result.bugs.append(f"{name}: {type(exc).__name__}: {exc}")
@@ -275,6 +287,76 @@ def byte_cases(n_flips: int, n_truncations: int, seed: int) -> Iterator[tuple[st
         yield f"truncate {size_}", truncate(int(size_))
 
 
+def _outside_files(p: Path) -> tuple[Path, Path, Path]:
+    """Next to the case: a secret file, an HDF5 file holding the secret, and a FIFO."""
+    secret, secret_h5, fifo = p.with_name("secret.bin"), p.with_name("secret.h5"), p.with_name(
+        "fifo")
+    if not secret.exists():
+        secret.write_bytes(SECRET.encode() * 4096)
+        ht.secret_h5(secret_h5, SECRET.encode() * 4)
+        os.mkfifo(fifo)
+    return secret, secret_h5, fifo
+
+
+def _outside(kind: str, key: str) -> Mutation:
+    def mutate(p: Path) -> None:
+        secret, secret_h5, fifo = _outside_files(p)
+        make = {
+            "external storage": lambda: ht.external_storage(key, secret),
+            "external storage on a FIFO": lambda: ht.external_storage(key, fifo),
+            "external link": lambda: ht.external_link(key, secret_h5, "/raw"),
+            "external link to a FIFO": lambda: ht.external_link(key, fifo, "/raw"),
+            "soft link to an external link": lambda: ht.soft_to_external(key, secret_h5, "/raw"),
+            "virtual dataset": lambda: ht.virtual(key, secret_h5, "/raw"),
+            "plugin filter": lambda: ht.plugin_filter(key),
+        }[kind]
+        make()(p)
+
+    return mutate
+
+
+OUTSIDE_KINDS = ("external storage", "external storage on a FIFO", "external link",
+                 "external link to a FIFO", "soft link to an external link", "virtual dataset",
+                 "plugin filter")
+
+
+def outside_cases() -> Iterator[tuple[str, Mutation]]:
+    """Every dataset made to refer outside the trace, every way: all must be refused."""
+    for key in _datasets():
+        for kind in OUTSIDE_KINDS:
+            yield f"{key}:{kind}", _outside(kind, key)
+
+
+_ESCAPES = ["\x1b]52;c;ZXZpbA==\x07", "\x1b]0;title\x07", "\x1b[2J", "\x9b31m", "a\rb\nc"]
+
+
+def _escaped_strings(key: str, text: str) -> Mutation:
+    def mutate(p: Path) -> None:
+        with h5py.File(p, "a") as f:
+            old = f[key]
+            values = [(v.decode() if isinstance(v, bytes) else str(v)) + text for v in old[()]]
+            del f[key]
+            f.create_dataset(key, data=np.array(values, dtype=object),
+                             dtype=h5py.string_dtype())
+
+    return mutate
+
+
+def escape_cases() -> Iterator[tuple[str, Mutation]]:
+    """Terminal escapes appended to every string column and every text attribute."""
+    with h5py.File(FIXTURE) as f:
+        strings = []
+        f.visititems(lambda n, o: strings.append(n) if isinstance(o, h5py.Dataset)
+                     and h5py.check_string_dtype(o.dtype) is not None else None)
+        texts = [(o, k) for o, k in _attr_owners()
+                 if isinstance((f[o] if o != "/" else f).attrs[k], str | bytes)]
+    for i, esc in enumerate(_ESCAPES):
+        for key in strings:
+            yield f"{key}+escape{i}", _escaped_strings(key, esc)
+        for owner, key in texts:
+            yield f"{owner}@{key}+escape{i}", _set_attr(owner, key, f"x{esc}")
+
+
 def _subset(cases: Iterator[tuple[str, Mutation]], every: int) -> Iterator[tuple[str, Mutation]]:
     for i, case in enumerate(cases):
         if i % every == 0:
@@ -306,6 +388,18 @@ def test_absurd_declared_sizes_do_not_allocate(tmp_path: Path) -> None:
     result = run_cases(iter(cases), tmp_path)
     _check(result, len(cases))
     assert result.clean == 0
+
+
+def test_outside_references_are_always_refused(tmp_path: Path) -> None:
+    cases = list(_subset(outside_cases(), 9))
+    result = run_cases(iter(cases), tmp_path)
+    _check(result, len(cases))
+    assert result.clean == 0 and result.refused == len(cases)
+
+
+def test_escapes_never_reach_outputs_for_people(tmp_path: Path) -> None:
+    cases = list(_subset(escape_cases(), 7))
+    _check(run_cases(iter(cases), tmp_path), len(cases) * 9 // 10)
 
 
 @settings(max_examples=30, deadline=None, derandomize=True,
@@ -345,3 +439,13 @@ def test_long_fuzz_bytes(tmp_path: Path) -> None:
 @pytest.mark.fuzz_long
 def test_long_fuzz_structure(tmp_path: Path) -> None:
     _long(list(structural_cases()), tmp_path, "datasets and attributes")
+
+
+@pytest.mark.fuzz_long
+def test_long_fuzz_outside_and_escapes(tmp_path: Path) -> None:
+    outside = list(outside_cases())
+    result = run_cases(iter(outside), tmp_path, thorough=True)
+    assert result.clean == 0, "a trace referring outside itself was read"
+    _long(outside + list(escape_cases()), tmp_path,
+          "outside references (external storage and links, FIFOs, virtual datasets, plugin "
+          "filters) and terminal escapes")

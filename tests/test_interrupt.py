@@ -1,6 +1,9 @@
-"""Ctrl-C during ``qdebug trace``: a real SIGINT to a real process, sent once the progress shows
-the trace phase. It must stop within a second or two, exit 130, say that nothing was written,
-and leave neither the trace nor its ``.partial`` file."""
+"""Ctrl-C, SIGTERM (``timeout``, ``docker stop``, CI cancellation) and SIGHUP (a closed SSH
+session) during ``qdebug trace``: a real signal to a real process, sent once the progress shows
+the trace phase. It must stop within a second or two, exit 130 / 143 / 129, say that nothing
+was written, and leave neither the trace, nor its ``.partial`` file, nor its lock, nor the
+folder made for it. While it runs, a second trace to the same ``--out`` is refused with one
+line and does not touch the first's partial file."""
 
 from __future__ import annotations
 
@@ -36,8 +39,14 @@ def _read_until(fd: int, proc: subprocess.Popen[bytes], needle: bytes, timeout: 
     return seen
 
 
-def test_ctrl_c_during_trace_stops_fast_and_leaves_nothing(
-    tmp_path: Path, digits_model: Any, digits_data: np.ndarray
+@pytest.mark.parametrize(("sig", "code_wanted", "said"), [
+    (signal.SIGINT, 130, "interrupted; nothing was written"),
+    (signal.SIGTERM, 143, "stopped by SIGTERM; nothing was written"),
+    (signal.SIGHUP, 129, "stopped by SIGHUP; nothing was written"),
+], ids=["SIGINT", "SIGTERM", "SIGHUP"])
+def test_signal_during_trace_stops_fast_and_leaves_nothing(
+    tmp_path: Path, digits_model: Any, digits_data: np.ndarray, sig: int, code_wanted: int,
+    said: str,
 ) -> None:
     digits_model.save(tmp_path / "m.keras")
     reps = -(-SAMPLES // len(digits_data))
@@ -55,20 +64,31 @@ def test_ctrl_c_during_trace_stops_fast_and_leaves_nothing(
         seen = _read_until(master, proc, f"/{SAMPLES}".encode(), timeout=240)
         assert f"/{SAMPLES}".encode() in seen, seen.decode(errors="replace")[-2000:]
         time.sleep(0.5)  # well inside the trace phase
-        assert out.with_name("t.h5.partial").exists()
+        partial = list(out.parent.glob(".t.h5.*.partial"))
+        assert len(partial) == 1 and (out.parent / ".t.h5.lock").exists()
+        if sig == signal.SIGTERM:  # a second run to the same --out: refused, first untouched
+            size = partial[0].stat().st_size
+            second = subprocess.run(
+                [sys.executable, "-m", "qdebug", "trace", str(tmp_path / "m.keras"), "--data",
+                 str(tmp_path / "x.npy"), "--out", str(out)],
+                capture_output=True, text=True, timeout=120,
+            )
+            assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+            assert f"another qdebug (pid {proc.pid}) is writing" in second.stderr
+            assert partial[0].exists() and partial[0].stat().st_size >= size
         start = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         rest = _read_until(master, proc, b"nothing was written", timeout=30).decode(
             errors="replace")
-        said = time.monotonic() - start
+        told = time.monotonic() - start
         code = proc.wait(timeout=30)
         elapsed = time.monotonic() - start
-        print(f"message after {said:.2f} s, exit after {elapsed:.2f} s")
+        print(f"message after {told:.2f} s, exit after {elapsed:.2f} s")
     finally:
         if proc.poll() is None:
             proc.kill()
         os.close(master)
-    assert code == 130, rest
+    assert code == code_wanted, rest
     assert elapsed < 2.0, f"took {elapsed:.1f} s to stop"
-    assert "interrupted; nothing was written" in rest and "Traceback" not in rest
-    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+    assert said in rest and "Traceback" not in rest
+    assert not out.parent.exists()  # made for the trace, removed with it

@@ -13,7 +13,6 @@ import pytest
 from qdebug import metrics
 from qdebug.errors import TraceFileError
 from qdebug.store import LayerRecord, OutputRecord, TraceWriter, open_trace
-from qdebug.store.writer import partial_path
 
 
 def _writer(path: Path, store: int = 2) -> TraceWriter:
@@ -101,16 +100,16 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path) -> None:
     out = tmp_path / "t.h5"
     with pytest.raises(KeyboardInterrupt), _writer(out) as w:
         _batch(w, np.ones((2, 4), np.float32))
-        assert partial_path(out).exists()
+        assert w.tmp.exists() and w.tmp.parent == out.parent
         raise KeyboardInterrupt
-    assert not out.exists() and not partial_path(out).exists()
+    assert list(tmp_path.iterdir()) == []  # no trace, partial file or lock
 
 
 def test_partial_file_is_refused(tmp_path: Path) -> None:
     w = _writer(tmp_path / "t.h5")
     _batch(w, np.ones((2, 4), np.float32))
     w.f.flush()
-    shutil.copy(partial_path(tmp_path / "t.h5"), tmp_path / "copy.h5")
+    shutil.copy(w.tmp, tmp_path / "copy.h5")
     w.discard()
     with pytest.raises(TraceFileError, match="incomplete"):
         open_trace(tmp_path / "copy.h5")

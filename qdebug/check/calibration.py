@@ -17,15 +17,21 @@ OVERSHOOT_ERROR = 0.25
 
 
 def check_samples(
-    arrays: list[np.ndarray], names: list[str], what: str, n_layers: int
+    arrays: list[np.ndarray], names: list[str], what: str, n_layers: int,
+    calibrates: bool | None = None,
 ) -> list[Finding]:
-    """Sample count, NaN/Inf, constant samples and duplicates of one data set."""
+    """Sample count, NaN/Inf, constant samples and duplicates of one data set; the count is
+    checked when the set ``calibrates`` the model (default: when it is the calibration data;
+    ``qdebug trace`` calibrates on the evaluation data when no ``--calib`` is given)."""
     found: list[Finding] = []
     n = len(arrays[0]) if arrays else 0
-    if what == "calibration data" and n < MIN_SAMPLES:
+    if calibrates is None:
+        calibrates = what == "calibration data"
+    if calibrates and n < MIN_SAMPLES:
+        role = "" if what == "calibration data" else " (no --calib: it calibrates the model)"
         found.append(Finding(
             WARNING if n >= 16 else ERROR, "calibration", "",
-            f"the calibration data has {n} samples for a model of {n_layers} layers: ranges "
+            f"the {what}{role} has {n} samples for a model of {n_layers} layers: ranges "
             "calibrated on so few samples miss the tails of real inputs and clip them",
             f"calibrate on {MIN_SAMPLES}–500 samples drawn like the deployment inputs "
             "(--calib)",

@@ -26,6 +26,7 @@ def _raw_arrays(spec: Any, input_names: list[str], specs: list[Any]) -> list[np.
     if isinstance(spec, np.ndarray):
         return [spec]
     path = Path(str(spec))
+    src = load_data(spec, specs, limit=MAX_SAMPLES)  # refuses what trace refuses, by name
     if path.suffix.lower() == ".npy" and path.is_file():
         return [np.load(path, allow_pickle=False)]
     if path.suffix.lower() == ".npz" and path.is_file():
@@ -34,7 +35,6 @@ def _raw_arrays(spec: Any, input_names: list[str], specs: list[Any]) -> list[np.
             if len(keys) == 1 and len(input_names) == 1:
                 return [z[keys[0]]]
             return [z[n] for n in input_names if n in z]
-    src = load_data(spec, specs, limit=MAX_SAMPLES)
     samples = list(src)
     return [np.stack([s[i] for s in samples]) for i in range(len(specs))]
 
@@ -103,7 +103,8 @@ def run_checks(
             found.append(Finding(ERROR, "calibration", "", f"the {what}: {exc.message}", exc.hint))
             continue
         found += check_data_dtype(arrays, input_names, what)
-        found += check_samples(arrays, input_names, what, len(names))
+        calibrates = what == "calibration data" or calib is None  # as qdebug trace does
+        found += check_samples(arrays, input_names, what, len(names), calibrates)
         sets[what] = _samples(arrays)
     calib_set = sets.get("calibration data") or sets.get("evaluation data")
     found += check_ops(loaded.model, names, calib_set[:64] if calib_set else _synthetic(specs))

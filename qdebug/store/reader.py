@@ -26,6 +26,7 @@ from qdebug import metrics, user_metrics
 from qdebug.channels import channel_metrics
 from qdebug.culprits import Culprit
 from qdebug.errors import TraceFileError
+from qdebug.store.h5safe import refuse_outside_references
 from qdebug.store.layer_worst import KEY as LAYER_WORST
 from qdebug.store.schema import (
     FORMAT_NAME,
@@ -242,6 +243,7 @@ class Trace:
                 "re-create or re-download the trace",
             ) from exc
         try:
+            refuse_outside_references(self._f, self.path)  # before anything is read
             self._load()
         except TraceFileError:
             self._f.close()

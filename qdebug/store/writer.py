@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -22,6 +23,7 @@ from qdebug.culprits import Culprit, find_culprits
 from qdebug.errors import QdebugError
 from qdebug.store import layer_worst
 from qdebug.store.layer_worst import LayerWorstSamples
+from qdebug.store.outfile import check_trace_target, claim, temp_name
 from qdebug.store.schema import (
     FORMAT_NAME,
     LAYER_COLUMNS,
@@ -38,17 +40,10 @@ _STR = h5py.string_dtype("utf-8")
 _GROW = 256  # rows of per-sample statistics per chunk
 
 
-def partial_path(path: Path) -> Path:
-    """Where a trace is written before it is complete."""
-    return path.with_name(path.name + ".partial")
-
-
 def check_target(path: Path) -> None:
-    """Refuse a trace path that is a folder (checked before any work, and again here)."""
-    if Path(path).is_dir():
-        raise QdebugError(
-            f"{path} is a folder", f"give the trace a file name with --out, e.g. {path}/run.h5"
-        )
+    """Refuse a trace path that cannot or must not be written (checked before any work, and
+    again here; see ``qdebug.store.outfile``)."""
+    check_trace_target(Path(path))
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -85,6 +80,26 @@ def _writing(method: _F) -> _F:
                 f"cannot write the trace {self.path}: {_write_failure(exc)}",
                 "free some space, or choose another folder with --out",
             ) from exc
+
+    return guarded  # type: ignore[return-value]
+
+
+def _constructing(init: _F) -> _F:
+    """A failure while the writer starts (the ``.tflite`` written to a full disk, a lock held
+    by another run) leaves nothing: no temporary file, no lock, no folder made for it."""
+
+    @functools.wraps(init)
+    def guarded(self: TraceWriter, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return init(self, *args, **kwargs)
+        except BaseException as exc:
+            self._abandon()
+            if isinstance(exc, OSError | RuntimeError | UnicodeError):
+                raise QdebugError(
+                    f"cannot write the trace {self.path}: {_write_failure(exc)}",
+                    "free some space, or choose another folder with --out",
+                ) from exc
+            raise
 
     return guarded  # type: ignore[return-value]
 
@@ -185,12 +200,14 @@ class _StatsTable:
 
 
 class TraceWriter:
-    """Writes one trace to ``<path>.partial`` and renames it to ``path`` on ``commit``.
+    """Writes one trace to a temporary file of its own next to ``path`` (``.<name>.<random>
+    .partial``) and renames it to ``path`` on ``commit``, holding ``path``'s lock meanwhile.
 
-    Used as a context manager: leaving the block by an exception (Ctrl-C included) deletes the
-    partial file, so no half-written trace is ever left under the final name.
+    Used as a context manager: leaving the block by an exception (Ctrl-C, SIGTERM included)
+    deletes the partial file, so no half-written trace is ever left under the final name.
     """
 
+    @_constructing
     def __init__(
         self,
         path: Path,
@@ -208,7 +225,7 @@ class TraceWriter:
         self.path = Path(path)
         self.custom_metrics = list(custom_metrics)
         """User metrics (``--metric``), computed from the pooled statistics at ``commit``."""
-        self.tmp = partial_path(self.path)
+        self._claim = contextlib.ExitStack()
         self.layers = list(layers)
         self.outputs = list(outputs)
         self.ops = ops
@@ -218,6 +235,8 @@ class TraceWriter:
         self._stored = 0
         self._failed = False
         check_target(self.path)
+        self._claim.enter_context(claim(self.path))
+        self.tmp = temp_name(self.path)
         # A failed write (disk full) shows first in h5py objects collected mid-write; the
         # error itself is raised by the next write or the close, as one line (``_writing``).
         self._hooks = sys.unraisablehook, sys.excepthook
@@ -293,8 +312,28 @@ class TraceWriter:
                 raise
         finally:
             self.tmp.unlink(missing_ok=True)
+            self._claim.close()
             if not self._failed:
                 sys.unraisablehook, sys.excepthook = self._hooks
+
+    def _abandon(self) -> None:
+        """Undo a constructor that failed part way (any of its steps)."""
+        f = getattr(self, "f", None)
+        if f is not None:
+            try:
+                f.close()
+            except (OSError, RuntimeError):
+                self._failed = True
+                _FAILED.append(self.path)
+        tmp = getattr(self, "tmp", None)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        stack = getattr(self, "_claim", None)
+        if stack is not None:
+            stack.close()
+        hooks = getattr(self, "_hooks", None)
+        if hooks is not None and not getattr(self, "_failed", False):
+            sys.unraisablehook, sys.excepthook = hooks
 
     @_writing
     def add_batch(
@@ -468,5 +507,6 @@ class TraceWriter:
         f.attrs["complete"] = True
         f.close()
         os.replace(self.tmp, self.path)
+        self._claim.close()
         sys.unraisablehook, sys.excepthook = self._hooks
         return self.path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,8 +11,16 @@ from typing import Any
 import numpy as np
 
 from qdebug.errors import DataError
+from qdebug.filekind import refuse_special
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+#: Samples taken from a data function whose length is unknown (a generator, ``repeat()``)
+#: when ``--samples`` does not say: an endless iterable must not make an endless run.
+UNSIZED_LIMIT = 10_000
+#: What numpy and zipfile raise on a damaged or unusual ``.npy``/``.npz``: object arrays
+#: (pickles, refused), bad CRCs, truncated data, impossible shapes.
+_NPY_ERRORS = (ValueError, OSError, EOFError, OverflowError, zipfile.BadZipFile, KeyError,
+               MemoryError)
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,8 @@ class SampleSource:
     """Samples the last complete iteration gave (what calibration really used)."""
     pair_labels: dict[int, Any] = field(default_factory=dict)
     """The ``y`` of each ``(x, y)`` pair seen, by sample position (``--labels data``)."""
+    capped: bool = False
+    """``limit`` is ``UNSIZED_LIMIT``, chosen here, not by the user."""
 
     def __len__(self) -> int:
         n = self.length if self.length is not None else 0
@@ -71,6 +82,11 @@ class SampleSource:
         count = 0
         for i, raw in enumerate(self._factory()):
             if self.limit is not None and i >= self.limit:
+                if self.capped:
+                    self._warn(
+                        f"{self.description} gives samples without a known length: traced the "
+                        f"first {self.limit} (give --samples N to choose how many)"
+                    )
                 break
             yield self._validate(i, raw)
             count += 1
@@ -90,6 +106,8 @@ class SampleSource:
             where = f"sample {i} of {self.description}"
             if len(self.inputs) > 1:
                 where += f", input '{spec.name}'"
+            if x.dtype.kind == "f" and not x.dtype.isnative:  # big-endian data is still float
+                x = x.astype(x.dtype.newbyteorder("="))
             if not spec.is_float:
                 out.append(self._integral(where, x, spec))
                 continue
@@ -194,9 +212,11 @@ def _from_npy(path: Path, inputs: list[InputSpec]) -> SampleSource:
         )
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+        if any(d < 0 for d in arr.shape):
+            raise ValueError(f"negative dimension in shape {arr.shape}")
+    except _NPY_ERRORS as exc:
         raise DataError(
-            f"{path} is not a readable .npy file ({exc})", "save it with np.save"
+            f"{path} is not a readable .npy file ({_why(exc)})", "save it with np.save"
         ) from exc
     _check_batched(path, "", arr, inputs[0])
     return SampleSource(str(path), inputs, lambda: (arr[i] for i in range(len(arr))), len(arr))
@@ -206,9 +226,9 @@ def _from_npz(path: Path, inputs: list[InputSpec]) -> SampleSource:
     try:
         z = np.load(path, allow_pickle=False)
         keys = list(z.keys())
-    except (ValueError, OSError, EOFError) as exc:
+    except _NPY_ERRORS as exc:
         raise DataError(
-            f"{path} is not a readable .npz file ({exc})", "save it with np.savez"
+            f"{path} is not a readable .npz file ({_why(exc)})", "save it with np.savez"
         ) from exc
     names = [s.name for s in inputs]
     if len(inputs) == 1 and len(keys) == 1:
@@ -221,7 +241,7 @@ def _from_npz(path: Path, inputs: list[InputSpec]) -> SampleSource:
                 "key the arrays by input name: np.savez(path, **{name: array})",
             )
         chosen = names
-    arrays = [z[k] for k in chosen]
+    arrays = [_npz_member(path, z, k) for k in chosen]
     for k, a, s in zip(chosen, arrays, inputs, strict=True):
         _check_batched(path, k, a, s)
     lengths = {len(a) for a in arrays}
@@ -231,6 +251,33 @@ def _from_npz(path: Path, inputs: list[InputSpec]) -> SampleSource:
     return SampleSource(str(path), inputs, lambda: ([a[i] for a in arrays] for i in range(n)), n)
 
 
+def _why(exc: BaseException) -> str:
+    # TensorFlow's errors carry the useful text in ``message``; their str() adds a stack.
+    message = getattr(exc, "message", None)
+    raw = message.strip().split("\n")[0] if isinstance(message, str) and message.strip() else (
+        str(exc))
+    text = " ".join(raw.split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _npz_member(path: Path, z: Any, key: str) -> np.ndarray:
+    """One array of an ``.npz``; a member that is not an ``.npy`` array, holds objects or is
+    damaged is refused by name."""
+    try:
+        value = z[key]
+    except _NPY_ERRORS as exc:
+        raise DataError(
+            f"{path}[{key}] is not a readable array ({_why(exc)})",
+            "save plain numeric arrays with np.savez",
+        ) from exc
+    if not isinstance(value, np.ndarray):
+        raise DataError(
+            f"{path}[{key}] is not a .npy array (another file in the zip)",
+            "save the arrays with np.savez",
+        )
+    return value
+
+
 def _from_images(folder: Path, inputs: list[InputSpec], image_range: str) -> SampleSource:
     if len(inputs) != 1 or len(inputs[0].shape) != 3:
         raise DataError(
@@ -238,6 +285,8 @@ def _from_images(folder: Path, inputs: list[InputSpec], image_range: str) -> Sam
             "give .npy/.npz data",
         )
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    for p in files:
+        refuse_special(p, "image", "keep only image files in the folder", DataError)
     h, w, c = inputs[0].shape
     lo, hi = {"0-1": (0.0, 1.0), "0-255": (0.0, 255.0), "-1-1": (-1.0, 1.0)}[image_range]
 
@@ -250,7 +299,10 @@ def _from_images(folder: Path, inputs: list[InputSpec], image_range: str) -> Sam
                     tf.io.read_file(str(p)), channels=c or 3, expand_animations=False
                 )
             except Exception as exc:
-                raise DataError(f"{p} is not a readable image ({type(exc).__name__})") from exc
+                raise DataError(
+                    f"{p} is not a readable image ({_why(exc)})",
+                    "remove it from the folder, or convert it to PNG or JPEG",
+                ) from exc
             img = tf.image.resize(tf.cast(img, tf.float32), (h or img.shape[0], w or img.shape[1]))
             yield (img.numpy() / 255.0 * (hi - lo) + lo).astype(np.float32)
 
@@ -258,18 +310,54 @@ def _from_images(folder: Path, inputs: list[InputSpec], image_range: str) -> Sam
 
 
 def _from_callable(spec: str, inputs: list[InputSpec]) -> SampleSource:
-    from qdebug.tracer.loading import resolve_callable
+    from qdebug.errors import ModelLoadError
+    from qdebug.tracer.loading import resolve_callable, user_code
 
-    fn = resolve_callable(spec, "data")
+    try:
+        fn = resolve_callable(spec, "data")
+    except ModelLoadError as exc:  # the same problems, but with the data
+        raise DataError(exc.message, exc.hint) from exc
 
     def gen() -> Iterator[Any]:
         try:
-            produced = fn()
+            with user_code(spec, "when called", DataError):
+                produced = fn()
+        except DataError:
+            raise
         except Exception as exc:
-            raise DataError(f"the data function {spec} raised {type(exc).__name__}: {exc}") from exc
-        yield from _unbatch(produced, inputs)
+            raise DataError(
+                f"the data function {spec} raised {type(exc).__name__}: {exc}"
+            ) from exc
+        if produced is None or not (
+            isinstance(produced, Iterable) or hasattr(produced, "as_numpy_iterator")
+        ):
+            raise DataError(
+                f"the data function {spec} returned {type(produced).__name__}, not samples",
+                "return an array, a list or generator of samples, or a tf.data.Dataset",
+            )
+        yield from _user_samples(spec, _unbatch(produced, inputs))
 
     return SampleSource(spec, inputs, gen)
+
+
+def _user_samples(spec: str, samples: Iterator[Any]) -> Iterator[Any]:
+    """The samples of a data function; its own exceptions, raised while iterating, become
+    ``DataError`` naming it (not a converter failure, when calibration pulls the samples)."""
+    i = 0
+    while True:
+        try:
+            item = next(samples)
+        except StopIteration:
+            return
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError(
+                f"the data function {spec} raised {_why(exc)} after {i} sample(s)",
+                "fix the data function (run it alone to see the traceback)",
+            ) from exc
+        yield item
+        i += 1
 
 
 def _unbatch(produced: Any, inputs: list[InputSpec]) -> Iterator[Any]:
@@ -319,6 +407,8 @@ def load_data(
     else:
         path = Path(spec)
         text = str(spec)
+        refuse_special(path, "data", "give .npy, .npz, an image folder, or module:function",
+                       DataError)
         if path.is_dir():
             src = _from_images(path, inputs, image_range)
         elif path.suffix.lower() == ".npy" and path.exists():
@@ -338,6 +428,8 @@ def load_data(
                 "give .npy, .npz, a folder of images, or module:function",
             )
     src.limit = limit
+    if limit is None and src.length is None:
+        src.limit, src.capped = UNSIZED_LIMIT, True
     if src.length == 0:
         raise DataError(f"{src.description} holds no samples", "give at least one sample")
     return src

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
+import io
 import json
+import re
 import sys
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qdebug.errors import ModelLoadError
+from qdebug.errors import ModelLoadError, QdebugError
+from qdebug.filekind import refuse_special
 
 KERAS3 = "keras3"
 TF_KERAS = "tf_keras"
@@ -76,6 +81,40 @@ def sha256_of_weights(model: Any) -> str:
     return h.hexdigest()
 
 
+def _first_line(text: str, limit: int = 200) -> str:
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:limit]
+
+
+@contextlib.contextmanager
+def user_code(
+    where: str, what: str, error: type[QdebugError] = ModelLoadError
+) -> Iterator[None]:
+    """Run the user's module or factory as if it were the program: ``sys.argv`` holds only its
+    name (an ``argparse`` at import must not see qdebug's options), what it prints to stderr is
+    kept out of qdebug's own output, and ``sys.exit`` becomes one line naming the file."""
+    argv = sys.argv
+    sys.argv = [where]
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            yield
+    except SystemExit as exc:
+        said = _first_line(captured.getvalue())
+        raise error(
+            f"{where} called sys.exit({exc.code!r}) {what}"
+            + (f" after printing {said!r}" if said else ""),
+            "put the script part of the file under `if __name__ == \"__main__\":`",
+        ) from exc
+    finally:
+        sys.argv = argv
+    sys.stderr.write(captured.getvalue())
+
+
+def _call_user(fn: Callable[[], Any], where: str, what: str) -> Any:
+    with user_code(where, what):
+        return fn()
+
+
 def resolve_callable(spec: str, what: str) -> Any:
     """Import ``path/to/file.py:function`` or ``package.module:function``."""
     target, _, func = spec.rpartition(":")
@@ -83,6 +122,9 @@ def resolve_callable(spec: str, what: str) -> Any:
         raise ModelLoadError(f"{spec!r} is not of the form file.py:function or module:function")
     if target.endswith(".py"):
         path = Path(target)
+        refuse_special(path, "Python", f"give the {what} factory's .py file", ModelLoadError)
+        if path.is_dir():
+            raise ModelLoadError(f"{path} is a folder", f"give the {what} factory's .py file")
         if not path.is_file():
             raise ModelLoadError(f"{path}: no such file", f"check the path of the {what} factory")
         name = f"qdebug_user_{path.stem}_{abs(hash(path.resolve()))}"
@@ -93,7 +135,8 @@ def resolve_callable(spec: str, what: str) -> Any:
         sys.modules[name] = module
         sys.path.insert(0, str(path.parent.resolve()))
         try:
-            module_spec.loader.exec_module(module)
+            with user_code(str(path), "while being imported"):
+                module_spec.loader.exec_module(module)
         except Exception as exc:
             raise ModelLoadError(
                 f"{path}: importing it failed: {type(exc).__name__}: {exc}",
@@ -103,16 +146,64 @@ def resolve_callable(spec: str, what: str) -> Any:
             sys.path.remove(str(path.parent.resolve()))
     else:
         try:
-            module = importlib.import_module(target)
+            with user_code(target, "while being imported"):
+                module = importlib.import_module(target)
+        except ModelLoadError:
+            raise
         except ImportError as exc:
             raise ModelLoadError(
                 f"cannot import module {target!r} ({exc})",
                 "give file.py:function, or make the module importable (PYTHONPATH)",
             ) from exc
+        except Exception as exc:
+            raise ModelLoadError(
+                f"importing the module {target!r} failed: {type(exc).__name__}: "
+                f"{_first_line(str(exc))}",
+                f"run python -c 'import {target}' to see the error",
+            ) from exc
     fn = getattr(module, func, None)
     if not callable(fn):
         raise ModelLoadError(f"{target} has no function {func!r}")
     return fn
+
+
+#: Names TensorFlow accepts for ops and scopes; the converter exports each Keras layer under
+#: its name, and fails on any other with "'NoneType' object is not callable".
+_TF_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")
+
+
+def _all_layers(model: Any) -> list[Any]:
+    flatten = getattr(model, "_flatten_layers", None)
+    if callable(flatten):
+        return list(flatten(include_self=False, recursive=True))
+    return list(getattr(model, "layers", []))
+
+
+def require_convertible(loaded: LoadedModel) -> None:
+    """Refuse, before converting, what the converter or LiteRT would fail on with a message
+    that blames something else: inputs with unknown sizes besides the batch (LiteRT refuses
+    the converted model, speaking of a .tflite file the user never gave) and layer names
+    TensorFlow cannot export."""
+    for layer in _all_layers(loaded.model):
+        name = str(getattr(layer, "name", ""))
+        if not _TF_NAME.fullmatch(name):
+            raise ModelLoadError(
+                f"{loaded.source}: layer {name!r} has a name TensorFlow's converter cannot "
+                "export (it takes letters, digits and . _ - / only, starting with a letter "
+                "or digit)",
+                "rename the layer (name=...) where the model is built",
+            )
+    for t in getattr(loaded.model, "inputs", None) or []:
+        shape = t.shape.as_list() if hasattr(t.shape, "as_list") else list(t.shape)
+        if any(d is None for d in shape[1:]):
+            name = getattr(t, "name", "?")
+            dims = ", ".join("None" if d is None else str(d) for d in shape[1:])
+            raise ModelLoadError(
+                f"{loaded.source}: input {name!r} has shape ({dims}) with sizes unknown until "
+                "run time; an INT8 model needs them fixed",
+                "build the model with a fixed input shape, e.g. keras.Input((224, 224, 3)), in "
+                "a factory file.py:function",
+            )
 
 
 def _is_factory(spec: str) -> bool:
@@ -156,7 +247,9 @@ def load_model(spec: str, *, trust_code: bool = False) -> LoadedModel:
     if _is_factory(spec):
         fn = resolve_callable(spec, "model")
         try:
-            model = fn()
+            model = _call_user(fn, spec, "when called")
+        except ModelLoadError:
+            raise
         except Exception as exc:
             raise ModelLoadError(
                 f"the model factory {spec} raised {type(exc).__name__}: {exc}"
@@ -169,6 +262,8 @@ def load_model(spec: str, *, trust_code: bool = False) -> LoadedModel:
             f"{path}: no such file or folder",
             "give a .keras, .h5, SavedModel folder, or file.py:function",
         )
+    refuse_special(path, "model", "give a .keras, .h5, SavedModel folder, or file.py:function",
+                   ModelLoadError)
     suffix = path.suffix.lower()
     try:
         if path.is_dir():

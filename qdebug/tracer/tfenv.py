@@ -20,15 +20,13 @@ def import_tf() -> Any:
         try:
             with captured_output():
                 import tensorflow as tf
-        except ModuleNotFoundError as exc:
-            if (exc.name or "").split(".")[0] != "tensorflow":
-                raise
+        except ImportError as exc:  # `pip install qdebug` installs the trace reader only
             from qdebug.errors import QdebugError
 
             raise QdebugError(
-                "TensorFlow is not installed: trace, check, fix and sensitivity need it",
+                f"this command needs TensorFlow, which cannot be imported ({exc})",
                 "install it with: pip install 'qdebug[trace]'",
-            ) from None
+            ) from exc
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from rich.text import Text
 
+from qdebug.printable import printable
 from qdebug.store.reader import Trace
 from qdebug.store.schema import (
     STATUS_FOLDED,
@@ -22,19 +22,6 @@ from qdebug.store.schema import (
 #: Metrics written by the propagation analysis; shown when a trace has them, "—" otherwise.
 PROPAGATION_METRICS = ("local_sqnr_db", "local_mse", "gain", "weight_sqnr_db")
 MISSING = "—"
-
-
-def printable(s: str) -> str:
-    """Trace text made safe for a terminal: control and bidi characters become visible
-    escapes (``\\x1b``) instead of reaching the terminal."""
-    if s.isprintable():
-        return s
-    return "".join(
-        ch.encode("unicode_escape").decode("ascii")
-        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
-        else ch
-        for ch in s
-    )
 
 
 def fmt_db(v: float) -> str:

@@ -1,0 +1,399 @@
+"""Round 2 of the bad-input catalogue, without TensorFlow: traces that refer outside themselves,
+pipes and devices where files are expected, terminal escapes in names, output targets that
+must not be written, and the command line's own edges. Each answer is one line on stderr
+naming the thing and the fix, exit 2, no traceback, nothing written and nothing read from
+outside the trace.
+
+The traces are real HDF5 files made with h5py's external storage, external links and virtual
+datasets; the pipes are real FIFOs (``os.mkfifo``), run in a subprocess with a timeout so that
+a reader that blocks fails the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import hostile_traces as ht
+from qdebug.cli import cli
+from qdebug.errors import QdebugError
+from synthetic_traces import make_trace
+from test_cli_trace import _assert_one_line_error
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "digits.h5"
+SECRET = b"QDEBUG-SECRET-7f3a9c-" * 4
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, args, env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _qdebug(*args: str | bytes | Path, timeout: float = 60, **kw: object
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qdebug", *map(os.fsencode, args)],
+                          capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload]
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+# -- the secret file: nothing outside the trace reaches any output ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def secret_traces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("secret")
+    secret = d / "secret.txt"
+    secret.write_bytes(SECRET * 200)  # enough bytes for any dataset of the fixture's layer table
+    secret_h5 = ht.secret_h5(d / "secret.h5", SECRET)
+    other = make_trace(d / "other.h5", layers=13, names=[SECRET.decode() + str(i)
+                                                        for i in range(13)],
+                       model_name=SECRET.decode(), store=2)
+    cases = {
+        "storage-tflite": ht.external_storage("model/int8_tflite", secret),
+        "storage-sqnr": ht.external_storage("metrics/layers/pooled/sqnr_db", secret),
+        "storage-inputs": ht.external_storage("samples/inputs/0", secret),
+        "storage-scale": ht.external_storage("layers/scale", secret),
+        "link-layers": ht.external_link("layers", other, "/layers"),
+        "link-tflite": ht.external_link("model/int8_tflite", secret_h5, "/raw"),
+        "link-names": ht.external_link("layers/name", secret_h5, "/names"),
+        "soft-to-link": ht.soft_to_external("layers/name", secret_h5, "/names"),
+        "virtual-tflite": ht.virtual("model/int8_tflite", secret_h5, "/raw"),
+        "plugin-filter": ht.plugin_filter("metrics/layers/pooled/sqnr_db"),
+    }
+    out = {}
+    for name, mutate in cases.items():
+        p = d / f"{name}.h5"
+        shutil.copy(FIXTURE, p)
+        mutate(p)
+        out[name] = p
+    return out
+
+
+COMMANDS = [
+    ["report", "{t}"], ["report", "{t}", "--format", "json"],
+    ["report", "{t}", "--format", "markdown"], ["report", "{t}", "--format", "csv"],
+    ["export", "{t}", "--tflite", "{o}/m.tflite"], ["export", "{t}", "--inputs", "{o}/i.npz"],
+    ["diff", "{t}", str(FIXTURE)], ["diff", str(FIXTURE), "{t}", "--format", "markdown"],
+    ["diff", "{t}", str(FIXTURE), "--format", "json"], ["view", "{t}"],
+    ["view", str(FIXTURE), "{t}"],
+]
+
+
+@pytest.mark.parametrize("case", ["storage-tflite", "storage-sqnr", "storage-inputs",
+                                  "storage-scale", "link-layers", "link-tflite", "link-names",
+                                  "soft-to-link", "virtual-tflite", "plugin-filter"])
+def test_secret_file_never_reaches_any_output(
+    secret_traces: dict[str, Path], tmp_path: Path, case: str
+) -> None:
+    trace = secret_traces[case]
+    for args in COMMANDS:
+        argv = [a.format(t=trace, o=tmp_path) for a in args]
+        code, out, err = _run(argv)
+        _assert_one_line_error(code, err, trace.name, "not a self-contained trace")
+        assert SECRET[:14].decode() not in out + err, (argv, out, err)
+        assert out == "", (argv, out)
+    assert _files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("case", ["storage-tflite", "link-layers", "virtual-tflite"])
+def test_secret_file_never_reaches_the_api_or_the_viewer(
+    secret_traces: dict[str, Path], tmp_path: Path, case: str
+) -> None:
+    import qdebug
+    from test_fuzz import exercise
+
+    with qdebug.open(FIXTURE) as good, pytest.raises(QdebugError) as info:
+        exercise(secret_traces[case], good, tmp_path, thorough=True)
+    assert "self-contained" in info.value.one_line()
+    assert SECRET[:14].decode() not in info.value.one_line()
+    assert _files_under(tmp_path) == []
+
+
+# -- pipes and devices: refused up front, never opened ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pipes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("fifo")
+    for name in ("t.h5", "x.npy", "x.npz", "m.keras", "m.tflite", "data.py", "back.bin"):
+        os.mkfifo(d / name)
+    (d / "images").mkdir()
+    os.mkfifo(d / "images" / "a.png")
+    (d / "model.keras").write_bytes(b"PK")  # exists: the model is checked for existence only
+    shutil.copy(FIXTURE, d / "backed.h5")
+    ht.external_storage("model/int8_tflite", d / "back.bin", 16656)(d / "backed.h5")
+    shutil.copy(FIXTURE, d / "sqnr.h5")
+    ht.external_storage("metrics/layers/pooled/sqnr_db", d / "back.bin")(d / "sqnr.h5")
+    return d
+
+
+FIFO_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
+    ("report a FIFO", ["report", "t.h5"], ("t.h5", "not a regular file")),
+    ("view a FIFO", ["view", "t.h5"], ("t.h5", "not a regular file")),
+    ("diff a FIFO", ["diff", "t.h5", str(FIXTURE)], ("t.h5", "not a regular file")),
+    ("export a FIFO", ["export", "t.h5", "--tflite", "o.tflite"], ("t.h5", "not a regular")),
+    ("trace storage on a FIFO", ["report", "backed.h5", "--format", "json"],
+     ("backed.h5", "external file", "back.bin")),
+    ("metrics on a FIFO", ["diff", str(FIXTURE), "sqnr.h5"], ("sqnr.h5", "external file")),
+    ("export storage on a FIFO", ["export", "backed.h5", "--tflite", "o.tflite"],
+     ("backed.h5", "self-contained")),
+    ("--data a FIFO", ["trace", "model.keras", "--data", "x.npy"], ("x.npy", "a pipe (FIFO)")),
+    ("--data npz FIFO", ["trace", "model.keras", "--data", "x.npz"], ("x.npz", "a pipe")),
+    ("--calib a FIFO", ["trace", "model.keras", "--data", str(FIXTURE), "--calib", "x.npy"],
+     ("x.npy", "a pipe")),
+    ("--tflite a FIFO", ["trace", "model.keras", "--data", "x.npy", "--tflite", "m.tflite"],
+     ("m.tflite", "a pipe (FIFO)", "--tflite")),
+    ("--tflite a folder", ["trace", "model.keras", "--data", "x.npy", "--tflite", "images"],
+     ("images", "is a folder", "--tflite")),
+    ("model a FIFO", ["trace", "m.keras", "--data", "x.npy"], ("m.keras", "a pipe")),
+    ("factory a FIFO", ["trace", "data.py:build", "--data", "x.npy"], ("data.py", "a pipe")),
+    ("check data a FIFO", ["check", "model.keras", "--data", "x.npy"], ("x.npy", "a pipe")),
+    ("--out a FIFO", ["trace", "model.keras", "--data", str(FIXTURE), "--out", "x.npy"],
+     ("x.npy", "a pipe", "not writing over it")),
+    ("export over a FIFO", ["export", str(FIXTURE), "--tflite", "m.tflite", "--force"],
+     ("m.tflite", "a pipe", "not writing over it")),
+]
+
+
+@pytest.mark.parametrize(("args", "needles"), [c[1:] for c in FIFO_CASES],
+                         ids=[c[0] for c in FIFO_CASES])
+def test_pipes_are_refused_without_blocking(
+    pipes: Path, args: list[str], needles: tuple[str, ...]
+) -> None:
+    # In a subprocess: a reader that opens the FIFO blocks, and the timeout fails the test.
+    p = _qdebug(*args, timeout=60, cwd=pipes)
+    _assert_one_line_error(p.returncode, p.stderr, *needles)
+    assert p.stdout == ""
+
+
+# -- output targets ------------------------------------------------------------------------------
+
+
+def test_out_refuses_devices_and_non_trace_files(tmp_path: Path) -> None:
+    (tmp_path / "model.keras").write_bytes(b"PK")
+    (tmp_path / "notes.txt").write_text("my notes")
+    for out, needles in (("/dev/null", ("/dev/null", "a device", "not writing over it")),
+                         (str(tmp_path / "notes.txt"), ("notes.txt", "not a qdebug trace")),
+                         (str(tmp_path / ("x" * 300 + ".h5")), ("longer than the file",))):
+        for cmd in (["trace", str(tmp_path / "model.keras"), "--data", str(FIXTURE)],
+                    ["fix", str(tmp_path / "model.keras"), "--data", str(FIXTURE),
+                     "--target-top1", "0.9"]):
+            code, _, err = _run([*cmd, "--out", out])
+            _assert_one_line_error(code, err, *needles)
+    assert (tmp_path / "notes.txt").read_text() == "my notes"
+    code, _, err = _run(["export", str(FIXTURE), "--tflite", "/dev/null", "--force"])
+    _assert_one_line_error(code, err, "/dev/null", "a device")
+
+
+def test_out_that_is_not_utf8_is_refused_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "model.keras").write_bytes(b"PK")
+    p = _qdebug("trace", tmp_path / "model.keras", "--data", FIXTURE, "--out",
+                os.fsencode(tmp_path) + b"/\xff\xfe.h5")
+    _assert_one_line_error(p.returncode, p.stderr, "not a UTF-8 path", "--out")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["model.keras"]
+
+
+def test_export_force_never_overwrites_the_trace_it_reads(tmp_path: Path) -> None:
+    trace = tmp_path / "t.h5"
+    shutil.copy(FIXTURE, trace)
+    before = trace.read_bytes()
+    for option in ("--tflite", "--inputs"):
+        code, _, err = _run(["export", str(trace), option, str(trace), "--force"])
+        _assert_one_line_error(code, err, "t.h5", "the trace being exported")
+    (tmp_path / "link.h5").symlink_to(trace)
+    code, _, err = _run(["export", str(tmp_path / "link.h5"), "--tflite", str(trace), "--force"])
+    _assert_one_line_error(code, err, "the trace being exported")
+    assert trace.read_bytes() == before
+
+
+def test_stored_input_names_become_safe_zip_members(tmp_path: Path) -> None:
+    import zipfile
+
+    trace = make_trace(tmp_path / "t.h5", store=2, input_name="../../escape")
+    out = tmp_path / "o" / "i.npz"
+    out.parent.mkdir()
+    code, _, err = _run(["export", str(trace), "--inputs", str(out)])
+    assert code == 0, err
+    with zipfile.ZipFile(out) as z:
+        assert z.namelist() == ["_.._escape.npy"]
+    assert not (tmp_path / "escape.npy").exists()
+
+
+def test_writer_removes_the_folders_it_made_when_the_run_fails(tmp_path: Path) -> None:
+    out = tmp_path / "a" / "b" / "t.h5"
+    with pytest.raises(KeyboardInterrupt):
+        make_trace_interrupted(out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def make_trace_interrupted(out: Path) -> None:
+    from qdebug.store import writer
+
+    real = writer.TraceWriter.commit
+
+    def interrupted(self: writer.TraceWriter, **kw: object) -> Path:
+        assert self.tmp.exists() and self.tmp.parent == out.parent
+        raise KeyboardInterrupt
+
+    writer.TraceWriter.commit = interrupted  # type: ignore[method-assign]
+    try:
+        make_trace(out)
+    finally:
+        writer.TraceWriter.commit = real  # type: ignore[method-assign]
+
+
+def test_existing_trace_is_replaced_and_long_names_work(tmp_path: Path) -> None:
+    out = tmp_path / ("y" * 250 + ".h5")  # fits in 255 bytes, its temporary name would not
+    make_trace(out, model_name="first")
+    make_trace(out, model_name="second")
+    import qdebug
+
+    with qdebug.open(out) as tr:
+        assert tr.model_name == "second"
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from qdebug.store.outfile import claim
+with claim(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_second_writer_to_the_same_out_gets_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "o" / "t.h5"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        (tmp_path / "model.keras").write_bytes(b"PK")
+        p = _qdebug("trace", tmp_path / "model.keras", "--data", FIXTURE, "--out", out)
+        _assert_one_line_error(p.returncode, p.stderr, "t.h5", f"pid {holder.pid}",
+                               "another qdebug", "--out")
+        with pytest.raises(QdebugError, match="another qdebug"):
+            make_trace(out)
+    finally:
+        holder.terminate()
+        holder.wait(timeout=30)
+    assert not out.exists()
+
+
+# -- terminal escapes -----------------------------------------------------------------------------
+
+EVIL = ["in\x1b]52;c;ZXZpbA==\x07", "t\x1b]0;title\x07", "csi\x1b[2J", "c1\x9b31m", "out"]
+
+
+def test_no_output_for_people_carries_control_characters(tmp_path: Path) -> None:
+    a = make_trace(tmp_path / "a.h5", layers=len(EVIL), names=EVIL, model_name="m\x1b]0;x\x07")
+    b = make_trace(tmp_path / "b.h5", layers=len(EVIL), names=EVIL, model_name="m\x1b]0;x\x07",
+                   base_noise_lsb=3.0, seed=1)
+    other = make_trace(tmp_path / "c.h5", layers=3, names=["p\x1b[31m", "q", "r"],
+                       model_name="o\x07")
+    runs = [["report", str(a)], ["report", str(a), "--format", "markdown"], ["view", str(a)],
+            ["view", str(a), str(b)]]
+    runs += [["diff", str(a), str(b), "--format", f] for f in ("text", "markdown")]
+    for args in runs:
+        code, out, err = _run(args)
+        assert code in (0, 1), (args, err)
+        assert not any(c in out + err for c in "\x1b\x07\x9b"), (args, out)
+        assert "\\x1b" in out, (args, out)
+    code, out, err = _run(["diff", str(a), str(other)])  # the error line names the models
+    _assert_one_line_error(code, err, "different models")
+    assert not any(c in err for c in "\x1b\x07\x9b")
+
+
+# -- the command line's own edges ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["trace", "m.keras"], ["--bogus"], ["nosuch"],
+                                  ["report", str(FIXTURE), "--format", "xml"],
+                                  ["trace", "m.keras", "--data", "x", "--samples", "0"]])
+def test_usage_errors_are_one_line(args: list[str]) -> None:
+    code, _, err = _run(args)
+    _assert_one_line_error(code, err, "--help")
+    assert "Usage:" not in err
+
+
+def test_qdebug_debug_0_does_not_turn_debugging_on(tmp_path: Path) -> None:
+    (tmp_path / "bad.h5").write_text("x")
+    for value, traceback in (("0", False), ("", False), ("false", False), ("1", True)):
+        code, _, err = _run(["report", str(tmp_path / "bad.h5")], env={"QDEBUG_DEBUG": value})
+        assert code == 2 and ("Traceback" in err) == traceback, (value, err)
+
+
+def test_view_off_a_terminal_prints_the_summary() -> None:
+    p = _qdebug("view", FIXTURE, timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    assert "worst layers" in p.stdout and "trace:" in p.stdout and p.stderr == ""
+
+
+def test_report_to_a_full_disk_is_one_line() -> None:
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([sys.executable, "-m", "qdebug", "report", str(FIXTURE)],
+                           stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    _assert_one_line_error(p.returncode, p.stderr, "standard output", "No space left")
+
+
+_NOISY_REPORT = """
+import sys
+import numpy as np
+import qdebug.report
+from qdebug.cli import main
+
+def noisy(trace):
+    np.log10(np.zeros(1))  # divide by zero encountered in log10
+    np.mean(np.zeros(0))  # Mean of empty slice
+    return "{}"
+
+qdebug.report.report_json = noisy
+sys.argv[0] = "qdebug"
+main()
+"""
+
+
+def test_numpy_warnings_add_no_stderr_lines() -> None:
+    for extra, shown in (([], False), (["--debug"], True)):
+        p = subprocess.run([sys.executable, "-c", _NOISY_REPORT, "report", str(FIXTURE),
+                            "--format", "json", *extra], capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0 and p.stdout == "{}\n", p.stderr
+        assert ("RuntimeWarning" in p.stderr) == shown, p.stderr  # --debug shows them
+        if not shown:
+            assert p.stderr == ""
+
+
+_NO_TENSORFLOW = """
+import sys
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+        return None
+sys.meta_path.insert(0, Blocker())
+from qdebug.cli import main
+sys.argv[0] = "qdebug"
+main()
+"""
+
+
+@pytest.mark.parametrize("command", ["trace", "check", "fix", "sensitivity"])
+def test_without_tensorflow_the_tracer_says_what_to_install(tmp_path: Path, command: str) -> None:
+    (tmp_path / "m.keras").write_bytes(b"PK")
+    extra = ["--target-top1", "0.9"] if command == "fix" else []
+    p = subprocess.run([sys.executable, "-c", _NO_TENSORFLOW, command, str(tmp_path / "m.keras"),
+                        "--data", str(FIXTURE), *extra], capture_output=True, text=True,
+                       timeout=60)
+    _assert_one_line_error(p.returncode, p.stderr, "TensorFlow", "pip install 'qdebug[trace]'")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["m.keras"]
