@@ -341,15 +341,28 @@ def _analysis(shards: list[_Shard], files: list[h5py.File], names: list[str]) ->
             f2 = _vector(s.path, f, f"{key}/sum_f2")
             e2 = _vector(s.path, f, f"{key}/sum_e2", len(f2))
             clipped = _vector(s.path, f, f"{key}/clipped", len(f2))
+            saturated = (
+                _vector(s.path, f, f"{key}/saturated", len(f2))
+                if f"{key}/saturated" in f
+                else None
+            )
             cur = channels.get(int(name))
             if cur is None:
-                channels[int(name)] = SimpleNamespace(sum_f2=f2, sum_e2=e2, clipped=clipped)
+                channels[int(name)] = SimpleNamespace(
+                    sum_f2=f2, sum_e2=e2, clipped=clipped, saturated=saturated
+                )
             elif len(cur.sum_f2) != len(f2):
                 raise _refuse(f"{s.path}: layer {name} has {len(f2)} channels, not "
                               f"{len(cur.sum_f2)}")
             else:
                 cur.sum_f2, cur.sum_e2, cur.clipped = (
                     cur.sum_f2 + f2, cur.sum_e2 + e2, cur.clipped + clipped)
+                # Saturation counts (schema 1.2) add up when every shard has them.
+                cur.saturated = (
+                    cur.saturated + saturated
+                    if cur.saturated is not None and saturated is not None
+                    else None
+                )
     out["channels"] = dict(sorted(channels.items()))
     out["worst_index"], out["worst_inputs"] = _worst(shards, files, names)
     return out

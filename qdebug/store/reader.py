@@ -731,11 +731,20 @@ class Trace:
             for k in sorted(g)
         }
 
+    def _sample_bound(self) -> int:
+        """One past the largest sample position the trace may name: ``n_samples``, or a
+        shard's ``shard_total`` (its samples keep their positions in the whole data)."""
+        total = self.meta.get("shard_total")
+        if isinstance(total, int) and not isinstance(total, bool) and self.n_samples <= total:
+            return min(total, MAX_SAMPLES)
+        return self.n_samples
+
     def _layer_worst_index(self) -> np.ndarray:
         if f"{LAYER_WORST}/index" not in self._f:
             return np.zeros(0, dtype=np.int64)
         idx = np.asarray(self._read(f"{LAYER_WORST}/index", (None,), "iu"), dtype=np.int64)
-        if len(idx) > self.n_samples or np.any((idx < 0) | (idx >= max(self.n_samples, 1))):
+        bound = self._sample_bound()
+        if len(idx) > self.n_samples or np.any((idx < 0) | (idx >= max(bound, 1))):
             raise self._corrupt(f"{LAYER_WORST}/index names samples the trace does not have")
         return idx
 
@@ -759,7 +768,7 @@ class Trace:
             raise self._corrupt(f"{LAYER_WORST}/layers keeps {k} samples per layer")
         samples = np.asarray(self._read(ds.name, (len(self.layers), k), "iu", idx), np.int64)
         sq = self._float(f"{LAYER_WORST}/sqnr_db", (len(self.layers), k), idx)
-        if np.any(samples >= self.n_samples):
+        if np.any(samples >= self._sample_bound()):
             raise self._corrupt(f"{LAYER_WORST}/layers names samples the trace does not have")
         return [(int(s), float(v)) for s, v in zip(samples, sq, strict=True) if s >= 0]
 
