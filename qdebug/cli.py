@@ -425,7 +425,11 @@ def report(trace_path: Path, fmt: str, chart: str | None, debug: bool) -> None:
 
     with open_trace(trace_path) as tr:
         if fmt == "markdown":
-            say(report_markdown(tr).rstrip("\n"))
+            text = report_markdown(tr).rstrip("\n")
+            if chart:  # the picture under the headline, so a bug report shows it first
+                head, _, rest = text.partition("\n\n")
+                text = f"{head}\n\n![error by depth]({chart})\n\n{rest}"
+            say(text)
         else:  # CSV keeps names exact for scripts, but not for a terminal
             text = report_csv(tr)
             write(printable_lines(text) if sys.stdout.isatty() else text, nl=False)

@@ -46,7 +46,7 @@ def test_tf_commands_say_install_trace_extra(command: list[str], tmp_path: Path)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
-    assert "TensorFlow is not installed" in lines[0]
+    assert "needs TensorFlow" in lines[0]
     assert "pip install 'qdebug[trace]'" in lines[0]
     assert "unexpected" not in lines[0]
 
