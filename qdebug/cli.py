@@ -520,11 +520,14 @@ def diff(
               help="Write Model Explorer node data: OUT.json (accumulated SQNR), "
               "OUT.local_sqnr.json and OUT.gain.json, keyed by the INT8 model's tensor names "
               "(open them with the .tflite from --tflite).")
+@click.option("--slim", type=click.Path(path_type=Path), metavar="OUT.h5",
+              help="Write the trace without its stored activations: every metric, table, the "
+              "model and the kept inputs, a few MB to attach to a bug report.")
 @click.option("--force", is_flag=True, help="Replace existing files.")
 @click.option("--debug", is_flag=True, hidden=True)
 def export(
     trace_path: Path, tflite: Path | None, inputs: Path | None, explorer: Path | None,
-    force: bool, debug: bool,
+    slim: Path | None, force: bool, debug: bool,
 ) -> None:
     """Write back the INT8 .tflite model and the stored inputs of a trace.
 
@@ -535,11 +538,20 @@ def export(
     Examples:
       qdebug export traces/run1.h5 --tflite model_int8.tflite --inputs inputs.npz
       qdebug export traces/run1.h5 --model-explorer run1.json --tflite run1.tflite
+      qdebug export traces/run1.h5 --slim run1-slim.h5       # small enough to attach
     """
     from qdebug.export import export_trace
     from qdebug.store.reader import open_trace
 
     with open_trace(trace_path) as tr:
+        if slim is not None:
+            from qdebug.export_slim import slim_copy
+
+            slim_copy(tr, slim, force=force)
+            size = slim.stat().st_size
+            say(f"wrote {slim} ({size / 2**20:.1f} MB: the trace without stored activations)")
+            if tflite is None and inputs is None and explorer is None:
+                return
         if explorer is not None:
             from qdebug.model_explorer_data import write_node_data
 

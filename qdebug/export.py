@@ -60,7 +60,9 @@ def member_names(names: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _check_target(path: Path, force: bool) -> None:
+def check_export_target(path: Path, force: bool) -> None:
+    """Refuse a folder, a device or pipe, an existing file without ``force``, or a missing
+    folder, before anything is written."""
     if path.is_dir():
         raise QdebugError(f"{path} is a folder", "give a file name")
     kind = special_kind(path)
@@ -86,7 +88,7 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None], force: bool) -> 
     Without ``force`` the final step is a hard link, which fails if ``path`` appeared meanwhile,
     so an existing file is never replaced.
     """
-    _check_target(path, force)
+    check_export_target(path, force)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     tmp = Path(tmp_name)
     try:
@@ -143,7 +145,7 @@ def export_trace(
     if len({p.resolve() for p in targets}) < len(targets):
         raise QdebugError("--tflite and --inputs name the same file", "give two file names")
     for p in targets:
-        _check_target(p, force)
+        check_export_target(p, force)
         if p.exists() and trace.path.exists() and os.path.samefile(p, trace.path):
             raise QdebugError(f"{p} is the trace being exported; not overwriting it",
                               "give another file name")

@@ -108,7 +108,7 @@ def overlay_paths(out: Path, suffixes: list[str]) -> dict[str, Path]:
 def write_node_data(trace: Trace, out: Path, *, force: bool = False) -> list[Path]:
     """Write every overlay beside ``out``; returns the files written (accumulated SQNR
     first)."""
-    from qdebug.export import _check_target, write_atomic
+    from qdebug.export import check_export_target, write_atomic
 
     data = node_data(trace)
     if not data:
@@ -117,7 +117,7 @@ def write_node_data(trace: Trace, out: Path, *, force: bool = False) -> list[Pat
         raise QdebugError(f"{trace.path} has no per-op SQNR to overlay", "re-trace the model")
     paths = overlay_paths(Path(out), list(data))
     for p in paths.values():
-        _check_target(p, force)
+        check_export_target(p, force)
     for suffix, body in data.items():
         text = json.dumps(body, indent=2).encode()
         write_atomic(paths[suffix], lambda fh, text=text: fh.write(text), force)  # type: ignore[misc]

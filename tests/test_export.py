@@ -86,3 +86,37 @@ def test_a_trace_without_stored_samples_has_no_inputs(tmp_path: Path) -> None:
     with qdebug.open(path) as tr, pytest.raises(QdebugError, match="stores no samples"):
         export_trace(tr, inputs=tmp_path / "in.npz")
     assert not (tmp_path / "in.npz").exists()
+
+
+def test_slim_export_keeps_every_metric_and_opens_everywhere(tmp_path: Path) -> None:
+    """--slim drops the stored activations and nothing else: metrics, tables, culprits, model
+    and inputs read back equal, and report/diff run on it."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    import qdebug
+    from qdebug.cli import cli
+
+    src = tmp_path / "full.h5"
+    shutil.copy(Path(__file__).resolve().parent / "fixtures" / "digits.h5", src)
+    out = tmp_path / "slim.h5"
+    r = CliRunner().invoke(cli, ["export", str(src), "--slim", str(out)])
+    assert r.exit_code == 0, r.stderr
+    assert out.stat().st_size < src.stat().st_size
+    with h5py.File(out, "r") as f:
+        assert len(f["activations"]) == 0 and f.attrs["slim"]
+    with qdebug.open(str(src)) as a, qdebug.open(str(out)) as b:
+        for key, value in a.layer_metrics().items():
+            np.testing.assert_array_equal(value, b.layer_metrics()[key])
+        assert [c.layer for c in a.culprits()] == [c.layer for c in b.culprits()]
+        assert a.tflite_bytes() == b.tflite_bytes()
+        s = int(a.stored_samples[0])
+        assert a.has_activations(3) and not b.has_activations(3)
+        np.testing.assert_array_equal(a.inputs(s)["image"], b.inputs(s)["image"])
+    for args in (["report", str(out)], ["report", str(out), "--format", "json"],
+                 ["diff", str(src), str(out)]):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 0, (args, res.stderr)
+    again = CliRunner().invoke(cli, ["export", str(src), "--slim", str(out)])
+    assert again.exit_code == 2 and "--force" in again.stderr

@@ -1,0 +1,57 @@
+"""``qdebug export TRACE --slim OUT.h5``: a copy of a trace without its stored activations.
+
+What stays: every attribute, table and metric (per-sample statistics included), the analysis,
+the model, the labels and the kept inputs (stored samples, worst samples, each layer's worst).
+What goes: ``/activations`` (the float, raw and f(x̂) tensors of the stored samples), which is
+almost all of a trace's size. The copy opens in ``view``, ``report`` and ``diff`` like the
+original; the viewer says a layer has no stored activations.
+
+The source is opened with ``Trace`` first, so a trace that refers outside itself is refused
+before anything is copied; the copy is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import h5py
+
+from qdebug.errors import QdebugError
+from qdebug.export import check_export_target
+from qdebug.store.reader import Trace
+
+#: Groups dropped by ``slim``.
+DROPPED = ("activations",)
+
+
+def slim_copy(trace: Trace, out: Path, force: bool = False) -> Path:
+    """Write ``trace`` without its stored activations to ``out``; return ``out``."""
+    check_export_target(out, force)
+    if out.exists() and os.path.samefile(out, trace.path):
+        raise QdebugError(f"{out} is the trace being exported; not overwriting it",
+                          "give another file name")
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        with h5py.File(trace.path, "r") as src, h5py.File(tmp, "w",
+                                                          libver=("earliest", "v110")) as dst:
+            for key, value in src.attrs.items():
+                dst.attrs[key] = value
+            for key in src:
+                if key in DROPPED:
+                    dst.create_group(key)  # present and empty: readers find no activations
+                    continue
+                src.copy(src[key], dst, name=key)
+            dst.attrs["slim"] = True
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise QdebugError(f"cannot write {out}: {exc.strerror or exc}",
+                          "choose a writable folder") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return out
