@@ -82,7 +82,7 @@ def build(path: Path, n_layers: int, n_samples: int, n_stored: int,
                      "sum_e2": e2, "max_abs_e": np.sqrt(e2 / size) * 4,
                      "saturated": np.zeros((b, n_layers)), "clipped": np.zeros((b, n_layers)),
                      "sum_e2_clipped": np.zeros((b, n_layers))}
-            for s in metrics.STATS:
+            for s in stats:  # the accumulated statistics; local ones stay absent (NaN)
                 stats[s][:, [i for i in range(n_layers) if i not in set(measured)]] = np.nan
             out_stats = {k: v[:, -1:] for k, v in stats.items()}
             w.add_batch(stats, out_stats, np.ones((b, 1), dtype=np.int8))
