@@ -29,7 +29,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qdebug import metrics  # noqa: E402
 from qdebug.store.schema import LayerRecord, OutputRecord  # noqa: E402
 from qdebug.store.writer import TraceWriter  # noqa: E402
 
