@@ -167,10 +167,11 @@ def cli(debug: bool) -> None:
 @click.option("--store-samples", type=click.IntRange(min=0), default=None, metavar="K",
               help="Keep full activations and inputs of the first K samples (default: as many "
               "of the first 16 as fit in --store-budget).")
-@click.option("--store-budget", "store_budget", type=click.FloatRange(min=0), default=16.0,
-              show_default=True, metavar="MB",
-              help="Size of the stored activations when --store-samples is not given, so the "
-              "trace can be attached to a bug report.")
+@click.option("--store-budget", "store_budget", type=click.FloatRange(min=0), default=None,
+              metavar="MB",
+              help="Size of the stored activations when --store-samples is not given (default: "
+              "what is left of 20 MB after the model, so the trace can be attached to a bug "
+              "report).")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
               metavar="N", help="Samples of the calibration data used by the converter.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
@@ -216,7 +217,8 @@ def cli(debug: bool) -> None:
 @click.option("--debug", is_flag=True, hidden=True)
 def trace(
     model: str, data: str, calib: str | None, tflite: Path | None, out: Path | None,
-    samples: int | None, store_samples: int | None, store_budget: float, calib_samples: int,
+    samples: int | None, store_samples: int | None, store_budget: float | None,
+    calib_samples: int,
     batch_size: int,
     xnnpack: bool, int8_io: bool, image_range: str, trust_model_code: bool, fmt: str,
     quiet: bool, keep_float: str, scheme: str, shard: str | None, workers: str,

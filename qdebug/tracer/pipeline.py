@@ -59,7 +59,9 @@ class TraceOptions:
     store_samples: int | None = None
     """Samples whose activations are stored; None: as many of the first 16 as fit in
     ``store_budget_mb``."""
-    store_budget_mb: float = 16.0
+    store_budget_mb: float | None = None
+    """None: what is left of 20 MB after the model, so that the whole trace stays under
+    GitHub's 25 MB attachment limit where the model allows it."""
     """Size budget of the stored activations and inputs when ``store_samples`` is None, so
     that a default trace can be attached to a bug report (GitHub takes 25 MB)."""
     calib: Any = None
@@ -84,6 +86,10 @@ class TraceOptions:
     """Class labels of the samples (``qdebug.tracer.labels.load_labels``): task accuracy."""
     metrics: tuple[Any, ...] = ()
     """User metrics (``--metric``): specs, ``Metric`` objects or functions (qdebug.user_metrics)."""
+
+
+#: What a default trace may take beside the model's own size (MB), leaving room for metrics.
+AUTO_BUDGET_MB = 20.0
 
 
 def default_trace_path(model_name: str, folder: Path = Path("traces")) -> Path:
@@ -317,6 +323,8 @@ class Tracer:
             "reference": "float twin (the converter's float model, op by op)",
             "op_local_error": "numeric-verify model" if local else "not available",
         }
+        if opt.store_budget_mb is None:
+            opt.store_budget_mb = max(0.0, AUTO_BUDGET_MB - len(int8_bytes) / 2**20)
         stored = self._stored_count(records, int8, local is not None, specs)
         if shard is not None:
             attrs.update(shard.info.attrs())
@@ -353,7 +361,7 @@ class Tracer:
                 kept = set(range(self.first_sample,
                                  self.first_sample + min(writer.store_samples, data.taken or 0)))
                 writer.write_layer_worst(measurer.layer_worst.finish(
-                    data, input_cap(_input_bytes(specs), opt.store_budget_mb), kept,
+                    data, input_cap(_input_bytes(specs), opt.store_budget_mb or 0.0), kept,
                     self.first_sample))
                 warnings = list(dict.fromkeys(data.warnings + calib.warnings + opt.warnings))
                 kernels = (
@@ -385,11 +393,12 @@ class Tracer:
                 size = int(np.prod(info.shape[1:], dtype=np.int64))
                 per += size * (4 + info.dtype.itemsize + (4 if local else 0))
         per += sum(4 * int(np.prod([d or 1 for d in s.shape], dtype=np.int64)) for s in specs)
-        count = min(16, int(opt.store_budget_mb * 2**20 // max(per, 1)))
+        budget = opt.store_budget_mb or 0.0
+        count = min(16, int(budget * 2**20 // max(per, 1)))
         if count < 16:
             opt.warnings.append(
                 f"activations of {count} sample(s) stored ({per / 2**20:.1f} MB each, "
-                f"--store-budget {opt.store_budget_mb:g} MB); give --store-samples K for more"
+                f"--store-budget {budget:.1f} MB); give --store-samples K for more"
             )
         return count
 
