@@ -177,3 +177,22 @@ def test_qat_model_traces_fake_quant_against_deployed_int8(tmp_path: Path) -> No
     with qdebug.open(tmp_path / "cli.h5") as tr:
         assert "quantization-aware" in tr.meta["deployed"]
         assert tr.layers[_layer(tr, "quant_conv1")].status == "matched"
+
+
+def test_fix_reaches_a_target_that_needs_a_whole_layer_in_float(digits_file: Path) -> None:
+    """The target lies between the baseline and what keeping the best layer *whole* gives (all
+    of its ops, e.g. a Dense's FULLY_CONNECTED and SOFTMAX): the search reaches it with one
+    float layer, and the trace it writes confirms the number."""
+    model, x = str(digits_file / "digits.keras"), str(digits_file / "x.npy")
+    base, ranked = one_at_a_time(model, x, layers=3)
+    best = ranked[0]
+    assert best.delta_db > 1.0, ranked  # keeping one layer whole must buy something real
+    target = Target(output_sqnr_db=base.output_sqnr_db + best.delta_db / 2)
+    result = search_fix(model, x, target, max_float_layers=1, width=3,
+                        out=digits_file / "reach.h5")
+    assert result.reached and len(result.keep_float) == 1, result
+    with qdebug.open(digits_file / "reach.h5") as tr:
+        assert tr.output_metrics()["sqnr_db"][0] >= target.output_sqnr_db  # type: ignore[operator]
+        layer = tr.layers[_layer(tr, result.keep_float[0])]
+        assert {tr.ops[i].dtype for i in layer.ops if tr.ops[i].op_type not in
+                ("QUANTIZE", "DEQUANTIZE")} == {"float32"}
