@@ -12,15 +12,14 @@ before anything is copied; the copy is written to a temporary name and renamed i
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import h5py
 
 from qdebug.errors import QdebugError
-from qdebug.export import check_export_target
+from qdebug.export import write_atomic
 from qdebug.store.reader import Trace
 
 #: Groups dropped by ``slim``.
@@ -28,17 +27,16 @@ DROPPED = ("activations",)
 
 
 def slim_copy(trace: Trace, out: Path, force: bool = False) -> Path:
-    """Write ``trace`` without its stored activations to ``out``; return ``out``."""
-    check_export_target(out, force)
-    if out.exists() and os.path.samefile(out, trace.path):
+    """Write ``trace`` without its stored activations to ``out`` (atomically, as every export
+    is); return ``out``."""
+    if out.exists() and trace.path.exists() and os.path.samefile(out, trace.path):
         raise QdebugError(f"{out} is the trace being exported; not overwriting it",
                           "give another file name")
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        with h5py.File(trace.path, "r") as src, h5py.File(tmp, "w",
-                                                          libver=("earliest", "v110")) as dst:
+
+    def write(fh: BinaryIO) -> None:
+        with h5py.File(trace.path, "r") as src, h5py.File(
+            fh, "w", libver=("earliest", "v110")
+        ) as dst:
             for key, value in src.attrs.items():
                 dst.attrs[key] = value
             for key in src:
@@ -47,11 +45,6 @@ def slim_copy(trace: Trace, out: Path, force: bool = False) -> Path:
                     continue
                 src.copy(src[key], dst, name=key)
             dst.attrs["slim"] = True
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise QdebugError(f"cannot write {out}: {exc.strerror or exc}",
-                          "choose a writable folder") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+
+    write_atomic(out, write, force)
     return out

@@ -123,14 +123,7 @@ class SampleSource:
                     "convert it with the model's preprocessing, e.g. (x / 255).astype('float32')",
                 )
             x = x.astype(np.float32, copy=False)
-            if len(x.shape) != len(spec.shape) or any(
-                d is not None and d != s for d, s in zip(spec.shape, x.shape, strict=False)
-            ):
-                raise DataError(
-                    f"{where} has shape {tuple(x.shape)}, the model expects "
-                    f"{spec.describe(batch=False)} per sample",
-                    f"give an array of shape {spec.describe()}",
-                )
+            _check_shape(where, x, spec)
             if not np.all(np.isfinite(x)):
                 bad = "NaN" if np.isnan(x).any() else "Inf"
                 raise DataError(f"{where} contains {bad}", "remove or fix that sample")
@@ -150,14 +143,7 @@ class SampleSource:
                 f"{where} has dtype {x.dtype}, the model's input '{spec.name}' takes {spec.dtype}",
                 f"give an array of {spec.dtype}",
             )
-        if len(x.shape) != len(spec.shape) or any(
-            d is not None and d != s for d, s in zip(spec.shape, x.shape, strict=False)
-        ):
-            raise DataError(
-                f"{where} has shape {tuple(x.shape)}, the model expects "
-                f"{spec.describe(batch=False)} per sample",
-                f"give an array of shape {spec.describe()}",
-            )
+        _check_shape(where, x, spec)
         return x.astype(spec.dtype)
 
     def _split(self, i: int, raw: Any) -> list[Any]:
@@ -187,6 +173,18 @@ class SampleSource:
                 f"give a dict or tuple with {[s.name for s in self.inputs]}",
             )
         return [raw]
+
+
+def _check_shape(where: str, x: np.ndarray, spec: InputSpec) -> None:
+    """One sample's shape against the input's (``None`` dimensions take any size)."""
+    if len(x.shape) != len(spec.shape) or any(
+        d is not None and d != s for d, s in zip(spec.shape, x.shape, strict=False)
+    ):
+        raise DataError(
+            f"{where} has shape {tuple(x.shape)}, the model expects "
+            f"{spec.describe(batch=False)} per sample",
+            f"give an array of shape {spec.describe()}",
+        )
 
 
 def _check_batched(path: Path, name: str, arr: np.ndarray, spec: InputSpec) -> None:
