@@ -77,7 +77,7 @@ def pair_local_refs(verify: LiteModel, int8: LiteModel, table: OpTable) -> Local
     candidates = [
         i
         for i, r in enumerate(table.rows)
-        if r.status == "measured" and int8.tensors[r.tensor_index].qp is not None
+        if r.measured and int8.tensors[r.tensor_index].qp is not None
         and i not in table.graph_input_rows
     ]
     float_tensor: dict[int, int] = {}
