@@ -26,6 +26,10 @@ SAMPLES = 20_000
 """Enough for the trace phase to last well beyond the moment of the interrupt."""
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _read_until(fd: int, proc: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
     seen = b""
     end = time.monotonic() + timeout
@@ -58,6 +62,9 @@ def test_signal_during_trace_stops_fast_and_leaves_nothing(
          str(tmp_path / "x.npy"), "--out", str(out), "--calib-samples", "32",
          "--store-samples", "2"],
         stdout=subprocess.DEVNULL, stderr=slave, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        # Ctrl-C at a terminal: a test run started in the background (a CI job, `make test &`)
+        # passes SIGINT on ignored, and Python then raises no KeyboardInterrupt at all.
+        preexec_fn=_default_sigint,
     )
     os.close(slave)
     try:
