@@ -23,13 +23,16 @@ CALIB_SAMPLES = 200
 RESULT_TAG = "BENCH_RESULT "
 
 
-def synthetic_images(n: int, seed: int) -> Any:
-    """``n`` deterministic smooth images in [-1, 1] (MobileNetV2's input range): a few random
-    low-frequency sinusoids per channel plus a little noise. No downloads."""
+def synthetic_images(
+    n: int, seed: int, shape: tuple[int, int, int] = SHAPE, lo: float = -1.0, hi: float = 1.0
+) -> Any:
+    """``n`` deterministic smooth images in [lo, hi] (default [-1, 1], MobileNetV2's input
+    range): a few random low-frequency sinusoids per channel plus a little noise. No
+    downloads."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    h, w, c = SHAPE
+    h, w, c = shape
     yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
     out = np.empty((n, h, w, c), dtype=np.float32)
     for i in range(n):
@@ -40,7 +43,8 @@ def synthetic_images(n: int, seed: int) -> Any:
             amp = rng.uniform(0.2, 0.6, c)
             img += np.sin(2 * np.pi * (fy * yy + fx * xx) + phase)[..., None] * amp
         img += rng.normal(0, 0.05, img.shape)
-        out[i] = np.clip(img / max(np.abs(img).max(), 1e-6), -1, 1)
+        img = np.clip(img / max(np.abs(img).max(), 1e-6), -1, 1)
+        out[i] = img if (lo, hi) == (-1.0, 1.0) else lo + (img + 1) * 0.5 * (hi - lo)
     return out
 
 

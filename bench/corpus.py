@@ -38,6 +38,10 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from _common import synthetic_images  # noqa: E402  (bench/ helpers, found from any caller)
+
 DEFAULT_OUT = BENCH / "out" / "corpus"
 CALIB_SAMPLES = 32
 """Samples in every data file; all of them calibrate, the first ``--samples`` are traced."""
@@ -88,26 +92,6 @@ def _register(
 # --------------------------------------------------------------------------- data helpers
 
 
-def synthetic_images(n: int, shape: tuple[int, int, int], seed: int, lo: float = -1.0,
-                     hi: float = 1.0) -> Any:
-    """``n`` deterministic smooth images in [lo, hi]: low-frequency sinusoids plus noise."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    h, w, c = shape
-    yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
-    out = np.empty((n, h, w, c), dtype=np.float32)
-    for i in range(n):
-        img = np.zeros((h, w, c), dtype=np.float64)
-        for _ in range(4):
-            fy, fx = rng.uniform(0.5, 4.0, 2)
-            phase = rng.uniform(0, 2 * np.pi)
-            amp = rng.uniform(0.2, 0.6, c)
-            img += np.sin(2 * np.pi * (fy * yy + fx * xx) + phase)[..., None] * amp
-        img += rng.normal(0, 0.05, img.shape)
-        img = np.clip(img / max(np.abs(img).max(), 1e-6), -1, 1)
-        out[i] = lo + (img + 1) * 0.5 * (hi - lo)
-    return out
 
 
 def synthetic_audio(n: int, length: int, seed: int) -> Any:
@@ -221,7 +205,7 @@ def _application(folder: Path, ctor: str, shape: tuple[int, int, int], lo: float
     model = getattr(keras.applications, ctor)(weights=None, input_shape=shape, **kw)
     _randomize_bn(model, seed)
     model.save(folder / "model.keras")
-    data = _save_npy(folder, synthetic_images(CALIB_SAMPLES, shape, seed + 1, lo, hi))
+    data = _save_npy(folder, synthetic_images(CALIB_SAMPLES, seed + 1, shape, lo, hi))
     return _out("model.keras", data)
 
 
@@ -436,7 +420,7 @@ def build_unet(folder: Path) -> dict[str, Any]:
     model = keras.Model(x, out, name="unet")
     _randomize_bn(model, 40)
     model.save(folder / "model.keras")
-    return _out("model.keras", _save_npy(folder, synthetic_images(CALIB_SAMPLES, (64, 64, 3), 41)))
+    return _out("model.keras", _save_npy(folder, synthetic_images(CALIB_SAMPLES, 41, (64, 64, 3))))
 
 
 def _audio_model(K: Any, seed: int) -> Any:
@@ -504,7 +488,7 @@ def build_vit_block(folder: Path) -> dict[str, Any]:
     h = L.GlobalAveragePooling1D(name="pool")(t)
     out = L.Dense(10, activation="softmax", name="probs")(h)
     keras.Model(x, out, name="vit_block").save(folder / "model.keras")
-    return _out("model.keras", _save_npy(folder, synthetic_images(CALIB_SAMPLES, (32, 32, 3), 71)))
+    return _out("model.keras", _save_npy(folder, synthetic_images(CALIB_SAMPLES, 71, (32, 32, 3))))
 
 
 @_register("preprocessing layers: Resizing, Rescaling+offset, Normalization")
@@ -526,7 +510,7 @@ def build_preprocessing(folder: Path) -> dict[str, Any]:
     model = keras.Model(x, out, name="preprocessing")
     _randomize_bn(model, 80)
     model.save(folder / "model.keras")
-    data = synthetic_images(CALIB_SAMPLES, (80, 80, 3), 81, 0, 255)
+    data = synthetic_images(CALIB_SAMPLES, 81, (80, 80, 3), 0, 255)
     return _out("model.keras", _save_npy(folder, np.asarray(data, np.float32)))
 
 
@@ -547,7 +531,7 @@ def build_op_nodes(folder: Path) -> dict[str, Any]:
     h = L.GlobalAveragePooling2D(name="gap")(h)
     out = L.Dense(10, activation="softmax", name="probs")(h)
     keras.Model(inp, out, name="op_nodes").save(folder / "model.keras")
-    return _out("model.keras", _save_npy(folder, synthetic_images(CALIB_SAMPLES, (32, 32, 3), 91)))
+    return _out("model.keras", _save_npy(folder, synthetic_images(CALIB_SAMPLES, 91, (32, 32, 3))))
 
 
 @_register("SeparableConv2D+BatchNorm")
@@ -579,7 +563,7 @@ def build_sepconv_bn(folder: Path) -> dict[str, Any]:
     _randomize_bn(model, 100)
     model.save(folder / "model.keras")
     return _out("model.keras",
-                _save_npy(folder, synthetic_images(CALIB_SAMPLES, (32, 32, 3), 101)))
+                _save_npy(folder, synthetic_images(CALIB_SAMPLES, 101, (32, 32, 3))))
 
 
 @_register("Concatenate→BatchNorm")
@@ -601,7 +585,7 @@ def build_concat_bn(folder: Path) -> dict[str, Any]:
     _randomize_bn(model, 110)
     model.save(folder / "model.keras")
     return _out("model.keras",
-                _save_npy(folder, synthetic_images(CALIB_SAMPLES, (32, 32, 3), 111)))
+                _save_npy(folder, synthetic_images(CALIB_SAMPLES, 111, (32, 32, 3))))
 
 
 @_register("nested Sequential (with its own InputLayer) inside a functional model")
@@ -628,7 +612,7 @@ def build_nested_sequential(folder: Path) -> dict[str, Any]:
     _randomize_bn(model, 120)
     model.save(folder / "model.keras")
     return _out("model.keras",
-                _save_npy(folder, synthetic_images(CALIB_SAMPLES, (16, 16, 3), 121)))
+                _save_npy(folder, synthetic_images(CALIB_SAMPLES, 121, (16, 16, 3))))
 
 
 # --------------------------------------------------------------------------- no layer graph
@@ -679,13 +663,13 @@ def subclassed_wrapped_model() -> Any:
 
 @_register("subclassed keras.Model (factory)")
 def build_subclassed(folder: Path) -> dict[str, Any]:
-    data = _save_npy(folder, synthetic_images(CALIB_SAMPLES, (32, 32, 3), 131))
+    data = _save_npy(folder, synthetic_images(CALIB_SAMPLES, 131, (32, 32, 3)))
     return _out(f"{Path(__file__).resolve()}:subclassed_model", data)
 
 
 @_register("subclassed keras.Model wrapped in a functional model (factory)")
 def build_subclassed_wrapped(folder: Path) -> dict[str, Any]:
-    data = _save_npy(folder, synthetic_images(CALIB_SAMPLES, (32, 32, 3), 131))
+    data = _save_npy(folder, synthetic_images(CALIB_SAMPLES, 131, (32, 32, 3)))
     return _out(f"{Path(__file__).resolve()}:subclassed_wrapped_model", data)
 
 
@@ -730,7 +714,7 @@ def build_keras_export(folder: Path) -> dict[str, Any]:
 
     _seed(keras, 150)
     _cnn(keras, (32, 32, 3), "exported_cnn").export(str(folder / "exported"), verbose=False)
-    data = _save_npy(folder, synthetic_images(CALIB_SAMPLES, (32, 32, 3), 151))
+    data = _save_npy(folder, synthetic_images(CALIB_SAMPLES, 151, (32, 32, 3)))
     return _out("exported", data)
 
 
@@ -756,7 +740,7 @@ def build_tflite_pair(folder: Path) -> dict[str, Any]:
 
     _seed(keras, 160)
     model = _cnn(keras, (32, 32, 3), "pair_cnn")
-    data = synthetic_images(CALIB_SAMPLES, (32, 32, 3), 161)
+    data = synthetic_images(CALIB_SAMPLES, 161, (32, 32, 3))
     (folder / "float.tflite").write_bytes(_convert(model))
     (folder / "int8.tflite").write_bytes(_convert(model, data, full_int8=True))
     return _out("float.tflite", _save_npy(folder, data), "--tflite", "int8.tflite")
@@ -773,7 +757,7 @@ def build_dynamic_range_tflite(folder: Path) -> dict[str, Any]:
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     (folder / "dynamic_range.tflite").write_bytes(conv.convert())
-    data = _save_npy(folder, synthetic_images(CALIB_SAMPLES, (32, 32, 3), 171))
+    data = _save_npy(folder, synthetic_images(CALIB_SAMPLES, 171, (32, 32, 3)))
     return _out("model.keras", data, "--tflite", "dynamic_range.tflite")
 
 
@@ -785,7 +769,7 @@ def build_float16_tflite(folder: Path) -> dict[str, Any]:
     model = _cnn(keras, (32, 32, 3), "f16_cnn")
     model.save(folder / "model.keras")
     (folder / "float16.tflite").write_bytes(_convert(model, float16=True))
-    data = _save_npy(folder, synthetic_images(CALIB_SAMPLES, (32, 32, 3), 181))
+    data = _save_npy(folder, synthetic_images(CALIB_SAMPLES, 181, (32, 32, 3)))
     return _out("model.keras", data, "--tflite", "float16.tflite")
 
 
