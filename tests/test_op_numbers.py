@@ -238,6 +238,19 @@ def _producers(interp: Any) -> dict[int, dict[str, Any]]:
     return {int(t): op for op in interp._get_ops_details() for t in op["outputs"]}
 
 
+def _canonical(interp: Any) -> Callable[[str], str]:
+    """Tensor names comparable across conversion routes. qdebug converts a Keras model through
+    its frozen inference function, the float model here goes through ``from_keras_model``'s
+    SavedModel: the same ops, but graph inputs and outputs are named by the route
+    (``image`` / ``serving_default_image:0``), and where the frozen graph names every location
+    fused into an op, the SavedModel leaves some empty (``conv/BiasAdd;;conv/Pad``). Graph inputs
+    and outputs are compared by position, other tensors by the first location of their name
+    (a name shared by two tensors joins neither)."""
+    edge = {d["name"]: f"<input {k}>" for k, d in enumerate(interp.get_input_details())}
+    edge |= {d["name"]: f"<output {k}>" for k, d in enumerate(interp.get_output_details())}
+    return lambda name: edge.get(name, name.split(";")[0])
+
+
 def _float_name_of(qi: Any) -> dict[int, str]:
     """INT8 tensor → the float model's name for the same value, where it is not its own name:
     a graph input's QUANTIZE carries the input, the tensor a DEQUANTIZE turns into a graph output
@@ -293,9 +306,10 @@ def independent(tr: Trace, float_bytes: bytes, xs: np.ndarray) -> Independent:
     q_det = qi.get_tensor_details()
     f_det = fi.get_tensor_details()
     f_produced = {i for i in _producers(fi)} | {d["index"] for d in fi.get_input_details()}
+    f_canon, q_canon = _canonical(fi), _canonical(qi)
     f_names: dict[str, list[int]] = {}
     for i in f_produced:
-        f_names.setdefault(f_det[i]["name"], []).append(i)
+        f_names.setdefault(f_canon(f_det[i]["name"]), []).append(i)
     renamed = _float_name_of(qi)
     graph_in = {d["index"] for d in qi.get_input_details()}
     quantized_inputs = {
@@ -308,7 +322,7 @@ def independent(tr: Trace, float_bytes: bytes, xs: np.ndarray) -> Independent:
         if r.status != "measured":
             continue
         assert q_det[r.tensor_index]["name"] == r.tensor_name, (row, r.tensor_name)
-        hits = f_names.get(renamed.get(r.tensor_index, r.tensor_name), [])
+        hits = f_names.get(q_canon(renamed.get(r.tensor_index, r.tensor_name)), [])
         if len(hits) != 1:
             continue
         f_size = int(np.prod(f_det[hits[0]]["shape"][1:]))
@@ -346,9 +360,9 @@ def independent(tr: Trace, float_bytes: bytes, xs: np.ndarray) -> Independent:
     for row in multi:
         res.local_f2[row] = res.local_e2[row] = res.prop_e2[row] = 0.0
     out_pairs = []
-    f_out = {d["name"]: d for d in fi.get_output_details()}
+    f_out = {f_canon(d["name"]): d for d in fi.get_output_details()}
     for d in qi.get_output_details():
-        out_pairs.append((d, f_out[d["name"]]))
+        out_pairs.append((d, f_out[q_canon(d["name"])]))
         res.out_f2[d["name"]] = res.out_e2[d["name"]] = 0.0
     qin, fin = qi.get_input_details()[0], fi.get_input_details()[0]
     for x in xs:
@@ -510,19 +524,25 @@ def _debugger_stats(traced: Traced) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text.getvalue())))
 
 
-def _join_debugger(tr: Trace, rows: list[dict[str, str]]) -> dict[int, dict[str, str]]:
+def _join_debugger(
+    tr: Trace, rows: list[dict[str, str]], float_bytes: bytes
+) -> dict[int, dict[str, str]]:
     """qdebug op row → the debugger's row for the same tensor. The debugger names a tensor by
     its NumericVerify op's name with one trailing digit cut (the verify model renames tensors),
     so a name that still differs by that last digit (a graph output's op: ``…:01`` in the
-    deployed model, ``…:0`` in the dump) joins when the op type agrees and nothing else does."""
+    deployed model, ``…:0`` in the dump) joins when the op type agrees and nothing else does.
+    Names are compared as ``_canonical`` makes them (the debugger converts through the
+    SavedModel route, whose graph edges are the float model's here)."""
+    qi = _interpreter(tr.tflite_bytes())
+    q_canon, f_canon = _canonical(qi), _canonical(_interpreter(float_bytes))
+    renamed = _float_name_of(qi)
+    ours = [q_canon(renamed.get(r.tensor_index, r.tensor_name)) for r in tr.ops]
     out: dict[int, dict[str, str]] = {}
     for d in rows:
+        theirs = f_canon(d["tensor_name"])
         same = [i for i, r in enumerate(tr.ops) if r.op_type == d["op_name"]]
-        hits = [i for i in same if tr.ops[i].tensor_name == d["tensor_name"]] or [
-            i
-            for i in same
-            if tr.ops[i].tensor_name[:-1] == d["tensor_name"]
-            and tr.ops[i].tensor_name[-1:].isdigit()
+        hits = [i for i in same if ours[i] == theirs] or [
+            i for i in same if ours[i][:-1] == theirs and ours[i][-1:].isdigit()
         ]
         if len(hits) == 1:
             out[hits[0]] = d
@@ -538,7 +558,7 @@ def test_local_error_rank_agrees_with_the_quantization_debugger(traced: Traced) 
     tr = traced.tr
     t0 = time.perf_counter()
     rows = _debugger_stats(traced)
-    joined = _join_debugger(tr, rows)
+    joined = _join_debugger(tr, rows, traced.float_bytes)
     local_mse = tr.op_metrics()["local_mse"]
     keep = [row for row in joined if tr.ops[row].has_local and np.isfinite(local_mse[row])]
     theirs = np.array([float(joined[row]["mean_squared_error"]) for row in keep])

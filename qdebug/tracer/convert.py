@@ -33,12 +33,16 @@ class ConversionOptions:
     """``int8``, or ``int16x8`` (16-bit activations, 8-bit weights)."""
     denylisted: list[str] = field(default_factory=list)
     """Filled by the conversion: the op names left in float for ``keep_float``."""
+    keras_export: list[str] = field(default_factory=list)
+    """Filled by the conversion: how the model reached the converter (``frozen graph`` or
+    ``saved model``; empty for a SavedModel folder)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The options as plain values."""
         out = asdict(self)
         out["keep_float"] = list(self.keep_float)
         out["keep_float_ops"] = out.pop("denylisted")
+        out["keras_export"] = self.keras_export[0] if self.keras_export else ""
         if self.scheme == "int16x8":
             out["supported_ops"] = INT16X8_OPS
         return out
@@ -62,6 +66,60 @@ def _converter(model: Any) -> Any:
     if isinstance(model, Path):
         return tf.lite.TFLiteConverter.from_saved_model(str(model))
     return tf.lite.TFLiteConverter.from_keras_model(model)
+
+
+#: How the Keras model reached the converter (recorded as ``converter.keras_export``).
+EXPORT_FROZEN = "frozen graph"
+EXPORT_SAVED_MODEL = "saved model"
+
+
+def _frozen_converter(model: Any) -> Any | None:
+    """A converter over the Keras model's inference function as a frozen graph, or None when
+    the model is not a Keras graph model.
+
+    ``from_keras_model`` first writes the model out as a SavedModel and reads it back, which
+    is most of a conversion's time (5 of 8 s for MobileNetV2). Handing the converter the same
+    inference function (``training=False``, the model's own input signature, one list
+    argument for several inputs, as ``from_keras_model`` traces it) without the SavedModel
+    gives the same ops, quantization and weights (checked on the whole corpus, see
+    bench/converter_paths.py); only the graph inputs' and outputs' tensor names differ
+    (``image`` for ``serving_default_image:0``).
+    """
+    tf = import_tf()
+    inputs = list(getattr(model, "inputs", None) or [])
+    if not inputs or isinstance(model, Path) or not callable(model):
+        return None
+    try:
+        specs = [
+            tf.TensorSpec(t.shape, dtype=t.dtype, name=str(t.name).split(":")[0])
+            for t in inputs
+        ]
+        signature = specs if len(specs) == 1 else [specs]
+        fn = tf.function(lambda x: model(x, training=False), input_signature=signature)
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
+    except Exception:  # an unusual model: the converter's own route handles it
+        return None
+    conv.experimental_lower_to_saved_model = False
+    return conv
+
+
+def _convert_keras(
+    model: Any, configure: Callable[[Any], None], layer_names: list[str]
+) -> tuple[bytes, str]:
+    """Convert ``model`` with the converter settings ``configure`` applies: by the frozen
+    graph when that works, else (and for SavedModel folders) by the converter's usual route,
+    whose errors are the ones reported. Returns the flatbuffer and the route taken."""
+    fast = None if isinstance(model, Path) else _frozen_converter(model)
+    if fast is not None:
+        configure(fast)
+        try:
+            with captured_output():
+                return bytes(fast.convert()), EXPORT_FROZEN
+        except Exception:
+            pass  # the usual route below reports the real error
+    conv = _converter(model)
+    configure(conv)
+    return _run(conv, layer_names), EXPORT_SAVED_MODEL
 
 
 def layer_names_in(text: str, layer_names: Iterable[str]) -> list[str]:
@@ -145,15 +203,24 @@ def convert_int8(
 ) -> bytes:
     """Full-integer post-training quantization of ``model``."""
     tf = import_tf()
-    conv = _converter(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [_op_set(options.scheme)]
-    if options.int8_io:
-        io = tf.int16 if options.scheme == "int16x8" else tf.int8
-        conv.inference_input_type = io
-        conv.inference_output_type = io
-    return _run(conv, layer_names)
+
+    def configure(conv: Any) -> None:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [_op_set(options.scheme)]
+        if options.int8_io:
+            io = tf.int16 if options.scheme == "int16x8" else tf.int8
+            conv.inference_input_type = io
+            conv.inference_output_type = io
+
+    content, route = _convert_keras(model, configure, layer_names)
+    _note_route(options, model, route)
+    return content
+
+
+def _note_route(options: ConversionOptions, model: Any, route: str) -> None:
+    if not isinstance(model, Path):
+        options.keras_export[:] = [route]
 
 
 def _op_set(scheme: str) -> Any:
@@ -222,7 +289,6 @@ def convert_int8_and_twin(
         from tensorflow.lite.python.convert import mlir_quantize
     except ImportError:  # pragma: no cover - depends on the TensorFlow version
         mlir_quantize = None
-    conv = _converter(model)
     if options.keep_float and options.scheme != "int8":
         raise ConversionError(
             "--keep-float works with --scheme int8 only",
@@ -235,7 +301,7 @@ def convert_int8_and_twin(
             convert_int8(model, representative, options, layer_names),
             convert_float(model, layer_names),
         )
-    if mlir_quantize is None or not hasattr(conv, "_experimental_calibrate_only"):
+    if mlir_quantize is None or not _has_calibrate_only():
         if options.keep_float:
             raise ConversionError(
                 "--keep-float needs tensorflow.lite.python.convert.mlir_quantize, which this "
@@ -246,11 +312,15 @@ def convert_int8_and_twin(
             convert_int8(model, representative, options, layer_names),
             convert_float(model, layer_names),
         )
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv._experimental_calibrate_only = True
-    calibrated = _run(conv, layer_names)
+
+    def configure(conv: Any) -> None:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv._experimental_calibrate_only = True
+
+    calibrated, route = _convert_keras(model, configure, layer_names)
+    _note_route(options, model, route)
     if is_quantized(calibrated):
         # A QAT model: the converter quantizes it from its fake-quant ranges even in
         # calibrate-only mode. The float twin is then a plain conversion, which keeps the fake
@@ -289,6 +359,16 @@ def convert_int8_and_twin(
     return bytes(int8), calibrated
 
 
+def _has_calibrate_only() -> bool:
+    """Whether this TensorFlow's converter has the (private) calibrate-only mode."""
+    try:
+        from tensorflow.lite.python import lite
+
+        return hasattr(lite.TFLiteConverterBase(), "_experimental_calibrate_only")
+    except Exception:  # pragma: no cover - depends on the TensorFlow version
+        return False
+
+
 def is_quantized(content: bytes) -> bool:
     """Whether a ``.tflite`` model's compute ops already produce integer tensors."""
     from qdebug.tracer.litert import LiteModel
@@ -301,7 +381,7 @@ def is_quantized(content: bytes) -> bool:
 
 def convert_float(model: Any, layer_names: list[str]) -> bytes:
     """The float twin: same converter, no optimizations, so the same ops and tensor names."""
-    return _run(_converter(model), layer_names)
+    return _convert_keras(model, lambda conv: None, layer_names)[0]
 
 
 def _run(conv: Any, layer_names: list[str]) -> bytes:

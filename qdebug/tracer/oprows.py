@@ -25,7 +25,9 @@ from qdebug.store.schema import (
 from qdebug.tracer.litert import LiteModel
 
 #: Name components that say nothing about where an op sits in the model.
-_GENERIC = re.compile(r"^(tfl\.|arith\.|StatefulPartitionedCall|serving_default|PartitionedCall)")
+_GENERIC = re.compile(
+    r"^(tfl\.|arith\.|StatefulPartitionedCall|serving_default|PartitionedCall|Identity_?\d*$)"
+)
 
 
 @dataclass
