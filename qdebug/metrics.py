@@ -65,31 +65,48 @@ def dequantize(raw: np.ndarray, qp: QuantParams | None) -> np.ndarray:
     """Real values of raw integers ``raw`` (float arrays pass through as float32)."""
     if qp is None or not np.issubdtype(raw.dtype, np.integer):
         return np.asarray(raw, dtype=np.float32)
-    return ((raw.astype(np.float32) - np.float32(qp.zero_point)) * np.float32(qp.scale)).astype(
-        np.float32
-    )
+    q = raw.astype(np.float32)
+    q -= np.float32(qp.zero_point)
+    q *= np.float32(qp.scale)
+    return q
 
 
 def _rowsum(x: np.ndarray) -> np.ndarray:
-    """Row sums accumulated in float64 (pairwise) from float32 values."""
-    return np.asarray(x.sum(axis=1, dtype=np.float64))
+    """Row sums of float32 values (pairwise summation) as float64."""
+    return np.asarray(x.sum(axis=1), dtype=np.float64)
+
+
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row of two (n, d) float32 arrays, Σ a·b as float64.
+
+    A BLAS dot product per row: vector partial sums keep the relative error near 1e-7
+    (docs/metrics.md, "Precision"), at a fifth of the time of a float64 sum, and each row's
+    result depends on that row alone, never on the rows batched with it.
+    """
+    n = a.shape[0]
+    if a.shape[1] == 0:
+        return np.zeros(n)
+    return np.matmul(a[:, None, :], b[:, :, None]).reshape(n).astype(np.float64)
 
 
 def _rows(x: np.ndarray, n: int) -> np.ndarray:
-    return np.asarray(x, dtype=np.float32).reshape(n, -1)
+    return np.ascontiguousarray(x, dtype=np.float32).reshape(n, -1)
 
 
-def sample_stats(f: np.ndarray, raw: np.ndarray, qp: QuantParams | None) -> dict[str, np.ndarray]:
+def sample_stats(
+    f: np.ndarray, raw: np.ndarray, qp: QuantParams | None, q: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Sufficient statistics of each sample of a batch.
 
-    Elementwise work is float32 (the precision of both models); every sum is accumulated in
-    float64.
+    Elementwise work is float32 (the precision of both models); sums are float32 dot
+    products with vector partial sums, returned as float64.
 
     Args:
         f: float reference, shape (batch, ...).
         raw: the int8 model's tensor, same number of elements per sample; raw integers when
             ``qp`` is given, else float values (a float island).
         qp: the tensor's quantization parameters, or None for a float tensor.
+        q: ``dequantize(raw, qp)`` when the caller has it already.
 
     Returns:
         One array of shape (batch,) per name in ``ACCUMULATED_STATS``.
@@ -97,41 +114,55 @@ def sample_stats(f: np.ndarray, raw: np.ndarray, qp: QuantParams | None) -> dict
     n = f.shape[0]
     f32 = _rows(f, n)
     r = np.asarray(raw).reshape(n, -1)
-    q32 = dequantize(r, qp)
+    q32 = dequantize(r, qp) if q is None else q.reshape(n, -1)
     if f32.shape != q32.shape:
         raise ValueError(f"float shape {f32.shape} and int8 shape {q32.shape} differ")
     e = q32 - f32
-    e2 = e * e
+    e2 = _rowdot(e, e)
     out: dict[str, np.ndarray] = {
         "count": np.full(n, f32.shape[1], dtype=np.float64),
-        "sum_f2": _rowsum(f32 * f32),
-        "sum_q2": _rowsum(q32 * q32),
-        "sum_fq": _rowsum(f32 * q32),
+        "sum_f2": _rowdot(f32, f32),
+        "sum_q2": _rowdot(q32, q32),
+        "sum_fq": _rowdot(f32, q32),
         "sum_e": _rowsum(e),
-        "sum_e2": _rowsum(e2),
+        "sum_e2": e2,
         "max_abs_e": (
             np.maximum(e.max(axis=1), -e.min(axis=1)).astype(np.float64)
             if f32.shape[1]
             else np.zeros(n)
         ),
     }
-    if qp is not None and np.issubdtype(r.dtype, np.integer):
-        sat = np.zeros(n, dtype=np.float64)
-        if qp.zero_point != qp.qmin:
-            sat += (r == qp.qmin).sum(axis=1)
-        if qp.zero_point != qp.qmax:
-            sat += (r == qp.qmax).sum(axis=1)
-        half = 0.5 * qp.scale
-        clip = (f32 < qp.low - half) | (f32 > qp.high + half)
-        out["saturated"] = sat
-        out["clipped"] = clip.sum(axis=1).astype(np.float64)
-        out["sum_e2_clipped"] = _rowsum(np.where(clip, e2, np.float32(0)))
-    else:
-        zeros = np.zeros(n, dtype=np.float64)
-        out["saturated"] = zeros
-        out["clipped"] = zeros.copy()
-        out["sum_e2_clipped"] = zeros.copy()
+    zeros = np.zeros(n, dtype=np.float64)
+    out["saturated"], out["clipped"], out["sum_e2_clipped"] = zeros, zeros.copy(), zeros.copy()
+    if qp is None or not np.issubdtype(r.dtype, np.integer) or not f32.shape[1]:
+        return out
+    # Counting is needed only in the rows that reach an end of the range: min and max tell.
+    low, high = r.min(axis=1), r.max(axis=1)
+    for end, hit in ((qp.qmin, low == qp.qmin), (qp.qmax, high == qp.qmax)):
+        if qp.zero_point != end and hit.any():
+            out["saturated"][hit] += (r[hit] == end).sum(axis=1)
+    outside = (f32.min(axis=1) < clip_low(qp)) | (f32.max(axis=1) > clip_high(qp))
+    if outside.any():
+        clip = clipped_mask(f32[outside], qp)
+        out["clipped"][outside] = clip.sum(axis=1)
+        eo = e[outside]
+        out["sum_e2_clipped"][outside] = _rowsum(np.where(clip, eo * eo, np.float32(0)))
     return out
+
+
+def clip_low(qp: QuantParams) -> float:
+    """Float values below this are clipped: half an LSB under the lowest representable."""
+    return qp.low - 0.5 * qp.scale
+
+
+def clip_high(qp: QuantParams) -> float:
+    """Float values above this are clipped: half an LSB over the highest representable."""
+    return qp.high + 0.5 * qp.scale
+
+
+def clipped_mask(f: np.ndarray, qp: QuantParams) -> np.ndarray:
+    """Where float values lie outside what ``qp`` represents (beyond half an LSB)."""
+    return (f < clip_low(qp)) | (f > clip_high(qp))
 
 
 def local_stats(
@@ -154,10 +185,10 @@ def local_stats(
     local = dequantize(np.asarray(raw).reshape(n, -1), qp) - fh
     prop = fh - _rows(f, n)
     return {
-        "sum_ref2": _rowsum(fh * fh),
+        "sum_ref2": _rowdot(fh, fh),
         "sum_local_e": _rowsum(local),
-        "sum_local_e2": _rowsum(local * local),
-        "sum_prop_e2": _rowsum(prop * prop),
+        "sum_local_e2": _rowdot(local, local),
+        "sum_prop_e2": _rowdot(prop, prop),
         "sum_in_e2": np.asarray(in_e2, dtype=np.float64).reshape(n),
     }
 

@@ -157,6 +157,9 @@ class _StatsTable:
         self.per_sample = group.create_group("per_sample") if per_sample else None
         self.pooled_group = group.create_group("pooled")
         self.sums: dict[str, np.ndarray] = {}
+        self._pending: dict[str, list[np.ndarray]] = {}
+        """Per-sample rows not yet written (fewer than a chunk's worth)."""
+        self._written = 0
         for stat in metrics.STATS if per_sample else ():
             self.per_sample.create_dataset(  # type: ignore[union-attr]
                 stat,
@@ -175,9 +178,7 @@ class _StatsTable:
             else:
                 values = np.asarray(stats[stat], dtype=np.float64).reshape(batch, self.width)
             if self.per_sample is not None:
-                ds = self.per_sample[stat]
-                ds.resize(self.rows + batch, axis=0)
-                ds[self.rows : self.rows + batch] = values
+                self._pending.setdefault(stat, []).append(values)
             pooled = metrics.pool({stat: values})[stat]
             if stat not in self.sums:
                 self.sums[stat] = pooled
@@ -186,8 +187,23 @@ class _StatsTable:
             else:
                 self.sums[stat] = self.sums[stat] + pooled
         self.rows += batch
+        if self.rows - self._written >= _GROW:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending rows: one write per chunk's worth, not one per batch (each write
+        of a compressed chunk compresses it again)."""
+        if self.per_sample is None or self._written == self.rows:
+            return
+        for stat, parts in self._pending.items():
+            ds = self.per_sample[stat]
+            ds.resize(self.rows, axis=0)
+            ds[self._written : self.rows] = np.concatenate(parts)
+        self._pending = {}
+        self._written = self.rows
 
     def finish(self, scale: np.ndarray) -> dict[str, np.ndarray]:
+        self.flush()
         sums = self.sums or {s: np.full(self.width, np.nan) for s in metrics.STATS}
         for stat, value in sums.items():
             self.pooled_group.create_dataset("stat_" + stat, data=value)

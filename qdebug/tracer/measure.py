@@ -113,15 +113,14 @@ class Measurer:
             r = self.records[i]
             f = keras[r.name][:n]
             qp = self.qps[i]
-            st = given[i] if given and i in given else metrics.sample_stats(f, raw, qp)
+            q = metrics.dequantize(raw, qp).reshape(f.shape)
+            deq[i] = q
+            st = given[i] if given and i in given else metrics.sample_stats(f, raw, qp, q)
             for k, v in st.items():
                 if k in metrics.ACCUMULATED_STATS or not np.isnan(v).any():
                     layer_stats[k][:, i] = v
-            q = metrics.dequantize(raw, qp).reshape(f.shape)
-            deq[i] = q
             if self.keep_analysis:
                 self._channels(i, f, q, qp, raw)
-                self._ranges(i, f, raw)
             if r.status == STATUS_INPUT:  # nothing computed: all of its error is its own
                 layer_stats["sum_ref2"][:, i] = st["sum_f2"]
                 layer_stats["sum_local_e"][:, i] = st["sum_e"]
@@ -226,15 +225,19 @@ class Measurer:
         self, i: int, f: np.ndarray, q: np.ndarray, qp: metrics.QuantParams | None,
         raw: np.ndarray | None = None,
     ) -> None:
+        """Per-channel sums of one batch of layer ``i``, and its float and raw ranges."""
         c = f.shape[-1] if f.ndim > 1 else 1
-        f2 = np.asarray(f, dtype=np.float32).reshape(-1, c)
+        f2 = np.ascontiguousarray(f, dtype=np.float32).reshape(-1, c)
         e = np.asarray(q, dtype=np.float32).reshape(-1, c) - f2
         clipped = np.zeros(c)
-        if qp is not None:
-            half = 0.5 * qp.scale
-            clipped = ((f2 < qp.low - half) | (f2 > qp.high + half)).sum(axis=0).astype(float)
+        lo, hi = (float(f2.min()), float(f2.max())) if f2.size else (np.inf, -np.inf)
+        if qp is not None and (lo < metrics.clip_low(qp) or hi > metrics.clip_high(qp)):
+            clipped = metrics.clipped_mask(f2, qp).sum(axis=0).astype(float)
+        # float32 fused multiply-sums (relative error ~1e-5 per batch), added up in float64.
         sums = ChannelSums(
-            (f2 * f2).sum(axis=0, dtype=np.float64), (e * e).sum(axis=0, dtype=np.float64), clipped,
+            np.einsum("ij,ij->j", f2, f2).astype(np.float64),
+            np.einsum("ij,ij->j", e, e).astype(np.float64),
+            clipped,
             channel_saturation(raw, qp, c),
         )
         cur = self.channels.get(i)
@@ -246,12 +249,10 @@ class Measurer:
             cur.clipped += sums.clipped
             if cur.saturated is not None and sums.saturated is not None:
                 cur.saturated += sums.saturated
-
-    def _ranges(self, i: int, f: np.ndarray, raw: np.ndarray) -> None:
-        if f.size:
-            self.float_min[i] = min(self.float_min[i], float(f.min()))
-            self.float_max[i] = max(self.float_max[i], float(f.max()))
-        if np.issubdtype(raw.dtype, np.integer) and raw.size:
+        if f2.size:
+            self.float_min[i] = min(self.float_min[i], lo)
+            self.float_max[i] = max(self.float_max[i], hi)
+        if raw is not None and np.issubdtype(raw.dtype, np.integer) and raw.size:
             self.raw_min[i] = min(self.raw_min[i], float(raw.min()))
             self.raw_max[i] = max(self.raw_max[i], float(raw.max()))
 
@@ -298,9 +299,12 @@ def channel_saturation(
         return np.zeros(channels)
     r = np.asarray(raw).reshape(-1, channels)
     sat = np.zeros(channels)
-    if qp.zero_point != qp.qmin:
+    if not r.size:
+        return sat
+    lo, hi = r.min(), r.max()
+    if qp.zero_point != qp.qmin and lo == qp.qmin:
         sat += (r == qp.qmin).sum(axis=0)
-    if qp.zero_point != qp.qmax:
+    if qp.zero_point != qp.qmax and hi == qp.qmax:
         sat += (r == qp.qmax).sum(axis=0)
     return sat
 

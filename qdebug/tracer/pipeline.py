@@ -43,7 +43,7 @@ from qdebug.tracer.op_view import lite_input_specs, op_outputs, wrap_subclassed
 from qdebug.tracer.oprows import OpTable, assign_layers, build_op_table, op_layer_records
 from qdebug.tracer.segments import SegmentRunner
 from qdebug.tracer.shard_data import shard_source
-from qdebug.tracer.sides import Sides, lite_input_order
+from qdebug.tracer.sides import Sides, lite_input_order, run_ahead
 from qdebug.tracer.tfenv import import_tf
 from qdebug.tracer.verify import LocalRefs, build_verify_model, pair_local_refs
 from qdebug.tracer.weights import weight_stats
@@ -591,9 +591,11 @@ class Tracer:
         sample_no = self.first_sample
         bsz = max(1, self.opt.batch_size)
         with self.phases.bar("trace", total=data.known_length) as advance:
-            for batch in _batches(data, bsz):
+            for batch, got in run_ahead(
+                _batches(data, bsz),
+                lambda b: sides.run(b, int8_wanted, twin_wanted, out_tensor),
+            ):
                 n = len(batch)
-                got = sides.run(batch, int8_wanted, twin_wanted, out_tensor)
                 mismatched += got.mismatched
                 self.max_diff = max(self.max_diff, got.max_diff)
                 out_stacked = [

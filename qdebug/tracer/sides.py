@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -20,6 +22,28 @@ from qdebug.tracer.litert import LiteModel
 from qdebug.tracer.matching import quantized_input
 from qdebug.tracer.oprows import OpTable
 from qdebug.tracer.verify import LocalRefs
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def run_ahead(items: Iterator[T], run: Callable[[T], R]) -> Iterator[tuple[T, R]]:
+    """``(item, run(item))`` for each item, running the next item in a worker thread while the
+    caller works on the current one.
+
+    LiteRT's ``invoke`` and numpy's loops release the GIL, so the interpreters of one batch and
+    the statistics of the previous one share the two cores. Items are drawn (the data source
+    read) in the caller's thread; ``run`` calls stay in order, one at a time.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="qdebug-sides") as pool:
+        pending: tuple[T, Future[R]] | None = None
+        for item in items:
+            ahead = (item, pool.submit(run, item))
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = ahead
+        if pending is not None:
+            yield pending[0], pending[1].result()
 
 
 def lite_input_order(lite: LiteModel, names: list[str]) -> list[int]:
