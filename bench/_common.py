@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,50 @@ def prepare(max_samples: int) -> None:
         np.save(CALIB_PATH, synthetic_images(CALIB_SAMPLES, SEED + 1))
     if not DATA_PATH.exists() or len(np.load(DATA_PATH, mmap_mode="r")) < max_samples:
         np.save(DATA_PATH, synthetic_images(max_samples, SEED + 2))
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """A model both tools are timed on, with its traced samples and calibration set."""
+
+    name: str
+    description: str
+    model: Path
+    data: Path
+    calib: Path
+
+
+DEEP_RESIDUAL = BenchModel(
+    "deep_residual",
+    "examples/deep_residual.py: 12 residual blocks (52 Keras layers), trained on digits",
+    OUT / "deep_residual.keras", OUT / "digits_data.npy", OUT / "digits_calib.npy",
+)
+MOBILENETV2 = BenchModel(
+    "mobilenetv2", "MobileNetV2 alpha=0.35 96x96, random weights, random BN statistics",
+    MODEL_PATH, DATA_PATH, CALIB_PATH,
+)
+MODELS = {m.name: m for m in (MOBILENETV2, DEEP_RESIDUAL)}
+
+
+def prepare_model(which: BenchModel, max_samples: int) -> None:
+    """Build ``which`` and its samples into bench/out/ once (later runs reuse them)."""
+    if which is MOBILENETV2:
+        prepare(max_samples)
+        return
+    import numpy as np
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(BENCH.parent / "examples"))
+    import deep_residual
+
+    if not which.model.exists():
+        deep_residual.build().save(which.model)
+    images = deep_residual.data()
+    if not which.calib.exists():
+        np.save(which.calib, images[:CALIB_SAMPLES])
+    if not which.data.exists() or len(np.load(which.data, mmap_mode="r")) < max_samples:
+        rest = images[CALIB_SAMPLES:]
+        np.save(which.data, np.concatenate([rest] * (max_samples // len(rest) + 1))[:max_samples])
 
 
 def run_worker(args: list[str], timeout: float = 900.0) -> dict[str, Any]:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The qdebug next to this bench/ folder, even when another checkout is installed in the venv.
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from _common import CALIB_PATH, DATA_PATH, MODEL_PATH, OUT, RESULT_TAG
+from _common import MODELS, OUT, RESULT_TAG
 
 
 def git_commit() -> str:
@@ -195,7 +195,7 @@ def run_qdebug(model: Any, data: Any, calib: Any, args: argparse.Namespace) -> d
 
     timers = Timers()
     phases = instrument_qdebug(timers) if args.breakdown or args.rss_by_phase else {}
-    out = OUT / f"trace-{args.n}.h5"
+    out = OUT / f"trace-{args.model}-{args.n}.h5"
     out.unlink(missing_ok=True)
     start = time.perf_counter()
     kwargs: dict[str, Any] = {"out": out, "calib": calib, "calib_samples": len(calib),
@@ -250,6 +250,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("tool", choices=["qdebug", "debugger"])
     p.add_argument("--n", type=int, required=True)
+    p.add_argument("--model", choices=sorted(MODELS), default="mobilenetv2")
     p.add_argument("--store-samples", type=int, default=None, help="default: qdebug's own")
     p.add_argument("--breakdown", action="store_true", help="time qdebug's phases and hot calls")
     p.add_argument("--keep", action="store_true", help="keep the trace file")
@@ -271,13 +272,14 @@ def main() -> None:
     # Import cost belongs to "imports", not to "work".
     import qdebug.tracer.pipeline
     t1 = time.perf_counter()
-    model = keras.models.load_model(MODEL_PATH)
+    which = MODELS[args.model]
+    model = keras.models.load_model(which.model)
     data: Any
     if args.source == "npy":
-        data = np.ascontiguousarray(np.load(DATA_PATH, mmap_mode="r")[: args.n])
+        data = np.ascontiguousarray(np.load(which.data, mmap_mode="r")[: args.n])
     else:
         data = SyntheticSamples(args.n, seed=7)
-    calib = np.load(CALIB_PATH)
+    calib = np.load(which.calib)
     t2 = time.perf_counter()
     rss_before = current_rss_mb()
     peak_before = peak_rss_mb()
@@ -287,7 +289,8 @@ def main() -> None:
 
     result.update(
         qdebug_src=str(Path(qdebug.__file__).parent), git_commit=git_commit(),
-        tool=args.tool, n=args.n, calib_samples=len(calib), import_s=t1 - t0, setup_s=t2 - t1,
+        tool=args.tool, n=args.n, model=args.model, calib_samples=len(calib),
+        import_s=t1 - t0, setup_s=t2 - t1,
         rss_before_work_mb=rss_before, peak_rss_before_work_mb=peak_before,
         peak_rss_mb=peak_rss_mb(),
     )
