@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -186,3 +187,111 @@ def test_diff_max_accuracy_drop_exits_1_on_tiny_calibration(calibrations) -> Non
     res = _qdebug("diff", good, faint, "--max-accuracy-drop", "0.01")  # the default tolerance
     assert res.returncode == 1 and "int8 accuracy" in res.stdout, res.stdout
 
+
+def _worst_ids(app: Any) -> list[int]:
+    from textual.widgets import OptionList
+
+    worst = app.screen.query_one("#worst-samples", OptionList)
+    return [int(worst.get_option_at_index(k).id) for k in range(worst.option_count)]
+
+
+def _footer_keys(app: Any) -> dict[str, str]:
+    """What the footer offers: key → description of the binding that key would run."""
+    return {k: b.binding.description for k, b in app.screen.active_bindings.items()}
+
+
+def test_viewer_sorts_worst_samples_flipped_first(calibrations) -> None:  # type: ignore[no-untyped-def]
+    """`qdebug view` on the faint-calibration trace: in a layer's detail, `f` lists the samples
+    whose answer quantization flipped first (right→wrong, then wrong→right, each by that layer's
+    SQNR), marked; `f` again goes back to SQNR; the order holds for the next layer opened."""
+    from qdebug.tui.app import create_app
+    from qdebug.tui.screens.detail import WORST_SAMPLES, LayerDetailScreen
+    from qdebug.tui.screens.main import MainScreen
+    from tui_traces import sync
+
+    faint = calibrations["faint"]
+    with qdebug.open(faint) as tr:
+        acc = accuracy(tr)
+        assert acc is not None and len(acc.right_to_wrong) >= 2
+        layer = tr.layer_index("probs")
+        sq = np.asarray(tr.layer_sample_metrics("sqnr_db", layer), dtype=np.float64)
+        pool = tr.layer_index("pool")
+        sq_pool = np.asarray(tr.layer_sample_metrics("sqnr_db", pool), dtype=np.float64)
+    r2w, w2r = set(acc.right_to_wrong.tolist()), set(acc.wrong_to_right.tolist())
+
+    def by_sqnr(values: np.ndarray, among: Any) -> list[int]:
+        return sorted(among, key=lambda s: (np.inf if np.isnan(values[s]) else values[s], s))
+
+    def flipped_first(values: np.ndarray) -> list[int]:
+        rest = set(range(len(values))) - r2w - w2r
+        return by_sqnr(values, r2w) + by_sqnr(values, w2r) + by_sqnr(values, rest)
+
+    @sync
+    async def run() -> None:
+        from textual.widgets import OptionList
+
+        app = create_app(faint)
+        async with app.run_test(size=(120, 40)) as pilot:
+            main = app.screen
+            assert isinstance(main, MainScreen)
+            main.jump_to(layer)
+            await pilot.press("enter")
+            assert isinstance(app.screen, LayerDetailScreen)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert _worst_ids(app) == by_sqnr(sq, range(len(sq)))[:WORST_SAMPLES]
+            assert _footer_keys(app)["f"] == "Flipped first"
+            worst = app.screen.query_one("#worst-samples", OptionList)
+            assert worst.border_subtitle == f"flipped {len(r2w)} r→w {len(w2r)} w→r"
+
+            await pilot.press("f")
+            await pilot.pause()
+            ids = _worst_ids(app)
+            assert ids == flipped_first(sq)[:WORST_SAMPLES]
+            assert set(ids[:min(len(r2w), WORST_SAMPLES)]) <= r2w
+            for k, s in enumerate(ids):
+                prompt = str(worst.get_option_at_index(k).prompt)
+                mark = "right→wrong" if s in r2w else "wrong→right" if s in w2r else None
+                assert (mark in prompt) if mark else "→" not in prompt, (s, prompt)
+            assert worst.border_title == "worst: flipped first"
+            assert _footer_keys(app)["f"] == "Worst by SQNR"
+
+            # The order holds for the next layer opened, by that layer's own SQNR.
+            await pilot.press("escape")
+            app.screen.jump_to(pool)  # type: ignore[attr-defined]
+            await pilot.press("enter")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert _worst_ids(app) == flipped_first(sq_pool)[:WORST_SAMPLES]
+
+            await pilot.press("f")
+            await pilot.pause()
+            assert _worst_ids(app) == by_sqnr(sq_pool, range(len(sq_pool)))[:WORST_SAMPLES]
+            assert app.screen.query_one("#worst-samples", OptionList).border_title == \
+                "worst samples"
+            assert _footer_keys(app)["f"] == "Flipped first"
+
+    run()
+
+
+def test_viewer_without_labels_offers_no_flipped_order(fixture_trace: Path) -> None:
+    """A trace without labels: no `f` in the footer, and pressing it changes nothing."""
+    from qdebug.tui.app import create_app
+    from qdebug.tui.screens.detail import LayerDetailScreen
+    from tui_traces import sync
+
+    @sync
+    async def run() -> None:
+        app = create_app(fixture_trace)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("down", "down", "down", "enter")
+            assert isinstance(app.screen, LayerDetailScreen)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            before = _worst_ids(app)
+            assert len(before) == 8 and "f" not in _footer_keys(app)
+            await pilot.press("f")
+            await pilot.pause()
+            assert _worst_ids(app) == before and app.screen.sort_by == "sqnr"
+
+    run()
