@@ -61,6 +61,12 @@ _CANVAS_RECT_JS = """(() => { const r = document.querySelector("webgl-renderer c
   .getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })()"""
 
 
+#: The graph is drawn with WebGL. Without a GPU Chromium falls back to SwiftShader (software
+#: WebGL) by itself but warns that this fallback is deprecated; asking for it keeps working
+#: where the automatic fallback is gone. The page is our own local server's.
+WEBGL_FLAGS = ("--use-angle=swiftshader", "--enable-unsafe-swiftshader")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
@@ -191,7 +197,7 @@ def main(argv: list[str]) -> int:
         print("no Chromium on PATH", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as folder, explore_server(trace, Path(folder)) as url, \
-            HeadlessChromium(binary) as browser:
+            HeadlessChromium(binary, flags=WEBGL_FLAGS) as browser:
         shot = screenshot(browser, url, out, show=OVERLAYS[0].name, n_sets=len(OVERLAYS))
     print(f"wrote {out}: {len(shot.png)} bytes; providers {shot.providers}")
     return 0

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import qdebug
-from explorer_page import NODE_PIXELS, explore_server, screenshot
+from explorer_page import NODE_PIXELS, WEBGL_FLAGS, explore_server, screenshot
 from headless_chromium import HeadlessChromium, find_chromium
 from qdebug.model_explorer_data import SQNR_THRESHOLDS, node_data
 
@@ -125,7 +125,8 @@ def test_page_in_headless_chromium_shows_the_overlay(op_trace: Path, tmp_path: P
     expect = {_colour(r["value"], accumulated["thresholds"])
               for r in accumulated["results"].values()}
     out = tmp_path / "explorer.png"
-    with explore_server(op_trace, tmp_path) as url, HeadlessChromium(binary) as browser:
+    with explore_server(op_trace, tmp_path) as url, \
+            HeadlessChromium(binary, flags=WEBGL_FLAGS) as browser:
         shot = screenshot(browser, url, out, show=accumulated["name"], n_sets=len(sets),
                           expect=expect, palette=palette)
         console = browser.console_messages()
