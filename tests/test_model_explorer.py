@@ -1,22 +1,24 @@
 """Model Explorer overlays: the node data parse with the installed package's own dataclasses, their
-keys are tensor names of the graph Model Explorer builds from the INT8 model, and `qdebug explore`
-serves that model. Skipped (with the reason) where ai-edge-model-explorer is not installed."""
+keys are tensor names of the graph Model Explorer builds from the INT8 model, `qdebug explore`
+serves that model, and its page in headless Chromium draws the graph in the overlay's colours.
+Skipped (with the reason) where ai-edge-model-explorer or Chromium is not installed."""
 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import qdebug
-from qdebug.model_explorer_data import node_data
+from explorer_page import NODE_PIXELS, WEBGL_FLAGS, explore_server, screenshot
+from headless_chromium import HeadlessChromium, find_chromium
+from qdebug.model_explorer_data import SQNR_THRESHOLDS, node_data
 
 pytestmark = pytest.mark.tf  # the fixture trace is made with TensorFlow
 
@@ -84,45 +86,70 @@ def test_keys_are_tensor_names_of_model_explorers_graph(op_trace: Path, tmp_path
     assert names == keys
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return int(s.getsockname()[1])
-
-
 def test_explore_serves_the_int8_model_with_overlays(op_trace: Path, tmp_path: Path) -> None:
     pytest.importorskip("model_explorer", reason="ai-edge-model-explorer is not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qdebug", "explore", str(op_trace), "--port", str(port),
-         "--no-browser", "--dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
-    )
-    try:
-        url = ""
-        deadline = time.time() + 120
-        assert proc.stdout is not None
-        while time.time() < deadline and not url:
-            line = proc.stdout.readline()
-            if line.startswith(f"http://localhost:{port}"):
-                url = line.strip()
-            if not line and proc.poll() is not None:
-                break
-        assert url, "qdebug explore printed no URL"
+    with explore_server(op_trace, tmp_path) as url:
         assert "nodeData" in urllib.parse.unquote(url)
         model = next(tmp_path.glob("*_int8.tflite"))
         body = json.dumps({"extensionId": "builtin_tflite_flatbuffer", "cmdId": "convert",
                            "modelPath": str(model), "settings": {},
                            "deleteAfterConversion": False}).encode()
-        req = urllib.request.Request(f"http://localhost:{port}/apipost/v1/send_command", body,
+        req = urllib.request.Request(f"{url.split('/?')[0]}/apipost/v1/send_command", body,
                                      {"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=60) as resp:
             graph = resp.read().decode()
-        keys = json.loads((tmp_path / model.name.replace("_int8.tflite", ".json")).read_text())
-        assert all(json.dumps(k)[1:-1] in graph for k in keys["results"])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    keys = json.loads((tmp_path / model.name.replace("_int8.tflite", ".json")).read_text())
+    assert all(json.dumps(k)[1:-1] in graph for k in keys["results"])
+
+
+def _colour(value: float, thresholds: list[dict[str, Any]]) -> str:
+    """Model Explorer's own rule (web app, ``getBgColor``): the first threshold the value is at
+    or under gives the colour."""
+    return next(str(t["bgColor"]) for t in thresholds if value <= float(t["value"]))
+
+
+def test_page_in_headless_chromium_shows_the_overlay(op_trace: Path, tmp_path: Path) -> None:
+    """The real page, in a real browser: every node-data set is listed, and the graph is
+    drawn in exactly the colours qdebug's accumulated SQNR of its ops call for."""
+    pytest.importorskip("model_explorer", reason="ai-edge-model-explorer is not installed "
+                        "(pip install 'qdebug[explorer]')")
+    image = pytest.importorskip("PIL.Image", reason="Pillow is not installed (dev extra)")
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("no Chromium on PATH (apt-get install chromium; .ci/run installs it where "
+                    "it can)")
+    with qdebug.open(op_trace) as tr:
+        sets = node_data(tr)
+    accumulated = sets[""]
+    palette = {colour for _, colour in SQNR_THRESHOLDS}
+    expect = {_colour(r["value"], accumulated["thresholds"])
+              for r in accumulated["results"].values()}
+    out = tmp_path / "explorer.png"
+    with explore_server(op_trace, tmp_path) as url, \
+            HeadlessChromium(binary, flags=WEBGL_FLAGS) as browser:
+        shot = screenshot(browser, url, out, show=accumulated["name"], n_sets=len(sets),
+                          expect=expect, palette=palette)
+        console = browser.console_messages()
+
+    png = out.read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and png == shot.png
+    with image.open(out) as im:
+        assert im.size == (1400, 900)
+    # Every set qdebug wrote is listed, by the name qdebug gave it; the accumulated SQNR is
+    # the one shown (eye open), the others are not.
+    assert shot.providers == [
+        (body["name"], "visibility" if body is accumulated else "visibility_off")
+        for body in sets.values()
+    ], console
+    # The graph (its WebGL canvas, not the side panel's table) is painted in the colours of
+    # the ops' values, each at least one node's worth of pixels, and in no other colour of
+    # the scale beyond an anti-aliased edge.
+    drawn = {c for c in palette if shot.colours[c] >= NODE_PIXELS}
+    assert drawn == expect, (shot.colours.most_common(12), console)
+    assert all(shot.colours[c] < 50 for c in palette - expect), shot.colours.most_common(12)
+    # Most of the graph is still background: the overlay colours nodes, not the canvas.
+    width, height = shot.canvas[2] - shot.canvas[0], shot.canvas[3] - shot.canvas[1]
+    assert sum(shot.colours[c] for c in expect) < 0.2 * width * height
 
 
 def test_explore_without_model_explorer_says_install(fixture_trace: Path) -> None:

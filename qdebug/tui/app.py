@@ -32,6 +32,9 @@ class QdebugApp(App[None]):
         self.other = other
         self.rows: list[LayerRow] = build_rows(trace)
         self.other_rows: list[LayerRow] = build_rows(other) if other is not None else []
+        #: Order of the layer detail's worst-samples list (``f`` there): ``sqnr`` or
+        #: ``flipped``; kept here so every layer opened lists its samples the same way.
+        self.worst_sort = "sqnr"
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen(self.trace, self.rows))

@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
+from qdebug.accuracy import Accuracy, accuracy, sample_order
 from qdebug.errors import TraceFileError
 from qdebug.store.reader import Trace
 from qdebug.store.schema import VIEW_OPS, LayerRecord
@@ -42,6 +43,9 @@ from qdebug.tui.loaders import (
 from qdebug.tui.widgets.histogram import channel_bars, error_histogram, value_histogram
 
 WORST_SAMPLES = 8
+
+#: How a flipped sample is marked in the worst-samples list.
+FLIP_STYLE = {"right→wrong": "bold red", "wrong→right": "green"}
 
 
 def _numbers(row: LayerRow) -> Text:
@@ -126,6 +130,9 @@ class LayerDetailScreen(Screen[None]):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("left_square_bracket", "sample(-1)", "Prev sample"),
         Binding("right_square_bracket", "sample(1)", "Next sample"),
+        # One key, two meanings: the footer shows the one that applies (traces with --labels).
+        Binding("f", "sort_worst('flipped')", "Flipped first"),
+        Binding("f", "sort_worst('sqnr')", "Worst by SQNR"),
     ]
 
     def __init__(self, trace: Trace, rows: list[LayerRow], layer: int) -> None:
@@ -136,6 +143,12 @@ class LayerDetailScreen(Screen[None]):
         self.samples = [int(s) for s in trace.stored_samples]
         self.sample_sqnr: np.ndarray | None = None
         self.shown_sample: int | None = None
+        try:
+            self.accuracy: Accuracy | None = accuracy(trace)
+        except TraceFileError:
+            self.accuracy = None
+        #: Order of the worst-samples list: ``sqnr`` or ``flipped`` (``qdebug.accuracy``).
+        self.sort_by = "sqnr"
 
     def compose(self) -> ComposeResult:
         rec = self.rows[self.layer_index].record
@@ -171,6 +184,12 @@ class LayerDetailScreen(Screen[None]):
         return self.rows[self.layer_index].measured
 
     def on_mount(self) -> None:
+        # The app keeps the order, so the next layer opened lists its samples the same way.
+        from qdebug.tui.app import QdebugApp  # the app imports this screen
+
+        if isinstance(self.app, QdebugApp):
+            self.sort_by = self.app.worst_sort
+        self._title_worst()
         self.query_one("#hist", Static).update(self._placeholder())
         if not self.measured:
             self.query_one("#worst-samples", OptionList).add_option(Option("—", disabled=True))
@@ -237,23 +256,60 @@ class LayerDetailScreen(Screen[None]):
         picker.clear_options()
         picker.add_options(self._sample_options())
         picker.highlighted = keep
+        self._fill_worst()
+
+    def _fill_worst(self) -> None:
+        """The worst-samples list in the current order: lowest SQNR at this layer first, or
+        (``flipped``) the samples whose answer quantization flipped first."""
+        if self.sample_sqnr is None:
+            return
+        sq = self.sample_sqnr
         stored = set(self.samples)
         try:
             kept = set(int(x) for x in self.trace.input_samples())
         except TraceFileError:
             kept = set()
-        order = np.argsort(np.where(np.isnan(msg.sqnr_db), np.inf, msg.sqnr_db), kind="stable")
         options = []
-        for s in order[:WORST_SAMPLES]:
-            v = float(msg.sqnr_db[s])
+        for s in sample_order(sq, self.accuracy, self.sort_by)[:WORST_SAMPLES]:
+            v = float(sq[s])
             label = Text(f"#{int(s):<6}")
             label.append(f"{fmt_db(v):>6} dB", style=sqnr_style(v))
             label.append(" stored" if int(s) in stored else " input" if int(s) in kept else "",
                          style="dim")
+            flip = self.accuracy.flip_of(int(s)) if self.accuracy is not None else ""
+            if flip:
+                label.append(f"\n  {flip}", style=FLIP_STYLE[flip])
             options.append(Option(label, id=str(int(s))))
         worst = self.query_one("#worst-samples", OptionList)
         worst.clear_options()
         worst.add_options(options)
+
+    def _title_worst(self) -> None:
+        worst = self.query_one("#worst-samples", OptionList)
+        acc = self.accuracy
+        flipped_first = self.sort_by == "flipped" and acc is not None
+        worst.border_title = "worst: flipped first" if flipped_first else "worst samples"
+        worst.border_subtitle = (f"flipped {len(acc.right_to_wrong)} r→w "
+                                 f"{len(acc.wrong_to_right)} w→r" if acc is not None else "")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "sort_worst":
+            # Only with labels, and only the order not already shown (the footer shows one).
+            return self.accuracy is not None and parameters != (self.sort_by,)
+        return True
+
+    def action_sort_worst(self, by: str) -> None:
+        """List the worst samples by ``sqnr`` or ``flipped`` first (traces with --labels)."""
+        if self.accuracy is None or by == self.sort_by:
+            return
+        from qdebug.tui.app import QdebugApp  # the app imports this screen
+
+        self.sort_by = by
+        if isinstance(self.app, QdebugApp):
+            self.app.worst_sort = by
+        self._title_worst()
+        self._fill_worst()
+        self.refresh_bindings()
 
     @on(OptionList.OptionSelected, "#worst-samples")
     def _picked_worst(self, event: OptionList.OptionSelected) -> None:

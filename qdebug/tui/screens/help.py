@@ -55,8 +55,12 @@ def help_table(app_bindings: list[BindingType]) -> Table:
     table.add_column()
     for title, bindings in binding_sections(app_bindings):
         table.add_row(Text(title, style="bold underline"), "")
+        # A key with two meanings (the footer shows the one that applies) is one row.
+        merged: dict[str, list[str]] = {}
         for b in bindings:
-            table.add_row(_keys(b), b.description or b.action)
+            merged.setdefault(_keys(b), []).append(b.description or b.action)
+        for keys, meanings in merged.items():
+            table.add_row(keys, " / ".join(meanings))
         table.add_row("", "")
     table.add_row(Text("mouse", style="bold underline"), "")
     for what, does in MOUSE:
