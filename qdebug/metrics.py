@@ -8,6 +8,7 @@ Argument order is always (float, int8).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -59,6 +60,17 @@ class QuantParams:
     def high(self) -> float:
         """The largest representable real value."""
         return (self.qmax - self.zero_point) * self.scale
+
+    def outside(self, f: np.ndarray) -> np.ndarray:
+        """Where float values ``f`` fall outside the representable range by more than half a
+        step: what rounding cannot reach, so the range clips it (the ``clipped`` statistic)."""
+        half = 0.5 * self.scale
+        return (f < self.low - half) | (f > self.high + half)
+
+    @property
+    def levels(self) -> int:
+        """Steps between the range's ends: 255 for int8, 65535 for int16."""
+        return self.qmax - self.qmin
 
 
 def dequantize(raw: np.ndarray, qp: QuantParams | None) -> np.ndarray:
@@ -121,8 +133,7 @@ def sample_stats(f: np.ndarray, raw: np.ndarray, qp: QuantParams | None) -> dict
             sat += (r == qp.qmin).sum(axis=1)
         if qp.zero_point != qp.qmax:
             sat += (r == qp.qmax).sum(axis=1)
-        half = 0.5 * qp.scale
-        clip = (f32 < qp.low - half) | (f32 > qp.high + half)
+        clip = qp.outside(f32)
         out["saturated"] = sat
         out["clipped"] = clip.sum(axis=1).astype(np.float64)
         out["sum_e2_clipped"] = _rowsum(np.where(clip, e2, np.float32(0)))
@@ -321,3 +332,19 @@ def top1_match(f: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Per sample, whether the arg-max class of the float and int8 outputs agree."""
     n = f.shape[0]
     return np.argmax(np.reshape(f, (n, -1)), axis=1) == np.argmax(np.reshape(q, (n, -1)), axis=1)
+
+
+def channel_metrics(sums: dict[str, np.ndarray], count: float) -> dict[str, np.ndarray]:
+    """``sums`` (``sum_f2``, ``sum_e2``, ``clipped``, optional ``saturated``) with ``sqnr_db``,
+    ``count`` (values per channel: the layer's pooled count / channels) and the fractions
+    ``clip_fraction`` and ``saturation``."""
+    out = dict(sums)
+    c = len(sums["sum_f2"])
+    per = count / c if c and math.isfinite(count) and count > 0 else math.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["sqnr_db"] = np.asarray(10 * np.log10(sums["sum_f2"] / sums["sum_e2"]))
+        out["count"] = np.full(c, per)
+        out["clip_fraction"] = np.asarray(sums["clipped"] / per)
+        if "saturated" in sums:
+            out["saturation"] = np.asarray(sums["saturated"] / per)
+    return out

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import qdebug
-from qdebug.model_explorer_data import node_data
+from qdebug.output.model_explorer import node_data
 
 pytestmark = pytest.mark.tf  # the fixture trace is made with TensorFlow
 

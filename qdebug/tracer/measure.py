@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from qdebug import metrics
-from qdebug.segments import Segment, source_of
+from qdebug.analysis.segments import Segment, source_of
 from qdebug.store.schema import STATUS_INPUT, LayerRecord, OutputRecord
 from qdebug.tracer.layer_worst import LayerWorst
-from qdebug.tracer.segments import SegmentRunner
+from qdebug.tracer.segment_runner import SegmentRunner
 
 
 @dataclass
@@ -231,8 +231,7 @@ class Measurer:
         e = np.asarray(q, dtype=np.float32).reshape(-1, c) - f2
         clipped = np.zeros(c)
         if qp is not None:
-            half = 0.5 * qp.scale
-            clipped = ((f2 < qp.low - half) | (f2 > qp.high + half)).sum(axis=0).astype(float)
+            clipped = qp.outside(f2).sum(axis=0).astype(float)
         sums = ChannelSums(
             (f2 * f2).sum(axis=0, dtype=np.float64), (e * e).sum(axis=0, dtype=np.float64), clipped,
             channel_saturation(raw, qp, c),
