@@ -67,11 +67,6 @@ class QuantParams:
         half = 0.5 * self.scale
         return (f < self.low - half) | (f > self.high + half)
 
-    @property
-    def levels(self) -> int:
-        """Steps between the range's ends: 255 for int8, 65535 for int16."""
-        return self.qmax - self.qmin
-
 
 def dequantize(raw: np.ndarray, qp: QuantParams | None) -> np.ndarray:
     """Real values of raw integers ``raw`` (float arrays pass through as float32)."""

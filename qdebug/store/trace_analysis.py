@@ -58,6 +58,16 @@ class AnalysisReads(SampleReads):
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.asarray(10 * np.log10(f2 / e2))
 
+    @guarded("the segment check")
+    def segment_check(self) -> np.ndarray | None:
+        """Per layer, ‖f_s − f‖/‖f‖ on the first batch: how closely the tracer's float re-run
+        of the layer's segment reproduced the float reference (NaN: no segment; schema ≥ 1.1,
+        else None). ``f(x̂)`` and the decomposition are only as good as this."""
+        key = "analysis/segment_check"
+        if key not in self._f:
+            return None
+        return self._float(key, (len(self.layers),))
+
     @guarded("the custom metrics")
     def custom_metrics(self, part: str = "layers") -> dict[str, StoredMetric]:
         """The user metrics the trace was made with (``qdebug trace --metric``) by name, each

@@ -31,6 +31,11 @@ class Activation:
     the trace's ``float_local`` dataset)."""
 
     @property
+    def local_ref(self) -> np.ndarray | None:
+        """``float_local`` under its earlier name (kept for existing code)."""
+        return self.float_local
+
+    @property
     def dequantized(self) -> np.ndarray:
         """The int8 tensor's real values."""
         return metrics.dequantize(self.raw, self.qp)

@@ -161,13 +161,11 @@ class Searcher:
 
 
 def _load(model: Any, trust: bool) -> Any:
-    from qdebug.tracer.loading import load_model, wrap_live_model
+    from qdebug.tracer.loading import load_or_wrap
     from qdebug.tracer.tfenv import import_tf
 
     import_tf()
-    if isinstance(model, str | Path):
-        return load_model(str(model), trust_code=trust)
-    return wrap_live_model(model)
+    return load_or_wrap(model, trust)
 
 
 def search_fix(

@@ -351,6 +351,13 @@ def _load_saved_model(path: Path) -> LoadedModel:
     return LoadedModel(path, SAVED_MODEL, path.name, str(path), _sha256_path(path))
 
 
+def load_or_wrap(model: Any, trust_code: bool = False) -> LoadedModel:
+    """A model given as a path or factory spec is loaded; a live Keras object is wrapped."""
+    if isinstance(model, str | Path):
+        return load_model(str(model), trust_code=trust_code)
+    return wrap_live_model(model)
+
+
 def wrap_live_model(model: Any) -> LoadedModel:
     """Describe a model object passed to the Python API."""
     flavour = flavour_of(model)

@@ -78,16 +78,12 @@ def run_checks(
     """
     from qdebug.tools.check.ranges import layer_ranges, outside_share
     from qdebug.tracer.graph import LayerGraph, Probe
-    from qdebug.tracer.loading import load_model, wrap_live_model
+    from qdebug.tracer.loading import load_or_wrap
     from qdebug.tracer.pipeline import _input_specs
     from qdebug.tracer.tfenv import import_tf
 
     import_tf()
-    loaded = (
-        load_model(str(model), trust_code=trust_model_code)
-        if isinstance(model, str | Path)
-        else wrap_live_model(model)
-    )
+    loaded = load_or_wrap(model, trust_model_code)
     graph = LayerGraph(loaded.model)
     specs = _input_specs(graph)
     names = [n.name for n in graph.nodes]
