@@ -22,6 +22,7 @@ test: lint unit
 lint: $(STAMP)
 	$(BIN)/ruff check qdebug tests examples bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q

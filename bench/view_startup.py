@@ -29,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from qdebug.analysis.culprits import find_culprits  # noqa: E402
 from qdebug.store.schema import LayerRecord, OutputRecord  # noqa: E402
 from qdebug.store.writer import TraceWriter  # noqa: E402
 
@@ -71,7 +72,8 @@ def build(path: Path, n_layers: int, n_samples: int, n_stored: int,
     size = int(np.prod(shape))
     sqnr = np.linspace(50.0, 12.0, n_layers)
     with TraceWriter(path, attrs=attrs, layers=layers, outputs=outputs, input_names=["x"],
-                     tflite=b"", float_islands=[], store_samples=n_stored) as w:
+                     tflite=b"", float_islands=[], store_samples=n_stored,
+                     rank_culprits=find_culprits) as w:
         for start in range(0, n_samples, BATCH):
             b = min(BATCH, n_samples - start)
             f2 = rng.uniform(0.5, 1.5, (b, n_layers)) * size

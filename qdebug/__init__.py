@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from qdebug.version import __version__ as __version__
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from qdebug.analysis.trace_diff import DiffResult
     from qdebug.store.reader import Trace
-    from qdebug.trace_diff import DiffResult
 
 
 def open(path: str | Path) -> Trace:  # mirrors h5py.File / builtins.open naming
@@ -45,13 +45,13 @@ def diff(
 ) -> DiffResult:
     """Compare two traces of one model (paths or open traces), BASE first.
 
-    Thresholds left out keep their defaults (``qdebug.trace_diff.Thresholds``: 1 dB at an
+    Thresholds left out keep their defaults (``qdebug.analysis.trace_diff.Thresholds``: 1 dB at an
     output, 3 dB at a layer, 0.01 of top-1 agreement, 0.01 of INT8 accuracy against labels when
     both traces have them). Returns a ``DiffResult`` with ``verdict``,
     ``regressed``, ``reasons``, per-layer ``layers`` and ``most_changed``. Raises
     ``TraceFileError`` for a missing or corrupt trace or traces of different models.
     """
-    from qdebug.trace_diff import Thresholds, diff_paths
+    from qdebug.analysis.trace_diff import Thresholds, diff_paths
 
     given = {
         "max_output_drop_db": max_output_drop_db,
@@ -74,7 +74,7 @@ def assert_no_regression(
     """
     result = diff(base, new, **thresholds)
     if result.regressed:
-        from qdebug.diff_render import regression_message
+        from qdebug.output.diff_render import regression_message
 
         raise AssertionError(regression_message(result))
     return result

@@ -8,6 +8,7 @@ Argument order is always (float, int8).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -59,6 +60,21 @@ class QuantParams:
     def high(self) -> float:
         """The largest representable real value."""
         return (self.qmax - self.zero_point) * self.scale
+
+    @property
+    def clip_low(self) -> float:
+        """Float values below this are clipped: half a step under the lowest representable."""
+        return self.low - 0.5 * self.scale
+
+    @property
+    def clip_high(self) -> float:
+        """Float values above this are clipped: half a step over the highest representable."""
+        return self.high + 0.5 * self.scale
+
+    def outside(self, f: np.ndarray) -> np.ndarray:
+        """Where float values ``f`` fall outside the representable range by more than half a
+        step: what rounding cannot reach, so the range clips it (the ``clipped`` statistic)."""
+        return (f < self.clip_low) | (f > self.clip_high)
 
 
 def dequantize(raw: np.ndarray, qp: QuantParams | None) -> np.ndarray:
@@ -141,28 +157,13 @@ def sample_stats(
     for end, hit in ((qp.qmin, low == qp.qmin), (qp.qmax, high == qp.qmax)):
         if qp.zero_point != end and hit.any():
             out["saturated"][hit] += (r[hit] == end).sum(axis=1)
-    outside = (f32.min(axis=1) < clip_low(qp)) | (f32.max(axis=1) > clip_high(qp))
+    outside = (f32.min(axis=1) < qp.clip_low) | (f32.max(axis=1) > qp.clip_high)
     if outside.any():
-        clip = clipped_mask(f32[outside], qp)
+        clip = qp.outside(f32[outside])
         out["clipped"][outside] = clip.sum(axis=1)
         eo = e[outside]
         out["sum_e2_clipped"][outside] = _rowsum(np.where(clip, eo * eo, np.float32(0)))
     return out
-
-
-def clip_low(qp: QuantParams) -> float:
-    """Float values below this are clipped: half an LSB under the lowest representable."""
-    return qp.low - 0.5 * qp.scale
-
-
-def clip_high(qp: QuantParams) -> float:
-    """Float values above this are clipped: half an LSB over the highest representable."""
-    return qp.high + 0.5 * qp.scale
-
-
-def clipped_mask(f: np.ndarray, qp: QuantParams) -> np.ndarray:
-    """Where float values lie outside what ``qp`` represents (beyond half an LSB)."""
-    return (f < clip_low(qp)) | (f > clip_high(qp))
 
 
 def local_stats(
@@ -352,3 +353,19 @@ def top1_match(f: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Per sample, whether the arg-max class of the float and int8 outputs agree."""
     n = f.shape[0]
     return np.argmax(np.reshape(f, (n, -1)), axis=1) == np.argmax(np.reshape(q, (n, -1)), axis=1)
+
+
+def channel_metrics(sums: dict[str, np.ndarray], count: float) -> dict[str, np.ndarray]:
+    """``sums`` (``sum_f2``, ``sum_e2``, ``clipped``, optional ``saturated``) with ``sqnr_db``,
+    ``count`` (values per channel: the layer's pooled count / channels) and the fractions
+    ``clip_fraction`` and ``saturation``."""
+    out = dict(sums)
+    c = len(sums["sum_f2"])
+    per = count / c if c and math.isfinite(count) and count > 0 else math.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["sqnr_db"] = np.asarray(10 * np.log10(sums["sum_f2"] / sums["sum_e2"]))
+        out["count"] = np.full(c, per)
+        out["clip_fraction"] = np.asarray(sums["clipped"] / per)
+        if "saturated" in sums:
+            out["saturation"] = np.asarray(sums["saturated"] / per)
+    return out

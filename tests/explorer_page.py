@@ -189,7 +189,7 @@ def main(argv: list[str]) -> int:
     import tempfile
 
     from headless_chromium import find_chromium
-    from qdebug.model_explorer_data import OVERLAYS
+    from qdebug.output.model_explorer import OVERLAYS
 
     trace, out = Path(argv[0]), Path(argv[1])
     binary = find_chromium()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from qdebug import metrics
+from qdebug.analysis.culprits import find_culprits
 from qdebug.store import LayerRecord, OutputRecord, TraceWriter
 
 SCALE = 0.05
@@ -79,7 +80,7 @@ def make_trace(
         attrs={"model_name": model_name, "model_sha256": sha256, "input_names": [input_name],
                "data_source": "synthetic", "converter": {"calib_samples": samples}},
         layers=records, outputs=outputs, input_names=[input_name], tflite=b"TFL3" + bytes(60),
-        float_islands=[], store_samples=store,
+        float_islands=[], store_samples=store, rank_culprits=find_culprits,
     ) as w:
         w.add_batch(layer_stats, out_stats, top1)
         for s in range(min(store, samples)):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import qdebug
-from qdebug.trace_diff import DiffResult, Thresholds
+from qdebug.analysis.trace_diff import DiffResult, Thresholds
 from synthetic_traces import make_trace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,16 +79,16 @@ def test_diff_report_export_and_api_never_import_tensorflow(
 import sys
 from pathlib import Path
 import qdebug
-import qdebug.trace_diff, qdebug.diff_render, qdebug.report, qdebug.report_csv
-import qdebug.report_markdown, qdebug.export
+import qdebug.analysis.trace_diff, qdebug.output.diff_render, qdebug.output.report_json
+import qdebug.output.report_csv, qdebug.output.report_markdown, qdebug.output.export
 from qdebug.cli import cli
 t = qdebug.open({str(fixture_trace)!r})
 r = qdebug.diff(t, {str(fixture_trace)!r})
 qdebug.assert_no_regression(t, t)
-qdebug.diff_render.diff_markdown(r); qdebug.report_csv.report_csv(t)
-qdebug.report_markdown.report_markdown(t)
+qdebug.output.diff_render.diff_markdown(r); qdebug.output.report_csv.report_csv(t)
+qdebug.output.report_markdown.report_markdown(t)
 out = Path({str(tmp_path)!r})
-qdebug.export.export_trace(t, out / "m.tflite", out / "i.npz")
+qdebug.output.export.export_trace(t, out / "m.tflite", out / "i.npz")
 for args in (["diff", t.path, t.path], ["report", t.path, "--format", "csv"]):
     try:
         cli([str(a) for a in args])

@@ -41,7 +41,7 @@ def test_opening_a_trace_needs_no_tensorflow(fixture_trace) -> None:  # type: ig
     setup = (
         f"import qdebug\nt = qdebug.open({str(fixture_trace)!r})\n"
         "t.layer_metrics(); t.activation('relu1', 0)\n"
-        "from qdebug.report import report_json; report_json(t)"
+        "from qdebug.output.report_json import report_json; report_json(t)"
     )
     assert _heavy_after(setup) == []
 

@@ -83,7 +83,7 @@ def test_tiny_calibration_names_clipping_layers(
 
 def test_deep_residual_warns_at_the_last_add(deep_model) -> None:  # type: ignore[no-untyped-def]
     import digits_cnn
-    from qdebug.check import run_checks
+    from qdebug.tools.check import run_checks
 
     found = run_checks(deep_model, digits_cnn.data()[:48], tfmot=False)
     arch = [f for f in found if f.check == "architecture"]
@@ -94,7 +94,7 @@ def test_deep_residual_warns_at_the_last_add(deep_model) -> None:  # type: ignor
 def test_tfmot_on_tf_keras_names_the_layer_and_keeps_the_env() -> None:
     import tf_keras
 
-    from qdebug.check import run_checks
+    from qdebug.tools.check import run_checks
 
     before = os.environ.get("TF_USE_LEGACY_KERAS")
     x = tf_keras.Input((8,), name="x")

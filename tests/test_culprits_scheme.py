@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 import qdebug
+from qdebug.analysis.culprits import COARSE_SCORE, HEALTHY_LSB, MIN_SCORE, find_culprits
 from qdebug.cli import cli
-from qdebug.culprits import COARSE_SCORE, HEALTHY_LSB, MIN_SCORE, find_culprits
 from qdebug.store.schema import STATUS_MATCHED, LayerRecord
 
 

@@ -18,8 +18,8 @@ from textual.widgets import OptionList, Static
 
 import qdebug
 from cli_helpers import run_qdebug
-from qdebug.channels import SHOWN_CHANNELS
 from qdebug.cli import cli
+from qdebug.output.channels import SHOWN_CHANNELS
 from qdebug.tui.app import create_app
 from qdebug.tui.screens.detail import LayerDetailScreen
 from test_cli_trace import _assert_one_line_error

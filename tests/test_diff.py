@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from cli_helpers import run_qdebug
-from qdebug.diff_render import diff_dict, diff_markdown
+from qdebug.analysis.trace_diff import Change, Thresholds, diff_paths
 from qdebug.errors import TraceFileError
+from qdebug.output.diff_render import diff_dict, diff_markdown
 from qdebug.store.reader import Trace
-from qdebug.trace_diff import Change, Thresholds, diff_paths
 from synthetic_traces import make_trace
 
 

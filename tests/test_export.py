@@ -11,9 +11,9 @@ import pytest
 
 import qdebug
 from cli_helpers import run_qdebug
-from qdebug import export as export_module
 from qdebug.errors import QdebugError
-from qdebug.export import export_trace
+from qdebug.output import export as export_module
+from qdebug.output.export import export_trace
 
 
 def test_export_round_trips_the_exact_model_and_inputs(fixture_trace: Path, tmp_path: Path) -> None:

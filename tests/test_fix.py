@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import qdebug
 from qdebug.cli import cli
-from qdebug.fix_search import Searcher, Target, one_at_a_time, search_fix, worst_accumulated
+from qdebug.tools.fix_search import Searcher, Target, one_at_a_time, search_fix, worst_accumulated
 from test_cli_trace import _assert_one_line_error
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
@@ -137,7 +137,7 @@ def test_qat_model_traces_fake_quant_against_deployed_int8(tmp_path: Path) -> No
     import tf_keras
 
     import digits_cnn
-    from qdebug.check.tfmot_check import import_tfmot
+    from qdebug.tracer.tfenv import import_tfmot
 
     before = os.environ.get("TF_USE_LEGACY_KERAS")
     tfmot = import_tfmot()
@@ -160,7 +160,7 @@ def test_qat_model_traces_fake_quant_against_deployed_int8(tmp_path: Path) -> No
         assert tr.layer_metrics()["sqnr_db"][i] > 20  # inf: simulation = deployment there
         om = tr.output_metrics()
         assert 20 < om["sqnr_db"][0] < 80 and om["top1_agreement"][0] > 0.8
-    from qdebug.qat import compare_qat_to_float
+    from qdebug.tools.qat import compare_qat_to_float
 
     rows = {r.float_layer: r for r in compare_qat_to_float(qat, model, digits_cnn.data()[:32])}
     assert rows["conv1"].qat_layer == "quant_conv1" and 10 < rows["conv1"].sqnr_db < 200

@@ -29,15 +29,15 @@ from rich.console import Console
 
 import hostile_traces as ht
 import qdebug
-from qdebug.diff_render import RENDERERS
+from qdebug.analysis.trace_diff import diff_traces
 from qdebug.errors import QdebugError
-from qdebug.export import export_trace
-from qdebug.report import report_json
-from qdebug.report_csv import report_csv
-from qdebug.report_markdown import report_markdown
+from qdebug.output.diff_render import RENDERERS
+from qdebug.output.export import export_trace
+from qdebug.output.report_csv import report_csv
+from qdebug.output.report_json import report_json
+from qdebug.output.report_markdown import report_markdown
+from qdebug.output.summary import print_summary
 from qdebug.store.reader import Trace
-from qdebug.summary import print_summary
-from qdebug.trace_diff import diff_traces
 from qdebug.tui.app import create_app
 from qdebug.tui.layer_rows import build_rows, sqnr_drop
 from qdebug.tui.loaders import LoadFailed, load_activation, load_sample_sqnr

@@ -349,7 +349,7 @@ def test_report_to_a_full_disk_is_one_line() -> None:
 _NOISY_REPORT = """
 import sys
 import numpy as np
-import qdebug.report
+import qdebug.output.report_json
 from qdebug.cli import main
 
 def noisy(trace):
@@ -357,7 +357,7 @@ def noisy(trace):
     np.mean(np.zeros(0))  # Mean of empty slice
     return "{}"
 
-qdebug.report.report_json = noisy
+qdebug.output.report_json.report_json = noisy
 sys.argv[0] = "qdebug"
 main()
 """

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import qdebug
-from qdebug.accuracy import accuracy, sample_order
-from qdebug.report import report_json
+from qdebug.analysis.accuracy import accuracy, sample_order
+from qdebug.output.report_json import report_json
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
@@ -79,9 +79,9 @@ def test_accuracy_equals_plain_keras_and_litert(labelled, trained) -> None:  # t
 def test_every_report_format_and_the_header_show_accuracy(labelled) -> None:  # type: ignore[no-untyped-def]
     from rich.console import Console
 
-    from qdebug.report_csv import ACCURACY_COLUMNS, report_csv
-    from qdebug.report_markdown import report_markdown
-    from qdebug.summary import print_summary
+    from qdebug.output.report_csv import ACCURACY_COLUMNS, report_csv
+    from qdebug.output.report_markdown import report_markdown
+    from qdebug.output.summary import print_summary
     from qdebug.tui.widgets.header_panel import header_text
 
     path, _, _ = labelled
@@ -99,7 +99,7 @@ def test_every_report_format_and_the_header_show_accuracy(labelled) -> None:  # 
 
 
 def test_worst_samples_sort_by_flipped() -> None:
-    from qdebug.accuracy import Accuracy
+    from qdebug.analysis.accuracy import Accuracy
 
     acc = Accuracy("probs", "t", np.array([0, 1, 2, 3]), np.array([0, 1, 0, 3]),
                    np.array([1, 1, 2, 3]))
@@ -121,7 +121,7 @@ def test_labels_from_xy_pairs(digits_model, digits_data, tmp_path: Path) -> None
 
 
 def test_trace_without_labels_has_none(fixture_trace: Path) -> None:
-    from qdebug.report import report_dict
+    from qdebug.output.report_json import report_dict
 
     with qdebug.open(fixture_trace) as tr:
         assert accuracy(tr) is None

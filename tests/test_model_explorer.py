@@ -18,7 +18,7 @@ import pytest
 import qdebug
 from explorer_page import NODE_PIXELS, WEBGL_FLAGS, explore_server, screenshot
 from headless_chromium import HeadlessChromium, find_chromium
-from qdebug.model_explorer_data import SQNR_THRESHOLDS, node_data
+from qdebug.output.model_explorer import SQNR_THRESHOLDS, node_data
 
 pytestmark = pytest.mark.tf  # the fixture trace is made with TensorFlow
 

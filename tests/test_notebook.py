@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import qdebug
-from qdebug.report import report_dict
+from qdebug.output.report_json import report_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def test_without_pandas_a_clear_message(fixture_trace: Path) -> None:
         "import json, qdebug\n"
         f"t = qdebug.open({str(fixture_trace)!r})\n"
         "out = []\n"
-        "from qdebug.plot import plot_trace\n"
+        "from qdebug.output.plot import plot_trace\n"
         "for f in (t.to_dataframe, lambda: plot_trace(t, 'a.png')):\n"
         "    try:\n"
         "        f()\n"

@@ -14,9 +14,9 @@ import pytest
 
 import qdebug
 from cli_helpers import run_qdebug
-from qdebug import report_markdown as md_module
-from qdebug.report_csv import TFLITE_COLUMNS
-from qdebug.report_markdown import report_markdown
+from qdebug.output import report_markdown as md_module
+from qdebug.output.report_csv import TFLITE_COLUMNS
+from qdebug.output.report_markdown import report_markdown
 from synthetic_traces import make_trace
 
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 import qdebug
 from qdebug.cli import cli
-from qdebug.summary import SHOWN_LAYERS
+from qdebug.output.summary import SHOWN_LAYERS
 
 
 def test_report_text_shows_the_five_worst_layers_as_its_help_says(fixture_trace: Path) -> None:

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from qdebug.cli import cli
 from qdebug.errors import QdebugError
-from qdebug.sharding import ShardSpec, parse_shard
+from qdebug.store.sharding import ShardSpec, parse_shard
 from shard_compare import differences
 
 ARGS = ["--calib-samples", "32", "--batch-size", "16", "--store-samples", "20"]
@@ -128,7 +128,7 @@ def test_merge_of_shards_equals_the_whole_run(shards: Path, n: int) -> None:
 @pytest.mark.slow
 def test_merged_trace_opens_in_report_view_and_diff(shards: Path) -> None:
     import qdebug
-    from qdebug.report import report_json
+    from qdebug.output.report_json import report_json
     from qdebug.tui.loaders import SampleMetricsLoaded, load_activation, load_sample_sqnr
 
     out = shards / "merged_rvd.h5"
@@ -235,7 +235,7 @@ def test_a_failing_worker_is_one_line(shards: Path, tmp_path: Path) -> None:
 def test_shards_as_ray_tasks_on_a_local_cluster(shards: Path, workers1: Path) -> None:
     import ray
 
-    from qdebug.distributed import trace_on_ray
+    from qdebug.tracer.ray_shards import trace_on_ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from qdebug import metrics
+from qdebug.analysis.culprits import find_culprits
 from qdebug.errors import TraceFileError
 from qdebug.store import LayerRecord, OutputRecord, TraceWriter, open_trace
 
@@ -54,6 +55,7 @@ def _writer(path: Path, store: int = 2) -> TraceWriter:
         tflite=b"TFL3bytes",
         float_islands=[],
         store_samples=store,
+        rank_culprits=find_culprits,
     )
 
 

@@ -1,19 +1,32 @@
-"""Refusing HDF5 files whose data would come from somewhere else than the file itself.
+"""Hardened access to an HDF5 file from a stranger: h5py and numpy only.
 
-HDF5 lets a dataset keep its bytes in another file (external storage), a link point into
-another file (external links, followed on access), a virtual dataset map other files, and a
-filter be loaded from a plugin library. A trace from a stranger could use any of them to make
-qdebug read a local file (``/proc/self/environ``, a key) into its output, block on a FIFO, or
-load code. None of them is ever written by qdebug, so a reader refuses them all before reading
+A trace may come from anyone (attached to a bug report), so nothing in it is trusted. First,
+files whose data would come from somewhere else than the file itself are refused: HDF5 lets a
+dataset keep its bytes in another file (external storage), a link point into another file
+(external links, followed on access), a virtual dataset map other files, and a filter be loaded
+from a plugin library; a trace could use any of them to make qdebug read a local file
+(``/proc/self/environ``, a key) into its output, block on a FIFO, or load code. None of them is
+ever written by qdebug, so ``refuse_outside_references`` refuses them all before reading
 anything, by walking every link of the file once, without following any.
+
+Then every read goes through ``CheckedFile``: kind, shape and declared size are checked before
+anything is allocated, each read runs under an address-space cap, and every failure of h5py or
+numpy becomes a ``TraceFileError`` with one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import h5py
+import numpy as np
 
 from qdebug.errors import TraceFileError
 
@@ -94,3 +107,327 @@ def refuse_outside_references(f: h5py.File, path: Path) -> None:
         raise RuntimeError(f"cannot walk the file's links ({exc})") from exc
     if found:
         raise found[0]
+
+
+#: Largest table a trace may declare (rows); beyond it the file is refused as corrupt.
+MAX_ROWS = 1_000_000
+#: Largest ``n_samples`` a trace may declare.
+MAX_SAMPLES = 100_000_000
+#: Largest single array read from a trace; a trace declaring more for one read is refused
+#: (per-layer reads such as ``layer_sample_metrics(name, layer=i)`` stay far below it).
+MAX_READ_BYTES = 1 << 30
+
+#: What h5py and numpy raise on a damaged file or a value of the wrong kind.
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    LookupError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    RuntimeError,
+    ArithmeticError,
+    MemoryError,
+)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+NUMERIC = "biuf"
+
+
+def text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_index_list(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_ROWS for v in value
+    )
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in value
+    )
+
+
+#: Checks of the JSON columns of the layer table (consumers index and hash their items).
+_JSON_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "inbound": _is_str_list,
+    "output_shape": _is_shape,
+    "ops": _is_index_list,
+    "inputs": _is_index_list,
+}
+
+
+#: Address space a read may use beyond what its declared size needs (variable-length strings,
+#: HDF5's buffers).
+MARGIN = 256 << 20
+_cap_lock = threading.Lock()
+_cap_depth = 0
+
+
+def _address_space() -> int | None:
+    """This process's virtual memory size in bytes (Linux), else None."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def memory_cap(extra: int) -> Iterator[None]:
+    """While reading from a trace, allow the process at most ``extra`` more bytes of address
+    space (Linux; elsewhere a no-op). HDF5 trusts the lengths stored in a file (a variable-length
+    string whose stored length was flipped makes it allocate gigabytes before it notices); with
+    the cap that allocation fails, and the read fails as a damaged trace instead."""
+    global _cap_depth
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with _cap_lock:
+        _cap_depth += 1
+        outer = _cap_depth == 1
+        old = resource.getrlimit(resource.RLIMIT_AS) if outer else None
+        used = _address_space() if outer else None
+        if old is not None and used is not None:
+            soft, hard = old
+            cap = used + extra
+            if hard != resource.RLIM_INFINITY:
+                cap = min(cap, hard)
+            if soft == resource.RLIM_INFINITY or cap < soft:
+                try:
+                    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+                except (ValueError, OSError):
+                    old = None
+            else:
+                old = None
+        else:
+            old = None
+    try:
+        yield
+    finally:
+        with _cap_lock:
+            _cap_depth -= 1
+            if old is not None:
+                resource.setrlimit(resource.RLIMIT_AS, old)
+
+
+#: A ``TypeError`` with one of these messages is a call that does not fit its function: a bug
+#: of the caller, not a value read from the file.
+_CALL_MISMATCH = re.compile(
+    r"(missing \d+ required|takes \d+ positional|got an unexpected keyword|"
+    r"got multiple values for argument)"
+)
+
+
+def _our_bug(exc: BaseException) -> bool:
+    """Whether ``exc`` is a mistake in qdebug's code rather than what a damaged file causes:
+    an attribute missing on one of qdebug's own objects, or a call with the wrong arguments.
+    Those must surface as bugs, not tell the user to re-create a good trace."""
+    if isinstance(exc, AttributeError):
+        owner = type(getattr(exc, "obj", None))
+        return owner.__module__.startswith("qdebug.")
+    return isinstance(exc, TypeError) and bool(_CALL_MISMATCH.search(str(exc)))
+
+
+def guarded(what: str) -> Callable[[_F], _F]:
+    """Turn any h5py/numpy failure inside a ``CheckedFile`` method into a ``TraceFileError``
+    naming ``what`` could not be read."""
+
+    def wrap(method: _F) -> _F:
+        @functools.wraps(method)
+        def guarded(self: CheckedFile, *args: Any, **kwargs: Any) -> Any:
+            if not self._f:  # a programming error, as for Python's own files
+                raise ValueError(f"{self.path}: I/O operation on a closed trace")
+            try:
+                return method(self, *args, **kwargs)
+            except TraceFileError:
+                raise
+            except READ_ERRORS as exc:
+                if _our_bug(exc):
+                    raise
+                raise self._damaged(what, exc) from exc
+
+        return guarded  # type: ignore[return-value]
+
+    return wrap
+
+
+class CheckedFile:
+    """Checked reads from an open HDF5 file ``_f`` at ``path``: the base of ``Trace``."""
+
+    path: Path
+    _f: h5py.File
+
+    def _damaged(self, what: str, exc: BaseException) -> TraceFileError:
+        detail = " ".join(str(exc).split())[:200]
+        return TraceFileError(
+            f"{self.path} is a damaged trace: cannot read {what} ({type(exc).__name__}: {detail})",
+            "re-create it with `qdebug trace`, or ask for the file again",
+        )
+
+    def _corrupt(self, detail: str) -> TraceFileError:
+        return TraceFileError(
+            f"{self.path} is a damaged trace: {detail}",
+            "re-create it with `qdebug trace`, or ask for the file again",
+        )
+
+    # -- checked reads ----------------------------------------------------------------------------
+
+    def _dataset(self, key: str, kinds: str = NUMERIC) -> h5py.Dataset:
+        """The dataset at ``key``; refused when missing, not a dataset, or of another kind
+        (``kinds``: numpy dtype kinds, ``s`` for strings)."""
+        obj = self._f.get(key)
+        if obj is None:
+            raise self._corrupt(f"{key} is missing")
+        if not isinstance(obj, h5py.Dataset):
+            raise self._corrupt(f"{key} is not a dataset")
+        dtype = obj.dtype
+        ok = (
+            h5py.check_string_dtype(dtype) is not None or dtype.kind == "S"
+            if kinds == "s"
+            else dtype.kind in kinds and dtype.fields is None and not dtype.subdtype
+        )
+        if not ok:
+            raise self._corrupt(f"{key} has dtype {dtype}, expected {kind_name(kinds)}")
+        return obj
+
+    def _check_shape(self, ds: h5py.Dataset, shape: tuple[int | None, ...]) -> tuple[int, ...]:
+        """``ds.shape`` if it matches ``shape`` (None: any length)."""
+        got = tuple(ds.shape or ())
+        if len(got) != len(shape) or any(
+            w is not None and w != g for w, g in zip(shape, got, strict=False)
+        ):
+            want = "(" + ", ".join("?" if w is None else str(w) for w in shape) + ")"
+            raise self._corrupt(f"{ds.name} has shape {got}, expected {want}")
+        return got
+
+    def _check_storage(self, ds: h5py.Dataset) -> None:
+        """Refuse an uncompressed dataset that declares more bytes than the file stores for it
+        (an absurd shape over unwritten chunks would otherwise be allocated on read)."""
+        declared = int(np.prod(ds.shape or (), dtype=np.float64)) * ds.dtype.itemsize
+        if declared and ds.id.get_create_plist().get_nfilters() == 0:
+            stored = ds.id.get_storage_size()
+            if stored < declared:
+                raise self._corrupt(
+                    f"{ds.name} declares {declared:,} bytes but the file holds {stored:,}"
+                )
+
+    def _read(
+        self, key: str, shape: tuple[int | None, ...], kinds: str = NUMERIC, sel: Any = ()
+    ) -> np.ndarray:
+        """Read ``key`` (or the selection ``sel`` of it) after checking kind, shape and size."""
+        ds = self._dataset(key, kinds)
+        got = self._check_shape(ds, shape)
+        if kinds == "s" and got and got[0] > MAX_ROWS:
+            raise self._corrupt(f"{key} declares {got[0]:,} strings")
+        rows = got
+        if isinstance(sel, int):
+            rows = got[1:]
+        elif isinstance(sel, tuple) and len(sel) == 2 and isinstance(sel[1], int):
+            rows = got[:1]
+        nbytes = float(np.prod(rows, dtype=np.float64)) * ds.dtype.itemsize
+        if nbytes > MAX_READ_BYTES:
+            raise TraceFileError(
+                f"{self.path}: {key} would need {nbytes / 2**30:.1f} GiB in memory "
+                f"(limit {MAX_READ_BYTES / 2**30:.0f} GiB)",
+                "read it in parts with h5py, or re-create a smaller trace",
+            )
+        if sel == ():
+            self._check_storage(ds)
+        with memory_cap(int(3 * nbytes) + MARGIN):
+            return np.asarray(ds[sel])
+
+    def _float(self, key: str, shape: tuple[int | None, ...], sel: Any = ()) -> np.ndarray:
+        return np.asarray(self._read(key, shape, NUMERIC, sel), dtype=np.float64)
+
+    def _strings(self, key: str, n: int | None) -> list[str]:
+        return [text(v) for v in self._read(key, (n,), "s")]
+
+    def _read_table(
+        self,
+        group: str,
+        columns: Mapping[str, str],
+        cls: type,
+        limit: int,
+        optional: tuple[str, ...] = (),
+    ) -> list[Any]:
+        g = self._f.get(group)
+        if not isinstance(g, h5py.Group):
+            raise self._corrupt(f"{group} is missing")
+        # Columns added by a later minor version are absent from older traces: their defaults.
+        columns = {c: k for c, k in columns.items() if c not in optional or c in g}
+        n: int | None = None
+        for col in columns:
+            ds = self._dataset(f"{group}/{col}", "s" if columns[col] in "sj" else NUMERIC)
+            shape = tuple(ds.shape or ())
+            if len(shape) != 1 or (n is not None and shape[0] != n):
+                raise self._corrupt(f"table {group} has columns of different lengths")
+            n = shape[0]
+        rows = n or 0
+        if rows > limit:
+            raise self._corrupt(f"table {group} declares {rows:,} rows (at most {limit:,})")
+        data: dict[str, list[Any]] = {}
+        for col, kind in columns.items():
+            if kind in "sj":
+                values: list[Any] = self._strings(f"{group}/{col}", rows)
+                if kind == "j":
+                    values = [json.loads(v) for v in values]
+                    check = _JSON_CHECKS.get(col)
+                    if check is not None and not all(check(v) for v in values):
+                        raise self._corrupt(f"{group}/{col} holds values of the wrong type")
+            else:
+                raw = self._read(f"{group}/{col}", (rows,))
+                if kind == "i":
+                    values = [int(v) for v in np.asarray(raw, dtype=np.int64)]
+                elif kind == "f":
+                    values = [float(v) for v in np.asarray(raw, dtype=np.float64)]
+                else:
+                    values = [bool(v) for v in raw]
+            data[col] = values
+        return [cls(**{c: data[c][i] for c in columns}) for i in range(rows)]
+
+
+def kind_name(kinds: str) -> str:
+    return "strings" if kinds == "s" else "numbers"
+
+
+def plain(value: Any) -> Any:
+    """An attribute value as plain, JSON-serializable Python (whatever the file holds)."""
+    if isinstance(value, np.void):
+        value = value.tobytes()
+    elif isinstance(value, np.ndarray):
+        value = [plain(v) for v in value.tolist()] if value.size <= MAX_ROWS else str(value)
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def decode_attr(value: Any) -> Any:
+    value = plain(value)
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError):
+            return value
+    return value
+
+

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qdebug.errors import QdebugError
-from qdebug.filekind import describe_mode
+from qdebug.store.filekind import describe_mode
 
 _NAME_MAX = 255
 _TEMP_EXTRA = len(".") + 16 + len(".partial")

@@ -1,9 +1,15 @@
-"""The trace format's names, version and the layer record. See ``docs/trace-format.md``."""
+"""The trace format: its names, version and the typed records of its tables. See
+``docs/trace-format.md``; ``qdebug.store.meta`` types the root attributes."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any, Protocol
+
+import numpy as np
 
 FORMAT_NAME = "qdebug-trace"
 #: ``major.minor``. Readers refuse another major; a newer minor only adds things.
@@ -179,3 +185,126 @@ OP_COLUMNS: dict[str, str] = {
     "has_local": "b",
 }
 assert list(OP_COLUMNS) == [f.name for f in fields(OpRecord)]
+
+
+#: Pooled metrics every trace has (schema 1.0 on): a reader refuses a trace without them, and
+#: reports write them first for every layer.
+REQUIRED_METRICS: tuple[str, ...] = (
+    "sqnr_db", "rmse_lsb", "mse", "max_abs_error", "mean_error", "cosine", "saturation",
+    "clip_fraction",
+)
+
+
+class CulpritKind(StrEnum):
+    """Why a culprit matters (column ``kind`` of ``/analysis/culprits``). A ``str``: written
+    to the trace and compared as its text."""
+
+    FLOAT_ISLAND = "float island"
+    AMPLIFIES = "amplifies"
+    CLIPPING = "clipping"
+    RESOLUTION = "resolution"
+    INJECTS = "injects"
+    ROUNDING = "rounding"
+
+
+@dataclass(frozen=True)
+class Culprit:
+    """One ranked layer and why it matters (a row of ``/analysis/culprits``)."""
+
+    layer: str
+    """The layer's name."""
+    index: int
+    """Its row in ``/layers``."""
+    kind: CulpritKind | str
+    """Why; a kind this qdebug does not know (a newer trace) stays its text."""
+    score: float
+    """Its error relative to the output's (see docs/metrics.md); higher matters more."""
+    reason: str
+    """One line for people."""
+
+
+#: Ranks the culprits of a finished trace: (layer table, pooled layer metrics, pooled
+#: statistics, first output's SQNR in dB) → culprits, best first. The writer is given one
+#: (``qdebug.analysis.culprits.find_culprits``) so that the store does not rank.
+CulpritRanker = Callable[
+    [Sequence[LayerRecord], dict[str, np.ndarray], dict[str, np.ndarray], float],
+    Sequence[Culprit],
+]
+
+
+@dataclass(frozen=True)
+class FloatIsland:
+    """An op of the INT8 model whose output stays float32 (a row of ``/model/float_islands``).
+
+    Subscriptable by column name as well, as the dicts of earlier versions were."""
+
+    op_index: int
+    """The op's index in the ``.tflite``."""
+    op_type: str
+    """``NEG``, ``FULLY_CONNECTED``, …"""
+    tensor_name: str
+    """Its output tensor in the deployed model."""
+
+    def __getitem__(self, column: str) -> Any:
+        if column not in FLOAT_ISLAND_COLUMNS:
+            raise KeyError(column)
+        return getattr(self, column)
+
+    @classmethod
+    def of(cls, row: FloatIsland | Mapping[str, Any]) -> FloatIsland:
+        """A record from a record or a mapping with the three columns."""
+        if isinstance(row, FloatIsland):
+            return row
+        return cls(int(row["op_index"]), str(row["op_type"]), str(row["tensor_name"]))
+
+
+FLOAT_ISLAND_COLUMNS: dict[str, str] = {"op_index": "i", "op_type": "s", "tensor_name": "s"}
+assert list(FLOAT_ISLAND_COLUMNS) == [f.name for f in fields(FloatIsland)]
+
+
+class ChannelSums(Protocol):
+    """Per-channel sums (last axis) of one layer over all samples, as ``/analysis/channels``
+    stores them."""
+
+    sum_f2: np.ndarray
+    sum_e2: np.ndarray
+    clipped: np.ndarray
+    saturated: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class AnalysisArrays:
+    """What the tracer hands the writer for ``/analysis`` and ``/samples/worst``."""
+
+    channels: Mapping[int, ChannelSums]
+    """Per layer index, its per-channel sums."""
+    float_min: np.ndarray
+    """Per layer, the smallest float reference value seen."""
+    float_max: np.ndarray
+    quantized_min: np.ndarray
+    """Per layer, the smallest raw integer of the quantized tensor seen (stored as
+    ``int8_min`` whatever the bits: the trace format's name)."""
+    quantized_max: np.ndarray
+    worst_index: np.ndarray
+    """The samples with the lowest output SQNR, worst first."""
+    segment_check: np.ndarray
+    """Per layer, ‖f_s − f‖/‖f‖ of the re-run segment on the first batch (NaN: none)."""
+    worst_inputs: Sequence[Sequence[np.ndarray]]
+    """The model inputs of each worst sample."""
+
+    @classmethod
+    def of(cls, analysis: AnalysisArrays | Mapping[str, Any]) -> AnalysisArrays:
+        """A record from a record or from ``Measurer.analysis()``'s dict (keys as stored:
+        ``int8_min``/``int8_max`` for the quantized ranges)."""
+        if isinstance(analysis, AnalysisArrays):
+            return analysis
+        return cls(
+            channels=analysis["channels"],
+            float_min=analysis["float_min"],
+            float_max=analysis["float_max"],
+            quantized_min=analysis["int8_min"],
+            quantized_max=analysis["int8_max"],
+            worst_index=analysis["worst_index"],
+            segment_check=analysis["segment_check"],
+            worst_inputs=analysis["worst_inputs"],
+        )

@@ -19,17 +19,21 @@ import h5py
 import numpy as np
 
 from qdebug import metrics, user_metrics
-from qdebug.culprits import Culprit, find_culprits
 from qdebug.errors import QdebugError
 from qdebug.store import layer_worst
 from qdebug.store.layer_worst import LayerWorstSamples
 from qdebug.store.outfile import check_trace_target, claim, temp_name
 from qdebug.store.schema import (
+    FLOAT_ISLAND_COLUMNS,
     FORMAT_NAME,
     LAYER_COLUMNS,
     OP_COLUMNS,
     OUTPUT_COLUMNS,
     SCHEMA_VERSION,
+    AnalysisArrays,
+    Culprit,
+    CulpritRanker,
+    FloatIsland,
     LayerRecord,
     OpRecord,
     OutputRecord,
@@ -233,12 +237,15 @@ class TraceWriter:
         outputs: Sequence[OutputRecord],
         input_names: Sequence[str],
         tflite: bytes,
-        float_islands: Sequence[Mapping[str, Any]],
+        float_islands: Sequence[FloatIsland | Mapping[str, Any]],
         store_samples: int,
         ops: Sequence[OpRecord] = (),
         custom_metrics: Sequence[UserMetric] = (),
+        rank_culprits: CulpritRanker | None = None,
     ) -> None:
         self.path = Path(path)
+        self.rank_culprits = rank_culprits
+        """Ranks the culprits at ``commit`` (``/analysis/culprits``); None writes none."""
         self.custom_metrics = list(custom_metrics)
         """User metrics (``--metric``), computed from the pooled statistics at ``commit``."""
         self._claim = contextlib.ExitStack()
@@ -279,12 +286,15 @@ class TraceWriter:
         )
         write_table(f.create_group("layers"), self.layers, LAYER_COLUMNS)
         write_table(f.create_group("outputs"), self.outputs, OUTPUT_COLUMNS)
+        # Written as a table without the ``columns`` attribute, as earlier versions did.
         fi = model.create_group("float_islands")
-        for col, dtype in (("op_index", np.int64), ("op_type", _STR), ("tensor_name", _STR)):
-            vals = [i[col] for i in float_islands]
-            fi.create_dataset(
-                col, data=np.array(vals, dtype=object if dtype is _STR else dtype), dtype=dtype
-            )
+        islands = [FloatIsland.of(i) for i in float_islands]
+        for col, kind in FLOAT_ISLAND_COLUMNS.items():
+            vals = [getattr(i, col) for i in islands]
+            if kind == "s":
+                fi.create_dataset(col, data=np.array(vals, dtype=object), dtype=_STR)
+            else:
+                fi.create_dataset(col, data=np.array(vals, dtype=np.int64))
         m = f.create_group("metrics")
         self._layer_stats = _StatsTable(m.create_group("layers"), len(self.layers))
         self._output_stats = _StatsTable(m.create_group("outputs"), len(self.outputs))
@@ -417,26 +427,28 @@ class TraceWriter:
         )
 
     @_writing
-    def write_analysis(self, analysis: Mapping[str, Any], weights: Sequence[Any]) -> None:
+    def write_analysis(
+        self, analysis: AnalysisArrays | Mapping[str, Any], weights: Sequence[Any]
+    ) -> None:
         """Ranges, per-channel sums, worst samples and weight statistics (``/analysis``)."""
+        rec = AnalysisArrays.of(analysis)
         a = self.f.require_group("analysis")
         r = a.create_group("ranges")
-        for key in ("float_min", "float_max", "int8_min", "int8_max"):
-            r.create_dataset(key, data=np.asarray(analysis[key], dtype=np.float64))
-        a.create_dataset(
-            "segment_check", data=np.asarray(analysis["segment_check"], dtype=np.float64)
-        )
+        for key, values in (("float_min", rec.float_min), ("float_max", rec.float_max),
+                            ("int8_min", rec.quantized_min), ("int8_max", rec.quantized_max)):
+            r.create_dataset(key, data=np.asarray(values, dtype=np.float64))
+        a.create_dataset("segment_check", data=np.asarray(rec.segment_check, dtype=np.float64))
         ch = a.create_group("channels")
-        for idx, sums in analysis["channels"].items():
+        for idx, sums in rec.channels.items():
             g = ch.create_group(f"{idx:05d}")
             for key in ("sum_f2", "sum_e2", "clipped", "saturated"):
                 if getattr(sums, key, None) is not None:
                     g.create_dataset(key, data=np.asarray(getattr(sums, key), dtype=np.float64))
         worst = self.f["samples"].create_group("worst")
-        worst.create_dataset("index", data=np.asarray(analysis["worst_index"], dtype=np.int64))
+        worst.create_dataset("index", data=np.asarray(rec.worst_index, dtype=np.int64))
         wi = worst.create_group("inputs")
         for i, name in enumerate(self.input_names):
-            rows = [inp[i] for inp in analysis["worst_inputs"]]
+            rows = [inp[i] for inp in rec.worst_inputs]
             if rows:
                 ds = wi.create_dataset(str(i), data=np.stack(rows), compression="lzf")
                 ds.attrs["name"] = name
@@ -485,7 +497,7 @@ class TraceWriter:
         )
         g.create_dataset("index", data=np.array([c.index for c in culprits], dtype=np.int64))
         g.create_dataset(
-            "kind", data=np.array([c.kind for c in culprits], dtype=object), dtype=_STR
+            "kind", data=np.array([str(c.kind) for c in culprits], dtype=object), dtype=_STR
         )
         g.create_dataset("score", data=np.array([c.score for c in culprits], dtype=np.float64))
         g.create_dataset(
@@ -494,7 +506,8 @@ class TraceWriter:
 
     @_writing
     def commit(self, **final_attrs: Any) -> Path:
-        """Finish pooled metrics and culprits, mark complete, and rename to the final path."""
+        """Finish pooled metrics and the culprits (ranked by ``rank_culprits``), mark complete,
+        and rename to the final path."""
         f = self.f
         scales = np.array([r.scale for r in self.layers], dtype=np.float64)
         layer_m = self._layer_stats.finish(scales)
@@ -508,8 +521,8 @@ class TraceWriter:
             write_table(f.create_group("ops"), self.ops, OP_COLUMNS)
         out_sqnr = float(out_m["sqnr_db"][0]) if self.outputs else float("nan")
         sums = self._layer_stats.sums
-        if sums:
-            self._write_culprits(find_culprits(self.layers, layer_m, sums, out_sqnr))
+        if sums and self.rank_culprits is not None:
+            self._write_culprits(self.rank_culprits(self.layers, layer_m, sums, out_sqnr))
         n = self._stored
         for group in (f["samples/inputs"], *[g for g in f["activations"].values()]):
             for ds in group.values():

@@ -15,6 +15,10 @@ import numpy as np
 from qdebug.errors import ConversionError
 from qdebug.tracer.tfenv import captured_output, import_tf
 
+#: Fewer calibration samples than this is too few for stable ranges (the tracer warns; ``qdebug
+#: check`` calls it an error).
+MIN_CALIB_SAMPLES = 100
+
 
 @dataclass(frozen=True)
 class ConversionOptions:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from qdebug.errors import DataError
-from qdebug.filekind import refuse_special
+from qdebug.store.filekind import refuse_special
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 #: Samples taken from a data function whose length is unknown (a generator, ``repeat()``)

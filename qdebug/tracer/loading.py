@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from qdebug.errors import ModelLoadError, QdebugError
-from qdebug.filekind import refuse_special
+from qdebug.store.filekind import refuse_special
 
 KERAS3 = "keras3"
 TF_KERAS = "tf_keras"
@@ -331,7 +331,7 @@ def _load_tf_keras_h5(path: Path) -> Any:
     text = config.decode() if isinstance(config, bytes) else str(config)
     if '"QuantizeLayer"' not in text and '"QuantizeWrapper' not in text:
         return tf_keras.models.load_model(path, compile=False)
-    from qdebug.check.tfmot_check import import_tfmot
+    from qdebug.tracer.tfenv import import_tfmot
 
     with import_tfmot().quantization.keras.quantize_scope():
         return tf_keras.models.load_model(path, compile=False)
@@ -349,6 +349,13 @@ def _load_saved_model(path: Path) -> LoadedModel:
     if model is not None and getattr(model, "layers", None) and getattr(model, "inputs", None):
         return LoadedModel(model, TF_KERAS, model.name, str(path), _sha256_path(path))
     return LoadedModel(path, SAVED_MODEL, path.name, str(path), _sha256_path(path))
+
+
+def load_or_wrap(model: Any, trust_code: bool = False) -> LoadedModel:
+    """A model given as a path or factory spec is loaded; a live Keras object is wrapped."""
+    if isinstance(model, str | Path):
+        return load_model(str(model), trust_code=trust_code)
+    return wrap_live_model(model)
 
 
 def wrap_live_model(model: Any) -> LoadedModel:

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from qdebug import metrics
-from qdebug.segments import Segment, source_of
+from qdebug.analysis.segments import Segment, source_of
 from qdebug.store.schema import STATUS_INPUT, LayerRecord, OutputRecord
 from qdebug.tracer.layer_worst import LayerWorst
-from qdebug.tracer.segments import SegmentRunner
+from qdebug.tracer.segment_runner import SegmentRunner
 
 
 @dataclass
@@ -231,8 +231,8 @@ class Measurer:
         e = np.asarray(q, dtype=np.float32).reshape(-1, c) - f2
         clipped = np.zeros(c)
         lo, hi = (float(f2.min()), float(f2.max())) if f2.size else (np.inf, -np.inf)
-        if qp is not None and (lo < metrics.clip_low(qp) or hi > metrics.clip_high(qp)):
-            clipped = metrics.clipped_mask(f2, qp).sum(axis=0).astype(float)
+        if qp is not None and (lo < qp.clip_low or hi > qp.clip_high):
+            clipped = qp.outside(f2).sum(axis=0).astype(float)
         # float32 fused multiply-sums (relative error ~1e-5 per batch), added up in float64.
         sums = ChannelSums(
             np.einsum("ij,ij->j", f2, f2).astype(np.float64),

@@ -13,12 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from qdebug import __version__
-from qdebug.check.calibration import MIN_SAMPLES as MIN_CALIB_SAMPLES
+from qdebug.analysis.culprits import find_culprits
+from qdebug.analysis.segments import build_segments
 from qdebug.errors import DataError, QdebugError, TfliteModelError
-from qdebug.progress import Phases
-from qdebug.segments import build_segments
-from qdebug.sharding import ATTR_STORE, ATTR_TFLITE_SHA256, ShardSpec
 from qdebug.store.schema import (
     STATUS_MATCHED,
     VIEW_LAYERS,
@@ -26,8 +23,10 @@ from qdebug.store.schema import (
     LayerRecord,
     OutputRecord,
 )
+from qdebug.store.sharding import ATTR_STORE, ATTR_TFLITE_SHA256, ShardSpec
 from qdebug.store.writer import TraceWriter
 from qdebug.tracer import convert as conv
+from qdebug.tracer.convert import MIN_CALIB_SAMPLES
 from qdebug.tracer.data import InputSpec, SampleSource, load_data
 from qdebug.tracer.graph import LayerGraph, Probe, input_dtype
 from qdebug.tracer.keep_float import layer_op_names
@@ -41,13 +40,15 @@ from qdebug.tracer.measure import Measurer, segment_sources
 from qdebug.tracer.op_measure import OpMeasurer
 from qdebug.tracer.op_view import lite_input_specs, op_outputs, wrap_subclassed
 from qdebug.tracer.oprows import OpTable, assign_layers, build_op_table, op_layer_records
-from qdebug.tracer.segments import SegmentRunner
+from qdebug.tracer.progress import Phases
+from qdebug.tracer.segment_runner import SegmentRunner
 from qdebug.tracer.shard_data import shard_source
 from qdebug.tracer.sides import Sides, lite_input_order, run_ahead
 from qdebug.tracer.tfenv import import_tf
 from qdebug.tracer.verify import LocalRefs, build_verify_model, pair_local_refs
 from qdebug.tracer.weights import weight_stats
 from qdebug.user_metrics import load_metrics
+from qdebug.version import __version__
 
 
 @dataclass
@@ -344,6 +345,7 @@ class Tracer:
             store_samples=stored,
             ops=table.rows,
             custom_metrics=custom,
+            rank_culprits=find_culprits,
         )
         with writer:
             mismatched, measurer = self._trace(

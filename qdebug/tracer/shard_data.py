@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from qdebug.sharding import ShardInfo, ShardSpec
+from qdebug.store.sharding import ShardInfo, ShardSpec
 from qdebug.tracer.data import SampleSource
 
 

@@ -27,9 +27,9 @@ import click
 import numpy as np
 
 from qdebug.errors import QdebugError
-from qdebug.progress import Phases
-from qdebug.sharding import ShardSpec
-from qdebug.store.merge import merge_traces
+from qdebug.store.sharding import ShardSpec
+from qdebug.tracer.merge import merge_traces
+from qdebug.tracer.progress import Phases
 
 #: Options of ``qdebug trace`` that the parent handles and never forwards to a worker.
 PARENT_ONLY = {"out", "workers", "shard", "ray_address", "fmt", "quiet", "debug"}
@@ -200,7 +200,7 @@ def run_sharded(
     command = "qdebug " + " ".join(shlex.quote(a) for a in ctx.meta.get("qdebug.argv", []))
     quiet = quiet or p.get("fmt") == "json"
     if ray_address is not None:
-        from qdebug.distributed.ray_shards import trace_on_ray
+        from qdebug.tracer.ray_shards import trace_on_ray
 
         given = ctx.get_parameter_source("workers") != click.core.ParameterSource.DEFAULT
         auto = not given or workers.strip().lower() == "auto"

@@ -1,4 +1,4 @@
-"""Importing TensorFlow quietly, and silencing what the converter prints to stdout."""
+"""Importing TensorFlow (and tfmot) quietly, and silencing what the converter prints to stdout."""
 
 from __future__ import annotations
 
@@ -67,3 +67,17 @@ def captured_output() -> Iterator[list[str]]:
                 os.close(copy)
             tmp.seek(0)
             sink.append(buffer.getvalue() + tmp.read().decode("utf-8", "replace"))
+
+
+def import_tfmot() -> Any:
+    """``tensorflow_model_optimization``, imported without leaving ``TF_USE_LEGACY_KERAS``
+    changed."""
+    before = os.environ.get("TF_USE_LEGACY_KERAS")
+    try:
+        import tensorflow_model_optimization as tfmot
+    finally:
+        if before is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = before
+    return tfmot

@@ -73,8 +73,7 @@ def summarize(act: Activation, sample: int, bins: int = BINS) -> ActivationView:
         channels = np.array([metrics.sqnr_db(f.reshape(1), q.reshape(1))])
     clipped = 0
     if qp is not None:
-        half = 0.5 * scale
-        clipped = int(np.count_nonzero((f < low - half) | (f > high + half)))
+        clipped = int(np.count_nonzero(qp.outside(f)))
     return ActivationView(
         sample=sample,
         edges=edges,

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from rich.text import Text
 
-from qdebug.channels import SHOWN_CHANNELS
+from qdebug.output.channels import SHOWN_CHANNELS
 from qdebug.store.reader import Trace
 from qdebug.tui.layer_rows import fmt_db, fmt_pct, sqnr_style
 

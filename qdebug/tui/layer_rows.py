@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from rich.text import Text
 
-from qdebug.printable import printable
+from qdebug.output.fmt import db as fmt_db
+from qdebug.output.fmt import lsb as fmt_lsb
+from qdebug.output.fmt import num as fmt_num
+from qdebug.output.fmt import pct_fine as fmt_pct
+
+# The viewer's names for the shared formatters (one spelling everywhere: ``qdebug.output.fmt``).
+from qdebug.output.fmt import printable
 from qdebug.store.reader import Trace
 from qdebug.store.schema import (
     STATUS_FOLDED,
@@ -21,37 +27,6 @@ from qdebug.store.schema import (
 
 #: Metrics written by the propagation analysis; shown when a trace has them, "—" otherwise.
 PROPAGATION_METRICS = ("local_sqnr_db", "local_mse", "gain", "weight_sqnr_db")
-MISSING = "—"
-
-
-def fmt_db(v: float) -> str:
-    """A dB value: ``∞`` for no error, ``—`` for NaN."""
-    if math.isnan(v):
-        return MISSING
-    if math.isinf(v):
-        return "∞" if v > 0 else "-∞"
-    return f"{v:.1f}"
-
-
-def fmt_pct(v: float) -> str:
-    """A fraction as a percentage."""
-    if math.isnan(v):
-        return MISSING
-    if v == 0:
-        return "0"
-    return "<0.01%" if abs(v) < 1e-4 else f"{v * 100:.2f}%"
-
-
-def fmt_num(v: float) -> str:
-    """A plain number with a few significant digits."""
-    if math.isnan(v):
-        return MISSING
-    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.2e}"
-
-
-def fmt_lsb(v: float) -> str:
-    """An error in LSB."""
-    return MISSING if math.isnan(v) else f"{v:.2f}"
 
 
 def sqnr_style(v: float) -> str:

@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
-from qdebug.accuracy import Accuracy, accuracy, sample_order
+from qdebug.analysis.accuracy import Accuracy, accuracy, sample_order
 from qdebug.errors import TraceFileError
 from qdebug.store.reader import Trace
 from qdebug.store.schema import VIEW_OPS, LayerRecord
@@ -147,7 +147,7 @@ class LayerDetailScreen(Screen[None]):
             self.accuracy: Accuracy | None = accuracy(trace)
         except TraceFileError:
             self.accuracy = None
-        #: Order of the worst-samples list: ``sqnr`` or ``flipped`` (``qdebug.accuracy``).
+        #: Order of the worst-samples list: ``sqnr`` or ``flipped`` (``qdebug.analysis.accuracy``).
         self.sort_by = "sqnr"
 
     def compose(self) -> ComposeResult:

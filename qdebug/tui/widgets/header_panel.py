@@ -8,7 +8,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-from qdebug.accuracy import accuracy
+from qdebug.analysis.accuracy import accuracy
 from qdebug.store.reader import Trace
 from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED, VIEW_OPS
 from qdebug.tui.layer_rows import fmt_db, printable, sqnr_style

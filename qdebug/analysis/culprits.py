@@ -1,0 +1,131 @@
+"""The ranked culprits: layers whose injected error or amplification explains most of the
+output error, each with a one-line reason. Pure numpy; the heuristic is in docs/metrics.md."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from qdebug.analysis.segments import build_segments, source_of
+from qdebug.store.schema import Culprit, CulpritKind, LayerRecord
+
+#: Rounding of in-range values alone gives 1/√12 ≈ 0.29 LSB of the tensor's own grid, whatever
+#: its bits; up to this is "healthy".
+HEALTHY_LSB = 0.45
+#: A 16-bit tensor's step is this many times finer than an 8-bit one over the same range
+#: ((2¹⁶ − 1) / (2⁸ − 1)): its errors are also quoted in int8-equivalent steps.
+INT16_PER_INT8 = 257.0
+#: A layer whose gain exceeds this amplifies the error it receives.
+AMPLIFY_GAIN = 1.5
+#: Clipping is named as the reason when it causes this share of a layer's error or more.
+CLIP_SHARE = 0.3
+#: Under this SQNR (dB) a tensor's quantization step is too coarse for its values, however
+#: small the error in LSB (a 1000-class softmax whose int8 output is all zeros).
+COARSE_DB = 10.0
+#: A layer adding this share of the output's noise-to-signal or more is never "healthy", even
+#: when its error is pure rounding: the grid is too coarse for what the output needs.
+COARSE_SCORE = 0.3
+#: A layer explaining less than this share of the output's noise-to-signal is not a culprit.
+MIN_SCORE = 0.01
+
+
+def _nsr(sqnr_db: float) -> float:
+    """Noise-to-signal power ratio of an SQNR in dB."""
+    return 10 ** (-sqnr_db / 10) if math.isfinite(sqnr_db) else 0.0
+
+
+def find_culprits(
+    layers: Sequence[LayerRecord],
+    m: dict[str, np.ndarray],
+    stats: dict[str, np.ndarray],
+    output_sqnr_db: float,
+    limit: int = 8,
+) -> list[Culprit]:
+    """Rank layers by how much they raise the relative error, as a share of the output's.
+
+    A layer's score is (NSR of its output − NSR of its inputs) / NSR of the model output, where
+    NSR = Σe²/Σf² is the accumulated noise-to-signal ratio: the drop it causes in the SQNR
+    curve. Whether it injected that error (``local_share`` ≥ ½) or amplified what it received
+    (``gain``) decides the reason.
+
+    Args:
+        layers: the layer table.
+        m: pooled layer metrics, with the local-error metrics.
+        stats: pooled sufficient statistics (``sum_f2``, ``sum_e2``) per layer.
+        output_sqnr_db: the first output's SQNR.
+    """
+    if "local_sqnr_db" not in m:
+        return []
+    out_nsr = _nsr(output_sqnr_db) or 1e-12
+    index = {r.name: i for i, r in enumerate(layers)}
+    by_name = {r.name: r for r in layers}
+    inputs = {seg.output: seg.inputs for seg in build_segments(layers)}
+    found: list[Culprit] = []
+    for i, r in enumerate(layers):
+        if not r.ranked:
+            continue
+        src = [index[source_of(n, by_name)] for n in inputs.get(r.name, [])]
+        f2 = float(sum(stats["sum_f2"][j] for j in src))
+        in_nsr = float(sum(stats["sum_e2"][j] for j in src)) / f2 if f2 > 0 else 0.0
+        score = (_nsr(float(m["sqnr_db"][i])) - in_nsr) / out_nsr
+        if not score >= MIN_SCORE:  # explains nothing (or NaN)
+            continue
+        gain = float(m["gain"][i]) if "gain" in m else math.nan
+        share = float(m["local_share"][i]) if "local_share" in m else 1.0
+        kind, reason = _why(r, i, m, gain, share, score)
+        found.append(Culprit(r.name, i, kind, score, reason))
+    found.sort(key=lambda c: c.score, reverse=True)
+    return found[:limit]
+
+
+def _lsb_text(lsb: float, dtype: str) -> str:
+    """An error in LSB of the tensor's own grid, named for a 16-bit tensor and then given in
+    int8-equivalent steps as well."""
+    if dtype == "int16":
+        return f"{lsb:.2f} int16 LSB (= {lsb / INT16_PER_INT8:.3f} of an int8 step)"
+    return f"{lsb:.2f} LSB"
+
+
+def _why(
+    r: LayerRecord, i: int, m: dict[str, np.ndarray], gain: float, share: float, score: float
+) -> tuple[CulpritKind, str]:
+    if r.float_island:
+        return CulpritKind.FLOAT_ISLAND, "runs in float inside the INT8 model"
+    if math.isfinite(gain) and gain >= AMPLIFY_GAIN and not share >= 0.5:
+        return CulpritKind.AMPLIFIES, f"amplifies incoming error {gain:.1f}×"
+    clip = float(m["clip_share"][i])
+    lsb = float(m["local_rmse_lsb"][i])
+    if clip >= CLIP_SHARE:
+        return CulpritKind.CLIPPING, (
+            f"clipping: {float(m['clip_fraction'][i]):.1%} of values outside the calibrated "
+            f"range cause {clip:.0%} of its error"
+        )
+    local = float(m["local_sqnr_db"][i])
+    own = float(m["sqnr_db"][i])
+    if lsb <= HEALTHY_LSB and min(local, own) < COARSE_DB:
+        return CulpritKind.RESOLUTION, (
+            f"values too small for the quantization step: {_lsb_text(lsb, r.dtype)} of "
+            f"rounding leaves {min(local, own):.1f} dB"
+        )
+    if not math.isfinite(lsb):  # a float tensor has no LSB
+        where = f", {local:.1f} dB" if math.isfinite(local) else ""
+        return CulpritKind.INJECTS, f"injects error{where}"
+    if lsb <= HEALTHY_LSB and score >= COARSE_SCORE:
+        fix = "float here" if r.dtype == "int16" else "more bits or float here"
+        return CulpritKind.ROUNDING, (
+            f"rounding noise only ({_lsb_text(lsb, r.dtype)}), yet {min(score, 1):.0%} of the "
+            f"output's error: the grid is too coarse for this layer ({fix})"
+        )
+    if lsb <= HEALTHY_LSB:
+        return CulpritKind.ROUNDING, f"rounding noise {_lsb_text(lsb, r.dtype)} — healthy"
+    where = f", {local:.1f} dB" if math.isfinite(local) else ""
+    if r.dtype == "int16":
+        steps = lsb / INT16_PER_INT8
+        than = "less than" if steps <= HEALTHY_LSB else "more than"
+        return CulpritKind.INJECTS, (
+            f"injects {lsb:.2f} int16 LSB of error (16-bit rounding alone is 0.29; that is "
+            f"{steps:.3f} of an int8 step, {than} int8 rounding adds){where}"
+        )
+    return CulpritKind.INJECTS, f"injects {lsb:.2f} LSB of error (rounding alone is 0.29){where}"

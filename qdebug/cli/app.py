@@ -1,0 +1,190 @@
+"""The ``qdebug`` command group: one-line errors and exit codes, output that survives a full
+disk or a closed pipe, and ``--debug``. The commands live in ``tracing``, ``reading`` and
+``tools`` beside this module."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import traceback
+import warnings
+from typing import Any, NoReturn
+
+import click
+
+from qdebug.cli.signals import Stopped, stopping_signals
+from qdebug.errors import QdebugError
+from qdebug.output.fmt import printable, printable_lines
+from qdebug.version import __version__
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _debug_wanted(argv: list[str]) -> bool:
+    value = os.environ.get("QDEBUG_DEBUG", "").strip().lower()
+    return "--debug" in argv or value in ("1", "true", "yes", "on")
+
+
+def _quiet_exit(code: int) -> NoReturn:
+    """Exit with ``code``, skipping teardown that would crash (HDF5 after a failed write) or
+    take seconds (TensorFlow's); every file qdebug wrote is closed by then."""
+    writer = sys.modules.get("qdebug.store.writer")
+    if "tensorflow" in sys.modules or (writer is not None and writer.failed_writes()):
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _say_err(line: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # a closed terminal (SIGHUP) takes stderr
+        click.echo(line, err=True)
+
+
+def _fail(message: str, debug: bool) -> NoReturn:
+    if debug:
+        traceback.print_exc()
+    _say_err(f"qdebug: error: {printable(message)}")
+    writer = sys.modules.get("qdebug.store.writer")
+    if writer is not None and writer.failed_writes():  # HDF5 would crash at exit
+        _quiet_exit(EXIT_BAD_INPUT)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _usage_error(exc: click.UsageError) -> NoReturn:
+    """click's usage errors as qdebug's one line (click prints three, without the prefix)."""
+    ctx = exc.ctx
+    where = ctx.command_path if ctx is not None else "qdebug"
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    _say_err(f"qdebug: error: {printable(message)}. Try '{where} --help'.")
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _stdout_failed(exc: OSError) -> QdebugError:
+    # Later writes (Python's own flush at exit) would fail again and print a traceback.
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return QdebugError(
+        f"cannot write to the standard output: {exc.strerror or exc}",
+        "redirect it to a file on a disk with space, or to a reader that stays open",
+    )
+
+
+def say(text: str) -> None:
+    """Print ``text`` for people on stdout: control characters from traces and models shown
+    as escapes, a full disk or a closed pipe answered with one line."""
+    write(printable_lines(text))
+
+
+def write(text: str, nl: bool = True) -> None:
+    """Print ``text`` as it is (JSON, CSV for scripts) on stdout."""
+    try:
+        click.echo(text, nl=nl)
+    except OSError as exc:
+        raise _stdout_failed(exc) from exc
+
+
+class _Group(click.Group):
+    """Turns qdebug's own errors into one line on stderr and exit code 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["qdebug.argv"] = list(args)  # the command line, recorded in traces
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            _usage_error(exc)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        argv = ctx.meta.get("qdebug.argv", [])
+        debug = _debug_wanted(argv)
+        try:
+            with warnings.catch_warnings(), stopping_signals():
+                if not debug:  # numpy's "invalid value encountered" is not the user's business
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                return super().invoke(ctx)
+        except QdebugError as exc:
+            _fail(exc.one_line(), debug)
+        except click.UsageError as exc:
+            _usage_error(exc)
+        except KeyboardInterrupt:
+            _say_err("qdebug: interrupted; nothing was written")
+            _quiet_exit(EXIT_INTERRUPTED)
+        except Stopped as exc:
+            if debug:
+                traceback.print_exc()
+            _say_err(f"qdebug: stopped by {exc.name}; nothing was written")
+            _quiet_exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:
+            text = " ".join(str(exc).split())[:300]
+            _fail(
+                f"unexpected {type(exc).__name__}: {text} (run with --debug for the traceback, "
+                "and please report it)",
+                debug,
+            )
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="qdebug")
+@click.option("--debug", is_flag=True, expose_value=False,
+              help="Show tracebacks instead of one-line errors.")
+def cli() -> None:
+    """Find where quantization error is born and where it grows, layer by layer.
+
+    \b
+    Typical session:
+      qdebug trace model.keras --data samples.npy     # writes traces/<model>-<time>.h5
+      qdebug view traces/model-*.h5                   # explore it in the terminal
+      qdebug report traces/model-*.h5 --format json   # numbers for scripts
+    """
+
+
+#: ``--debug`` after a command's name as well (``qdebug trace ... --debug``). The group reads it
+#: from the command line before parsing (``_debug_wanted``), so commands never see its value.
+debug_option = click.option("--debug", is_flag=True, hidden=True, expose_value=False)
+
+
+def say_err(line: str) -> None:
+    """One line for people on stderr (control characters escaped)."""
+    _say_err(printable(line))
+
+
+def summary_text(tr: Any) -> str:
+    """The summary as the terminal would show it (the text is printed by ``write``, so that a
+    full disk or a closed pipe is one line, not a traceback from Rich)."""
+    from rich.console import Console
+
+    from qdebug.output.summary import print_summary
+
+    screen = Console()  # what the real stdout is: width, terminal or not, colours
+    buffer = io.StringIO()
+    print_summary(tr, Console(file=buffer, width=screen.width, force_terminal=screen.is_terminal,
+                              color_system=screen.color_system))  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def print_result(path: Any, fmt: str, quiet: bool) -> None:
+    """The summary (``text``) or the JSON report of the trace at ``path``."""
+    from qdebug.store.reader import open_trace
+
+    with open_trace(path) as tr:
+        if fmt == "json":
+            from qdebug.output.report_json import report_json
+
+            write(report_json(tr))
+        elif not quiet:
+            write(summary_text(tr), nl=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="qdebug")
+

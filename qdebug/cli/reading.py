@@ -1,0 +1,231 @@
+"""The commands that read traces (no TensorFlow): ``report``, ``view``, ``diff``, ``export``,
+``explore`` and ``plot``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from qdebug.cli.app import cli, debug_option, print_result, say, summary_text, write
+from qdebug.output.fmt import printable_lines
+
+
+@cli.command()
+@click.argument("trace_path", metavar="TRACE", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json", "csv"]),
+              default="text", show_default=True,
+              help="text for people, markdown for a GitHub issue, json for scripts, csv with "
+              "TFLite QuantizationDebugger's columns first.")
+@click.option("--chart", metavar="CHART.png",
+              help="markdown: link this picture (made by qdebug plot) under the headline.")
+@debug_option
+def report(trace_path: Path, fmt: str, chart: str | None) -> None:
+    """Print what a trace says: model, output numbers, the five worst layers and the culprits
+    (text); every layer with --format markdown, json or csv.
+
+    \b
+    Examples:
+      qdebug report traces/run1.h5
+      qdebug report traces/run1.h5 --format markdown > issue.md   # paste into a bug report
+      qdebug report traces/run1.h5 --format json | jq '.layers[] | select(.sqnr_db < 20)'
+      qdebug report traces/run1.h5 --format csv > layers.csv
+    """
+    if fmt in ("text", "json"):
+        print_result(trace_path, fmt, quiet=False)
+        return
+    from qdebug.output.report_csv import report_csv
+    from qdebug.output.report_markdown import report_markdown
+    from qdebug.store.reader import open_trace
+
+    with open_trace(trace_path) as tr:
+        if fmt == "markdown":
+            text = report_markdown(tr).rstrip("\n")
+            if chart:  # the picture under the headline, so a bug report shows it first
+                head, _, rest = text.partition("\n\n")
+                text = f"{head}\n\n![error by depth]({chart})\n\n{rest}"
+            say(text)
+        else:  # CSV keeps names exact for scripts, but not for a terminal
+            text = report_csv(tr)
+            write(printable_lines(text) if sys.stdout.isatty() else text, nl=False)
+
+
+@cli.command()
+@click.argument("trace_path", metavar="TRACE", type=click.Path(path_type=Path))
+@click.argument("other_path", metavar="[OTHER]", required=False, type=click.Path(path_type=Path))
+@debug_option
+def view(trace_path: Path, other_path: Path | None) -> None:
+    """Explore a trace in the terminal; with OTHER, compare two traces layer by layer.
+
+    When the standard output is not a terminal (a pipe, a file, CI), the summary of each trace
+    is printed instead, as `qdebug report` prints it.
+
+    \b
+    Press ? inside for every key. Examples:
+      qdebug view traces/run1.h5
+      qdebug view traces/before.h5 traces/after.h5
+    """
+    from qdebug.tui.app import create_app
+
+    app = create_app(trace_path, other_path)  # opens the traces: bad files fail here, one line
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):  # full screen would wait for keys
+        try:
+            texts = [summary_text(t) for t in (app.trace, app.other) if t is not None]
+        finally:
+            app.trace.close()
+            if app.other is not None:
+                app.other.close()
+        write("\n".join(texts), nl=False)
+        return
+    app.run()
+
+
+@cli.command()
+@click.argument("base", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--max-output-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              metavar="DB", help="Largest allowed drop of an output's SQNR (dB).")
+@click.option("--max-layer-drop", type=click.FloatRange(min=0), default=3.0, show_default=True,
+              metavar="DB", help="Largest allowed drop of a layer's accumulated SQNR (dB).")
+@click.option("--max-top1-drop", type=click.FloatRange(min=0, max=1), default=0.01,
+              show_default=True, metavar="F",
+              help="Largest allowed drop of top-1 agreement (fraction of samples).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0, max=1), default=0.01,
+              show_default=True, metavar="F",
+              help="Largest allowed drop of INT8 task accuracy against labels (fraction of "
+              "samples; when both traces have labels).")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
+              show_default=True, help="text for the terminal, markdown for a PR, json for CI.")
+@debug_option
+def diff(
+    base: Path, new: Path, max_output_drop: float, max_layer_drop: float, max_top1_drop: float,
+    max_accuracy_drop: float, fmt: str,
+) -> None:
+    """Compare two traces of one model: did quantization get worse from BASE to NEW?
+
+    Reads only the summary tables of both traces (fast, no TensorFlow). Exit code 0 when NEW
+    is within the thresholds, 1 on a regression, 2 on bad input (a missing, corrupt or
+    unknown-schema trace, or traces of different models). Rules: docs/diff.md.
+
+    \b
+    Examples:
+      qdebug diff traces/before.h5 traces/after.h5
+      qdebug diff base.h5 new.h5 --max-layer-drop 6 --format markdown >> $GITHUB_STEP_SUMMARY
+    """
+    from qdebug.analysis.trace_diff import Thresholds, diff_paths
+    from qdebug.output.diff_render import RENDERERS
+
+    result = diff_paths(
+        base, new,
+        Thresholds(max_output_drop, max_layer_drop, max_top1_drop, max_accuracy_drop),
+    )
+    (write if fmt == "json" else say)(RENDERERS[fmt](result).rstrip("\n"))
+    sys.exit(1 if result.regressed else 0)
+
+
+@cli.command()
+@click.argument("trace_path", metavar="TRACE", type=click.Path(path_type=Path))
+@click.option("--tflite", type=click.Path(path_type=Path), metavar="OUT.tflite",
+              help="Write the exact INT8 model the trace was made from.")
+@click.option("--inputs", type=click.Path(path_type=Path), metavar="OUT.npz",
+              help="Write the inputs the trace keeps (stored samples and each layer's worst "
+              "samples), keyed by input name.")
+@click.option("--model-explorer", "explorer", type=click.Path(path_type=Path),
+              metavar="OUT.json",
+              help="Write Model Explorer node data: OUT.json (accumulated SQNR), "
+              "OUT.local_sqnr.json and OUT.gain.json, keyed by the INT8 model's tensor names "
+              "(open them with the .tflite from --tflite).")
+@click.option("--slim", type=click.Path(path_type=Path), metavar="OUT.h5",
+              help="Write the trace without its stored activations: every metric, table, the "
+              "model and the kept inputs, a few MB to attach to a bug report.")
+@click.option("--force", is_flag=True, help="Replace existing files.")
+@debug_option
+def export(
+    trace_path: Path, tflite: Path | None, inputs: Path | None, explorer: Path | None,
+    slim: Path | None, force: bool,
+) -> None:
+    """Write back the INT8 .tflite model and the stored inputs of a trace.
+
+    Files are written atomically and never overwritten without --force. The inputs file can
+    be given back to `qdebug trace --data`.
+
+    \b
+    Examples:
+      qdebug export traces/run1.h5 --tflite model_int8.tflite --inputs inputs.npz
+      qdebug export traces/run1.h5 --model-explorer run1.json --tflite run1.tflite
+      qdebug export traces/run1.h5 --slim run1-slim.h5       # small enough to attach
+    """
+    from qdebug.output.export import export_trace
+    from qdebug.store.reader import open_trace
+
+    with open_trace(trace_path) as tr:
+        if slim is not None:
+            from qdebug.output.export_slim import slim_copy
+
+            slim_copy(tr, slim, force=force)
+            size = slim.stat().st_size
+            say(f"wrote {slim} ({size / 2**20:.1f} MB: the trace without stored activations)")
+            if tflite is None and inputs is None and explorer is None:
+                return
+        if explorer is not None:
+            from qdebug.output.model_explorer import write_node_data
+
+            for p in write_node_data(tr, explorer, force=force):
+                click.echo(f"wrote {p} (Model Explorer node data)")
+            if tflite is None and inputs is None:
+                return
+        done = export_trace(tr, tflite, inputs, force=force)
+    if done.tflite is not None:
+        say(f"wrote {done.tflite} (the INT8 model)")
+    if done.inputs is not None:
+        say(f"wrote {done.inputs} (inputs of samples {list(done.samples)})")
+
+
+@cli.command()
+@click.argument("trace_path", metavar="TRACE", type=click.Path(path_type=Path))
+@click.option("--host", default="localhost", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--no-browser", is_flag=True, help="Print the URL; do not open a browser.")
+@click.option("--dir", "folder", type=click.Path(path_type=Path), metavar="FOLDER",
+              help="Where to write the .tflite and the node data (default: a temporary folder).")
+@debug_option
+def explore(
+    trace_path: Path, host: str, port: int, no_browser: bool, folder: Path | None
+) -> None:
+    """Open the trace's INT8 model in Google's Model Explorer, coloured by qdebug's numbers.
+
+    Node-data overlays: accumulated SQNR, local SQNR and error gain of every op (pick one in
+    Model Explorer's node data panel). Needs the explorer extra: pip install 'qdebug[explorer]'.
+
+    \b
+    Examples:
+      qdebug explore traces/run1.h5
+      qdebug explore traces/run1.h5 --port 8090 --no-browser
+    """
+    from qdebug.output.explore import explore as run_explorer
+
+    run_explorer(trace_path, host=host, port=port, open_browser=not no_browser, folder=folder)
+
+
+@cli.command()
+@click.argument("trace_path", metavar="TRACE", type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              metavar="CHART.svg|png", help="The picture to write.")
+@click.option("--layer", metavar="LAYER", help="Histogram of this layer (default: the top "
+              "culprit).")
+@debug_option
+def plot(trace_path: Path, out: Path, layer: str | None) -> None:
+    """Draw error by depth (accumulated and local SQNR per layer, culprits circled) and one
+    layer's error histogram. Needs matplotlib.
+
+    \b
+    Examples:
+      qdebug plot traces/run1.h5 --out chart.svg
+      qdebug report traces/run1.h5 --format markdown --chart chart.png > issue.md
+    """
+    from qdebug.output.plot import plot_trace
+    from qdebug.store.reader import open_trace
+
+    with open_trace(trace_path) as tr:
+        click.echo(f"wrote {plot_trace(tr, out, layer)}")

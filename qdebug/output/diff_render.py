@@ -1,0 +1,190 @@
+"""``qdebug diff`` output: text for the terminal, markdown for a PR comment, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from qdebug.analysis.trace_diff import Change, DiffResult, LayerDiff
+from qdebug.output.fmt import db, json_num, pct, plain, printable
+
+
+def _change(c: Change | None) -> dict[str, float | None] | None:
+    if c is None:
+        return None
+    return {"base": json_num(c.base), "new": json_num(c.new), "delta": json_num(c.delta)}
+
+
+def diff_dict(result: DiffResult) -> dict[str, Any]:
+    """The diff as plain data (NaN and ±∞ become None)."""
+    th = result.thresholds
+    return {
+        "verdict": result.verdict,
+        "base": result.base,
+        "new": result.new,
+        "model": result.model_name,
+        "thresholds": {
+            "max_output_drop_db": th.max_output_drop_db,
+            "max_layer_drop_db": th.max_layer_drop_db,
+            "max_top1_drop": th.max_top1_drop,
+            "max_accuracy_drop": th.max_accuracy_drop,
+        },
+        "int8_accuracy": _change(result.int8_accuracy),
+        "float_accuracy": _change(result.float_accuracy),
+        "reasons": list(result.reasons),
+        "notes": list(result.notes),
+        "outputs": [
+            {
+                "name": o.name,
+                "sqnr_db": _change(o.sqnr_db),
+                "top1_agreement": _change(o.top1_agreement),
+                "regressed": o.regressed,
+            }
+            for o in result.outputs
+        ],
+        "most_changed": list(result.most_changed),
+        "added": list(result.added),
+        "removed": list(result.removed),
+        "rematched": list(result.rematched),
+        "layers": [
+            {
+                "name": d.name,
+                "class": d.class_name,
+                "status": {"base": d.status[0], "new": d.status[1]},
+                "rematched": d.rematched,
+                "sqnr_db": _change(d.sqnr_db),
+                "saturation": _change(d.saturation),
+                "local_sqnr_db": _change(d.local_sqnr_db),
+                "gain": _change(d.gain),
+                "regressed": d.regressed,
+            }
+            for d in result.layers
+        ],
+    }
+
+
+def diff_json(result: DiffResult) -> str:
+    """``diff_dict`` as indented JSON."""
+    return json.dumps(diff_dict(result), indent=2)
+
+
+def _headline(result: DiffResult) -> str:
+    parts = []
+    for o in result.outputs:
+        text = f"output {o.name}: SQNR {db(o.sqnr_db.base)} → {db(o.sqnr_db.new)} dB"
+        text += f" ({db(o.sqnr_db.delta, signed=True)})"
+        if not math.isnan(o.top1_agreement.base):  # a classifier
+            text += (
+                f", top-1 agreement {pct(o.top1_agreement.base)} → {pct(o.top1_agreement.new)}"
+            )
+        parts.append(text)
+    if result.int8_accuracy is not None:
+        acc = result.int8_accuracy
+        parts.append(f"int8 accuracy {pct(acc.base)} → {pct(acc.new)}")
+    return "; ".join(parts)
+
+
+def _thresholds(result: DiffResult) -> str:
+    th = result.thresholds
+    return (
+        f"thresholds: output SQNR drop ≤ {th.max_output_drop_db:g} dB, layer SQNR drop ≤ "
+        f"{th.max_layer_drop_db:g} dB, top-1 drop ≤ {th.max_top1_drop:g}, accuracy drop ≤ "
+        f"{th.max_accuracy_drop:g}"
+    )
+
+
+_COLUMNS = ("layer", "class", "SQNR base", "SQNR new", "Δ dB", "saturation Δ", "local Δ dB",
+            "gain Δ", "")
+
+
+def _row(d: LayerDiff) -> list[str]:
+    return [
+        printable(d.name),
+        printable(d.class_name),
+        db(d.sqnr_db.base),
+        db(d.sqnr_db.new),
+        db(d.sqnr_db.delta, signed=True),
+        pct(d.saturation.delta, signed=True),
+        db(d.local_sqnr_db.delta, signed=True) if d.local_sqnr_db else "n/a",
+        plain(d.gain.delta) if d.gain else "n/a",
+        "REGRESSED" if d.regressed else ("re-matched" if d.rematched else ""),
+    ]
+
+
+def _layer_lists(result: DiffResult) -> list[tuple[str, tuple[str, ...]]]:
+    return [
+        ("added (only in NEW)", result.added),
+        ("removed (only in BASE)", result.removed),
+        ("re-matched (status or tensor changed)", result.rematched),
+    ]
+
+
+def diff_text(result: DiffResult) -> str:
+    """The diff for a terminal: verdict first, then the layers that changed most."""
+    lines = [
+        f"{result.verdict.upper()}  {result.model_name}: {result.base} → {result.new}",
+        f"  {_headline(result)}",
+        f"  {_thresholds(result)}",
+    ]
+    lines += [f"  ✗ {r}" for r in result.reasons]
+    rows = [_row(result.layer(n)) for n in result.most_changed]
+    if rows:
+        widths = [max(len(c), *(len(r[k]) for r in rows)) for k, c in enumerate(_COLUMNS)]
+        lines.append("layers that changed most:")
+        for cells in [list(_COLUMNS), *rows]:
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
+    else:
+        lines.append("no layer's SQNR changed")
+    for title, names in _layer_lists(result):
+        if names:
+            lines.append(f"{title}: {', '.join(names)}")
+    lines += [f"note: {n}" for n in result.notes]
+    # Names and paths come from the traces: each line is made safe for the terminal.
+    return "\n".join(printable(line.rstrip()) for line in lines)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def diff_markdown(result: DiffResult) -> str:
+    """The diff as a markdown section for a pull request or issue comment."""
+    mark = "❌ regression" if result.regressed else "✅ no regression"
+    lines = [
+        f"### qdebug diff: {mark}",
+        "",
+        f"`{result.base}` → `{result.new}` (model `{result.model_name}`)",
+        "",
+        f"- {_headline(result)}",
+        f"- {_thresholds(result)}",
+    ]
+    lines += [f"- **{_md_cell(r)}**" for r in result.reasons]
+    lines += [f"- note: {_md_cell(n)}" for n in result.notes]
+    for title, names in _layer_lists(result):
+        if names:
+            lines.append(f"- {title}: {', '.join(f'`{n}`' for n in names)}")
+    lines += ["", "#### Layers that changed most", ""]
+    if result.most_changed:
+        lines.append("| " + " | ".join(_COLUMNS[:-1]) + " | |")
+        lines.append("|" + "---|" * len(_COLUMNS))
+        for n in result.most_changed:
+            lines.append("| " + " | ".join(_md_cell(c) for c in _row(result.layer(n))) + " |")
+    else:
+        lines.append("No layer's SQNR changed.")
+    return "\n".join(printable(line) for line in lines) + "\n"
+
+
+
+
+def regression_message(result: DiffResult) -> str:
+    """Why ``assert_no_regression`` failed: every threshold exceeded, then the worse layers."""
+    lines = [f"quantization regressed for {result.model_name}: {result.base} → {result.new}"]
+    lines += [f"  - {r}" for r in result.reasons]
+    worse = [d.name for d in result.regressed_layers]
+    if worse:
+        lines.append(f"layers that got worse: {', '.join(worse)}")
+    return "\n".join(printable(line) for line in lines)
+
+
+RENDERERS = {"text": diff_text, "markdown": diff_markdown, "json": diff_json}

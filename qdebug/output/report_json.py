@@ -1,0 +1,171 @@
+"""Reports of a trace for scripts and people. Reads the store only; never imports TensorFlow."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from qdebug.analysis.accuracy import accuracy
+from qdebug.output.channels import worst_channels
+from qdebug.output.fmt import json_num as _num
+from qdebug.store.reader import Trace
+from qdebug.store.schema import REQUIRED_METRICS
+
+#: Per-layer metrics written explicitly below; any other pooled metric the trace has (e.g. the
+#: propagation analysis' ``local_sqnr_db``, ``gain``) is appended to each layer as well.
+_LAYER_METRICS = REQUIRED_METRICS
+
+
+def report_dict(trace: Trace) -> dict[str, Any]:
+    """The trace as plain data: model, output, layers in topological order.
+
+    Metric values that are NaN (no tensor) or infinite (no error at all) are ``None``.
+    """
+    meta = trace.meta
+    lm = trace.layer_metrics()
+    om = trace.output_metrics()
+    custom, custom_out = trace.custom_metrics(), trace.custom_metrics("outputs")
+    outputs = [
+        {
+            "name": o.name,
+            "tensor": o.tensor_name,
+            "sqnr_db": _num(om["sqnr_db"][j]),
+            "rmse_lsb": _num(om["rmse_lsb"][j]),
+            "mse": _num(om["mse"][j]),
+            "max_abs_error": _num(om["max_abs_error"][j]),
+            "cosine": _num(om["cosine"][j]),
+            "saturation": _num(om["saturation"][j]),
+            "top1_agreement": _num(om["top1_agreement"][j]),
+            "custom_metrics": {k: _num(m.values[j]) for k, m in custom_out.items()},
+        }
+        for j, o in enumerate(trace.outputs)
+    ]
+    layers = []
+    for i, r in enumerate(trace.layers):
+        layers.append(
+            {
+                "index": i,
+                "name": r.name,
+                "class": r.class_name,
+                "op": r.op_type,
+                "tensor": r.tensor_name,
+                "status": r.status,
+                "related": r.related,
+                "inbound": r.inbound,
+                "output_shape": r.output_shape,
+                "dtype": r.dtype,
+                "scale": _num(r.scale),
+                "zero_point": r.zero_point,
+                "float_island": r.float_island,
+                "sqnr_db": _num(lm["sqnr_db"][i]),
+                "rmse_lsb": _num(lm["rmse_lsb"][i]),
+                "mse": _num(lm["mse"][i]),
+                "max_abs_error": _num(lm["max_abs_error"][i]),
+                "mean_error": _num(lm["mean_error"][i]),
+                "cosine": _num(lm["cosine"][i]),
+                "saturation": _num(lm["saturation"][i]),
+                "clip_fraction": _num(lm["clip_fraction"][i]),
+                "tensor_index": r.tensor_index,
+                "ops": r.ops,
+                **{k: _num(v[i]) for k, v in lm.items() if k not in _LAYER_METRICS},
+                "channels": worst_channels(trace.channel_stats(i), trace.weight_channels(i)),
+                "custom_metrics": {k: _num(m.values[i]) for k, m in custom.items()},
+            }
+        )
+    first = outputs[0] if outputs else {}
+    acc = accuracy(trace)
+    return {
+        "schema_version": trace.schema_version,
+        "trace": str(trace.path),
+        "model": {
+            "name": trace.model_name,
+            "source": meta.get("model_source"),
+            "sha256": meta.get("model_sha256"),
+            "keras_flavour": meta.get("keras_flavour"),
+            "converter": meta.get("converter"),
+            "tflite_source": meta.get("tflite_source"),
+            "kernels": meta.get("kernels"),
+            "deployed": meta.get("deployed"),
+        },
+        "view": trace.view,
+        "versions": {k: v for k, v in meta.items() if k.endswith("_version")},
+        "samples": trace.n_samples,
+        "run": {
+            k: meta.get(k)
+            for k in ("created", "command_line", "data_source", "calib_source", "platform")
+        },
+        "stored_samples": [int(s) for s in trace.stored_samples],
+        "output": {
+            "sqnr_db": first.get("sqnr_db"),
+            "top1_agreement": first.get("top1_agreement"),
+            # Task accuracy against labels (--labels); None without labels.
+            "float_accuracy": _num(acc.float_accuracy) if acc else None,
+            "int8_accuracy": _num(acc.int8_accuracy) if acc else None,
+            "flipped": acc.flipped() if acc else None,
+            "labels": {"source": acc.source, "output": acc.output} if acc else None,
+            "outputs": outputs,
+        },
+        "float_islands": [asdict(i) for i in trace.float_islands],
+        "deployment_kernels": {
+            "delegated_ops": meta.get("delegated_ops", []),
+            "mismatched_samples": meta.get("kernel_mismatched_samples"),
+            "max_abs_diff": meta.get("kernel_max_abs_diff"),
+        },
+        "instrumentation": {
+            "mismatched_samples": meta.get("instrumentation_mismatched_samples"),
+            "max_abs_diff": meta.get("instrumentation_max_abs_diff"),
+        },
+        "warnings": meta.get("warnings", []),
+        "custom_metrics": [
+            {"name": m.name, "unit": m.unit, "definition": m.definition, "source": m.source,
+             "error": m.error or None}
+            for m in custom.values()
+        ],
+        "culprits": [
+            {"layer": c.layer, "index": c.index, "kind": c.kind, "score": _num(c.score),
+             "reason": c.reason}
+            for c in trace.culprits()
+        ],
+        "layers": layers,
+        "ops": op_rows(trace),
+    }
+
+
+def worst_layers(trace: Trace, n: int = 5) -> list[tuple[int, float]]:
+    """(index, SQNR dB) of the ``n`` ranked layers (matched and verified) with the lowest
+    SQNR; a layer whose tensor could not be verified never appears."""
+    sq = trace.layer_metrics()["sqnr_db"]
+    ok = [not np.isnan(v) and trace.layers[i].ranked for i, v in enumerate(sq)]
+    idx = [i for i in np.argsort(np.where(np.isnan(sq), np.inf, sq)) if ok[i]]
+    return [(int(i), float(sq[i])) for i in idx[:n]]
+
+
+def op_rows(trace: Trace) -> list[dict[str, Any]]:
+    """Every op of the deployed model with its metrics (empty for traces before schema 1.2)."""
+    om = trace.op_metrics()
+    return [
+        {
+            "index": i,
+            "op_index": o.index,
+            "op": o.op_type,
+            "name": o.name,
+            "tensor": o.tensor_name,
+            "layer": o.layer,
+            "status": o.status,
+            "inputs": o.inputs,
+            "dtype": o.dtype,
+            "scale": _num(o.scale),
+            "zero_point": o.zero_point,
+            "has_local": o.has_local,
+            **{k: _num(v[i]) for k, v in om.items()},
+        }
+        for i, o in enumerate(trace.ops)
+    ]
+
+
+def report_json(trace: Trace) -> str:
+    """``report_dict`` as indented JSON."""
+    return json.dumps(report_dict(trace), indent=2)

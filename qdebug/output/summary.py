@@ -1,0 +1,119 @@
+"""The short summary printed after ``qdebug trace`` (and by ``make demo``)."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from qdebug.analysis.accuracy import accuracy
+from qdebug.analysis.culprits import COARSE_DB
+from qdebug.output.fmt import db_unit, printable
+from qdebug.output.report_json import worst_layers
+from qdebug.store.reader import Trace
+from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED, VIEW_OPS
+
+#: Rows of the worst-layers table in the text summary (the other formats list every layer).
+SHOWN_LAYERS = 5
+
+
+def _safe(text: str) -> str:
+    """Trace text for the terminal: control characters visible, Rich markup inert."""
+    return escape(printable(str(text)))
+
+
+def print_summary(trace: Trace, console: Console) -> None:
+    """Output SQNR, top-1 agreement, the five worst layers, and the trace path."""
+    om = trace.output_metrics()
+    rows = (
+        f"{len(trace.layers)} ops (no Keras layer graph: rows are the model's ops)"
+        if trace.view == VIEW_OPS
+        else f"{len(trace.layers)} layers, {len(trace.ops)} ops"
+        if trace.ops
+        else f"{len(trace.layers)} layers"
+    )
+    console.print(
+        f"[bold]{_safe(trace.model_name)}[/]  {trace.n_samples} samples, {rows} "
+        f"({_safe(str(trace.meta.get('keras_flavour')))})"
+    )
+    deployed = trace.meta.get("deployed")
+    if isinstance(deployed, str) and deployed:
+        console.print(f"  deployed model: {_safe(deployed)}")
+    for j, o in enumerate(trace.outputs):
+        sq = float(om["sqnr_db"][j])
+        line = f"  output {_safe(o.name)}: SQNR {db_unit(sq)}"
+        if not math.isnan(om["top1_agreement"][j]):
+            line += f", top-1 agreement {om['top1_agreement'][j] * 100:.1f}%"
+        if sq < COARSE_DB:
+            line += " [red](broken: the int8 output has lost the signal)[/]"
+        console.print(line)
+    acc = accuracy(trace)
+    if acc is not None:
+        console.print(
+            f"  accuracy ({_safe(acc.source)}): float {acc.float_accuracy * 100:.1f}%, "
+            f"int8 {acc.int8_accuracy * 100:.1f}%; flipped {len(acc.right_to_wrong)} "
+            f"right→wrong, {len(acc.wrong_to_right)} wrong→right"
+        )
+    statuses = [r.status for r in trace.layers]
+    flagged = statuses.count(STATUS_UNVERIFIED) + statuses.count(STATUS_UNMATCHED)
+    islands = len(trace.float_islands)
+    if flagged or islands:
+        console.print(
+            f"  [yellow]{flagged} layer(s) unverified or unmatched, {islands} float island op(s)[/]"
+        )
+    delegated = trace.meta.get("delegated_ops")
+    if "kernel_mismatched_samples" in trace.meta and isinstance(delegated, list):
+        console.print(
+            f"  kernels: XNNPACK took {len(delegated)} of {len(trace.ops)} ops (their values "
+            "here come from the reference kernels); its outputs differ from the reference "
+            f"kernels' on {trace.meta.get('kernel_mismatched_samples')} of {trace.n_samples} "
+            f"sample(s), by at most {trace.meta.get('kernel_max_abs_diff')}"
+        )
+    mism = int(trace.meta.get("instrumentation_mismatched_samples", 0) or 0)
+    if mism:
+        console.print(
+            f"  [red]instrumentation changed the output of {mism} sample(s) "
+            f"(max {trace.meta.get('instrumentation_max_abs_diff')})[/]"
+        )
+    for w in trace.meta.get("warnings", []) or []:
+        console.print(f"  [yellow]warning:[/] {_safe(str(w))}", soft_wrap=True)
+    title = "worst ops" if trace.view == VIEW_OPS else "worst layers"
+    worst = worst_layers(trace, SHOWN_LAYERS)
+    table = Table(
+        title=f"{title} (the {len(worst)} with the lowest accumulated SQNR)",
+        title_justify="left", box=None,
+    )
+    ops_view = trace.view == VIEW_OPS
+    cols = ("op", "SQNR", "RMSE (LSB)", "saturation")
+    for col in (("name",) if ops_view else ("layer", "class")) + cols:
+        table.add_column(
+            col,
+            justify="right" if col in cols[1:] else "left",
+            overflow="fold",  # whole names at any width: wrapped, never cut
+            no_wrap=col not in ("layer", "name"),
+        )
+    lm = trace.layer_metrics()
+    for i, sq in worst:
+        r = trace.layers[i]
+        rmse = lm["rmse_lsb"][i]
+        table.add_row(
+            _safe(r.name),
+            *(() if ops_view else (_safe(r.class_name),)),
+            _safe(r.op_type),
+            db_unit(sq),
+            "—" if math.isnan(rmse) else f"{rmse:.2f}",
+            f"{lm['saturation'][i] * 100:.1f}%",
+        )
+    console.print(table)
+    every = "op" if ops_view else "layer"
+    console.print(f"every {every}: qdebug report TRACE --format json, markdown or csv")
+    culprits = trace.culprits()[:5]
+    if culprits:
+        console.print("culprits (rise in noise-to-signal at the layer, relative to the output's):")
+        for c in culprits:
+            console.print(
+                f"  {_safe(c.layer):<24} {c.score:5.2f}  {_safe(c.reason)}", soft_wrap=True
+            )
+    console.print(f"trace: {_safe(str(trace.path))}")

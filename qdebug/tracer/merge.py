@@ -1,0 +1,441 @@
+"""``qdebug merge``: shard traces (``qdebug trace --shard K/N``) into the trace of one whole run.
+
+Statistics are sums over samples, so shards merge exactly: per-sample statistics are
+concatenated in sample order and pooled again batch by batch (the batches of the whole run),
+pooled op statistics and per-channel sums add, ranges take min/max. Every pooled metric, the
+worst samples and the culprits are derived again from those sums by the trace writer itself.
+
+Shards are read through ``Trace`` (which validates untrusted files); raw h5py only copies the
+validated per-sample tables and ``/analysis`` arrays. Pure h5py + numpy: no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import itertools
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import h5py
+import numpy as np
+
+from qdebug import metrics
+from qdebug.analysis.culprits import find_culprits
+from qdebug.errors import ShardMismatchError, TraceFileError
+from qdebug.store.reader import MAX_ROWS, Trace
+from qdebug.store.sharding import ATTR_TFLITE_SHA256, SHARD_ATTRS, ShardInfo, shard_info
+from qdebug.store.writer import TraceWriter, check_target
+
+#: Worst samples a trace keeps (the tracer's ``Measurer.worst_k``).
+WORST_K = 8
+#: Root attributes every shard must share: same model, conversion, kernels and data.
+SAME_ATTRS = (
+    "model_sha256", "converter", "tflite_source", "kernels", "litert_version", "view",
+    "input_names", "data_source", "calib_source", "keras_flavour",
+)
+#: Root attributes a merged trace does not copy from its first shard.
+_DROP = {
+    "format", "schema_version", "complete", "n_samples", "n_stored", "created", "command_line",
+    "instrumentation_mismatched_samples", "instrumentation_max_abs_diff", "segments",
+    "warnings", *SHARD_ATTRS,
+}
+
+
+@dataclass
+class _Shard:
+    path: Path
+    trace: Trace
+    info: ShardInfo
+    sha256: str
+
+
+def _refuse(message: str, hint: str = "") -> ShardMismatchError:
+    return ShardMismatchError(
+        message, hint or "merge the shards of one `qdebug trace … --shard K/N` command"
+    )
+
+
+def _damaged(path: Path, detail: str) -> TraceFileError:
+    return TraceFileError(
+        f"{path} is a damaged trace: {detail}",
+        "re-create it with `qdebug trace`, or ask for the file again",
+    )
+
+
+def _open_shard(path: Path) -> _Shard:
+    trace = Trace(path)
+    try:
+        try:
+            info = shard_info(trace.meta)
+        except ValueError as exc:
+            raise _damaged(trace.path, str(exc)) from exc
+        if info is None:
+            raise _refuse(
+                f"{path} is not a shard trace (it has no shard attribute)",
+                "trace slices with `qdebug trace … --shard K/N`, then merge those",
+            )
+        if info.count != trace.n_samples:
+            raise _damaged(trace.path, f"shard_count {info.count} but n_samples {trace.n_samples}")
+        stored = trace.stored_samples
+        if len(stored) and (stored.min() < info.start or stored.max() >= info.end):
+            raise _damaged(trace.path, "stored samples lie outside the shard's slice")
+        sha = hashlib.sha256(trace.tflite_bytes()).hexdigest()
+        recorded = trace.meta.get(ATTR_TFLITE_SHA256)
+        if recorded is not None and recorded != sha:
+            raise _damaged(trace.path, "the .tflite bytes do not match their recorded sha256")
+    except BaseException:
+        trace.close()
+        raise
+    return _Shard(Path(path), trace, info, sha)
+
+
+def _rows(records: Sequence[Any]) -> list[str]:
+    return [json.dumps(asdict(r), sort_keys=True) for r in records]
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+def _differences(a: _Shard, b: _Shard) -> Iterator[str]:
+    """What makes ``b`` another model, conversion or run than ``a`` (first found first)."""
+    ta, tb = a.trace, b.trace
+    if ta.schema_version != tb.schema_version:
+        yield f"trace schemas {ta.schema_version} vs {tb.schema_version}"
+    if a.sha256 != b.sha256:
+        yield f"INT8 models (.tflite sha256 {a.sha256[:12]}… vs {b.sha256[:12]}…)"
+    for what, x, y in (
+        ("layer tables", ta.layers, tb.layers),
+        ("op tables", ta.ops, tb.ops),
+        ("outputs", ta.outputs, tb.outputs),
+    ):
+        if _rows(x) != _rows(y):
+            yield what
+    for key in SAME_ATTRS:
+        if ta.meta.get(key) != tb.meta.get(key):
+            yield f"{key} ({_short(ta.meta.get(key))} vs {_short(tb.meta.get(key))})"
+    if a.info.total != b.info.total:
+        yield f"sample counts ({a.info.total} vs {b.info.total} samples in the data)"
+    if a.info.batch_size != b.info.batch_size:
+        yield f"batch sizes ({a.info.batch_size} vs {b.info.batch_size})"
+
+
+def _check_same(shards: list[_Shard]) -> None:
+    first = shards[0]
+    for other in shards[1:]:
+        for difference in _differences(first, other):
+            raise _refuse(f"cannot merge {other.path} with {first.path}: different {difference}")
+
+
+def _check_cover(shards: list[_Shard]) -> list[_Shard]:
+    """The shards in sample order; refused when slices overlap or leave samples out."""
+    ordered = sorted(shards, key=lambda s: (s.info.start, s.info.spec.k))
+
+    def where(s: _Shard) -> str:
+        return f"{s.path} (shard {s.info.spec}, samples {s.info.start}–{s.info.end - 1})"
+
+    for a, b in itertools.pairwise(ordered):
+        if b.info.start < a.info.end:
+            raise _refuse(
+                f"cannot merge {where(b)} with {where(a)}: their slices overlap",
+                "give each slice once",
+            )
+    total = ordered[0].info.total
+    edges = [0] + [x for s in ordered for x in (s.info.start, s.info.end)] + [total]
+    for lo, hi in zip(edges[::2], edges[1::2], strict=True):
+        if lo < hi:
+            n = ordered[0].info.spec.n
+            raise _refuse(
+                f"samples {lo}–{hi - 1} of {total} are in no shard given",
+                f"merge all {n} shards, 1/{n} … {n}/{n}",
+            )
+    return ordered
+
+
+def merge_traces(
+    paths: Sequence[str | Path],
+    out: str | Path,
+    *,
+    store_samples: int | None = None,
+    command_line: str = "",
+) -> Path:
+    """Merge shard traces into ``out`` (written atomically) and return its path.
+
+    Args:
+        paths: shard traces of one model and conversion, covering every sample once.
+        store_samples: how many samples keep activations (default: the shards' ``--store-samples``).
+        command_line: recorded as the merged trace's ``command_line``.
+
+    Raises:
+        ShardMismatchError: shards of different models/conversions, overlapping or missing
+            slices, or a trace that is not a shard. Nothing is written then.
+        TraceFileError: a damaged or unreadable shard.
+    """
+    out = Path(out)
+    check_target(out)
+    if not paths:
+        raise _refuse("no shard traces given")
+    with ExitStack() as stack:
+        shards = []
+        for p in paths:
+            shard = _open_shard(Path(p))
+            stack.callback(shard.trace.close)
+            shards.append(shard)
+        _check_same(shards)
+        ordered = _check_cover(shards)
+        target = out.resolve()
+        for s in ordered:
+            if s.path.resolve() == target:
+                raise _refuse(f"--out {out} is one of the shards", "write the merge elsewhere")
+        budget = store_samples if store_samples is not None else max(
+            s.info.store_samples for s in ordered
+        )
+        return _write(ordered, out, budget, command_line)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _write(shards: list[_Shard], out: Path, budget: int, command_line: str) -> Path:
+    t0 = shards[0].trace
+    input_names = [str(n) for n in t0.meta.get("input_names") or []]
+    attrs = {k: v for k, v in t0.meta.items() if k not in _DROP}
+    attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    attrs["command_line"] = command_line or "qdebug merge " + " ".join(
+        str(s.path) for s in shards
+    )
+    attrs["merged_from"] = [
+        {"file": str(s.path), "shard": str(s.info.spec), "start": s.info.start,
+         "count": s.info.count, "command_line": s.trace.meta.get("command_line", "")}
+        for s in shards
+    ]
+    writer = TraceWriter(
+        out,
+        attrs=attrs,
+        layers=t0.layers,
+        outputs=t0.outputs,
+        input_names=input_names,
+        tflite=t0.tflite_bytes(),
+        float_islands=t0.float_islands,
+        store_samples=budget,
+        ops=t0.ops,
+        rank_culprits=find_culprits,
+    )
+    with writer:
+        with ExitStack() as stack:
+            files = [stack.enter_context(h5py.File(s.path, "r")) for s in shards]
+            for s, f in zip(shards, files, strict=True):
+                _copy_statistics(s, f, writer)
+            _copy_stored(shards, writer, budget, input_names)
+            if "analysis" in files[0]:
+                writer.write_analysis(
+                    _analysis(shards, files, input_names), _weights(shards[0], files[0])
+                )
+            _merge_labels(shards, writer)
+        warnings: list[str] = []
+        for s in shards:
+            for w in s.trace.meta.get("warnings") or []:
+                if w not in warnings:
+                    warnings.append(str(w))
+        return writer.commit(
+            instrumentation_mismatched_samples=sum(
+                int(s.trace.meta.get("instrumentation_mismatched_samples", 0)) for s in shards
+            ),
+            instrumentation_max_abs_diff=max(
+                float(s.trace.meta.get("instrumentation_max_abs_diff", 0.0)) for s in shards
+            ),
+            segments=int(t0.meta.get("segments", 0)),
+            warnings=warnings,
+        )
+
+
+def _copy_statistics(s: _Shard, f: h5py.File, writer: TraceWriter) -> None:
+    """Per-sample statistics and top-1 flags in the batches the shard was traced in (the
+    batches of the whole run: pooled sums then add up in the same order); the shard's pooled
+    op statistics once (ops have no per-sample rows)."""
+    layers = f["metrics/layers/per_sample"]
+    outs = f["metrics/outputs/per_sample"]
+    top1 = f["metrics/outputs/top1_match"]
+    ops: dict[str, np.ndarray] | None = None
+    if s.trace.ops:
+        pooled = f["metrics/ops/pooled"]
+        ops = {k: np.asarray(pooled["stat_" + k][()], dtype=np.float64)[None, :]
+               for k in metrics.STATS if "stat_" + k in pooled}
+    n, bs = s.info.count, s.info.batch_size
+    for a in range(0, n, bs):
+        b = min(n, a + bs)
+        writer.add_batch(
+            {k: np.asarray(layers[k][a:b], dtype=np.float64) for k in metrics.STATS if k in layers},
+            {k: np.asarray(outs[k][a:b], dtype=np.float64) for k in metrics.STATS if k in outs},
+            np.nan_to_num(np.asarray(top1[a:b], dtype=np.float64)).astype(np.int8),
+            ops if a == 0 and ops else None,
+        )
+
+
+def _copy_stored(
+    shards: list[_Shard], writer: TraceWriter, budget: int, input_names: list[str]
+) -> None:
+    """The first ``budget`` stored samples, in sample order (those a whole run stores)."""
+    left = budget
+    for s in shards:
+        t = s.trace
+        if left <= 0:
+            break
+        layers = [i for i in range(len(t.layers)) if t.has_activations(i)]
+        for sample in t.stored_samples[:left].tolist():
+            ins = t.inputs(sample)
+            missing = [n for n in input_names if n not in ins]
+            if missing:
+                raise _damaged(t.path, f"stored sample {sample} lacks input(s) {missing}")
+            values: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            local: dict[int, np.ndarray] = {}
+            for i in layers:
+                act = t.activation(i, sample)
+                values[i] = (act.float, act.raw)
+                if act.float_local is not None:
+                    local[i] = act.float_local
+            writer.store_sample(sample, [ins[n] for n in input_names], values, local)
+            left -= 1
+
+
+def _vector(path: Path, f: h5py.File, key: str, length: int | None = None) -> np.ndarray:
+    """A validated 1-D numeric dataset of ``/analysis`` as float64."""
+    ds = f.get(key)
+    if not isinstance(ds, h5py.Dataset) or ds.ndim != 1 or ds.dtype.kind not in "biuf":
+        raise _damaged(path, f"{key} is missing or not a 1-D numeric dataset")
+    if (length is not None and ds.shape[0] != length) or ds.shape[0] > MAX_ROWS:
+        raise _damaged(path, f"{key} has shape {ds.shape}, expected ({length},)")
+    return np.asarray(ds[()], dtype=np.float64)
+
+
+def _strings(path: Path, f: h5py.File, key: str, length: int) -> list[str]:
+    ds = f.get(key)
+    if not isinstance(ds, h5py.Dataset) or ds.shape != (length,):
+        raise _damaged(path, f"{key} is missing or of another length")
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in ds[()]]
+
+
+def _analysis(shards: list[_Shard], files: list[h5py.File], names: list[str]) -> dict[str, Any]:
+    """``/analysis`` of the whole run: channel sums add, ranges min/max, ``segment_check`` from
+    the shard holding sample 0, worst samples chosen again from every shard's worst list."""
+    n_layers = len(shards[0].trace.layers)
+    out: dict[str, Any] = {}
+    for key, pick in (("float_min", np.fmin), ("float_max", np.fmax),
+                      ("int8_min", np.fmin), ("int8_max", np.fmax)):
+        vals = [_vector(s.path, f, f"analysis/ranges/{key}", n_layers)
+                for s, f in zip(shards, files, strict=True)]
+        out[key] = pick.reduce(vals)
+    out["segment_check"] = _vector(shards[0].path, files[0], "analysis/segment_check", n_layers)
+    channels: dict[int, SimpleNamespace] = {}
+    for s, f in zip(shards, files, strict=True):
+        group = f.get("analysis/channels")
+        if not isinstance(group, h5py.Group):
+            raise _damaged(s.path, "analysis/channels is missing")
+        for name in group:
+            if not (name.isdigit() and int(name) < n_layers):
+                raise _damaged(s.path, f"analysis/channels/{name} names no layer")
+            key = f"analysis/channels/{name}"
+            f2 = _vector(s.path, f, f"{key}/sum_f2")
+            e2 = _vector(s.path, f, f"{key}/sum_e2", len(f2))
+            clipped = _vector(s.path, f, f"{key}/clipped", len(f2))
+            saturated = (
+                _vector(s.path, f, f"{key}/saturated", len(f2))
+                if f"{key}/saturated" in f
+                else None
+            )
+            cur = channels.get(int(name))
+            if cur is None:
+                channels[int(name)] = SimpleNamespace(
+                    sum_f2=f2, sum_e2=e2, clipped=clipped, saturated=saturated
+                )
+            elif len(cur.sum_f2) != len(f2):
+                raise _refuse(f"{s.path}: layer {name} has {len(f2)} channels, not "
+                              f"{len(cur.sum_f2)}")
+            else:
+                cur.sum_f2, cur.sum_e2, cur.clipped = (
+                    cur.sum_f2 + f2, cur.sum_e2 + e2, cur.clipped + clipped)
+                # Saturation counts (schema 1.2) add up when every shard has them.
+                cur.saturated = (
+                    cur.saturated + saturated
+                    if cur.saturated is not None and saturated is not None
+                    else None
+                )
+    out["channels"] = dict(sorted(channels.items()))
+    out["worst_index"], out["worst_inputs"] = _worst(shards, files, names)
+    return out
+
+
+def _worst(
+    shards: list[_Shard], files: list[h5py.File], names: list[str]
+) -> tuple[np.ndarray, list[list[np.ndarray]]]:
+    """The ``WORST_K`` samples of lowest first-output SQNR among every shard's worst, ranked as
+    the tracer ranks them (SQNR recomputed from the per-sample statistics; ties: lower index)."""
+    found: list[tuple[tuple[float, int], int, list[np.ndarray]]] = []
+    for s, f in zip(shards, files, strict=True):
+        idx, inputs = s.trace.worst_samples()
+        if not len(idx) or not s.trace.outputs:
+            continue
+        rows = idx - s.info.start
+        if rows.min() < 0 or rows.max() >= s.info.count:
+            raise _damaged(s.path, "worst samples lie outside the shard's slice")
+        if any(n not in inputs for n in names):
+            raise _damaged(s.path, "the worst samples' inputs are incomplete")
+        g = f["metrics/outputs/per_sample"]
+        stats = {k: np.asarray(g[k][:, 0], dtype=np.float64)[rows]
+                 for k in metrics.ACCUMULATED_STATS if k in g}
+        sqnr = metrics.derive(stats)["sqnr_db"]
+        for j, sample in enumerate(idx.tolist()):
+            value = float(sqnr[j])
+            key = (-value if np.isfinite(value) else -1e9, -sample)
+            found.append((key, sample, [inputs[n][j] for n in names]))
+    found.sort(key=lambda t: t[0], reverse=True)
+    chosen = found[:WORST_K]
+    return np.array([t[1] for t in chosen], dtype=np.int64), [t[2] for t in chosen]
+
+
+def _weights(s: _Shard, f: h5py.File) -> list[SimpleNamespace]:
+    """The weight statistics of the first shard (weights are the same in every shard)."""
+    g = "analysis/weights"
+    layer = _vector(s.path, f, f"{g}/layer").astype(np.int64)
+    n = len(layer)
+    tensor = _strings(s.path, f, f"{g}/tensor_name", n)
+    axis = _vector(s.path, f, f"{g}/channel_axis", n).astype(np.int64)
+    sqnr = _vector(s.path, f, f"{g}/sqnr_db", n)
+    max_err = _vector(s.path, f, f"{g}/max_abs_error", n)
+    outliers = _strings(s.path, f, f"{g}/outlier_channels", n)
+    rows = []
+    for j in range(n):
+        if not 0 <= layer[j] < len(s.trace.layers):
+            raise _damaged(s.path, f"{g}/layer names a layer the trace does not have")
+        ch = s.trace.weight_channels(int(layer[j])) or {
+            "sqnr_db": np.zeros(0), "range": np.zeros(0)
+        }
+        try:
+            out_ch = json.loads(outliers[j])
+        except ValueError as exc:
+            raise _damaged(s.path, f"{g}/outlier_channels is not JSON") from exc
+        rows.append(SimpleNamespace(
+            layer=int(layer[j]), tensor_name=tensor[j], channel_axis=int(axis[j]),
+            sqnr_db=float(sqnr[j]), max_abs_error=float(max_err[j]), outlier_channels=out_ch,
+            channel_sqnr_db=ch["sqnr_db"], channel_range=ch["range"],
+        ))
+    return rows
+
+
+def _merge_labels(shards: list[Any], writer: TraceWriter) -> None:
+    """``/labels`` of the shards, in sample order, when every shard has them."""
+    parts = [s.trace.labels() for s in shards]
+    if not parts or any(p is None for p in parts):
+        return
+    first = parts[0]
+    assert first is not None
+    label, float_pred, int8_pred = (
+        np.concatenate([p[k] for p in parts if p is not None])
+        for k in ("label", "float_pred", "int8_pred")
+    )
+    writer.write_labels(label, float_pred, int8_pred, first["output"], first["source"])

@@ -1,0 +1,85 @@
+"""The float computation of each measured layer, re-run on the INT8 model's own inputs.
+
+A *segment* is what the INT8 model computes between measured tensors: a matched layer plus the
+layers fused into it (Conv and BatchNorm fused into a ReLU's CONV_2D). Its inputs are the
+measured tensors it consumes. Re-running the segment's Keras layers in float on the dequantized
+int8 inputs x̂ gives f(x̂), which splits the accumulated error into the error the layer injects,
+q − f(x̂), and the error it passes on, f(x̂) − f(x). All segments run in one ``tf.function``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from qdebug.analysis.segments import Segment
+from qdebug.tracer.graph import LayerGraph, LayerNode
+
+
+def _map(value: Any, fn: Callable[[Any], Any]) -> Any:
+    if isinstance(value, list):
+        return [_map(v, fn) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_map(v, fn) for v in value)
+    if isinstance(value, dict):
+        return {k: _map(v, fn) for k, v in value.items()}
+    return fn(value)
+
+
+def _call_arguments(node: LayerNode) -> tuple[Any, dict[str, Any]]:
+    kn = node.layer._inbound_nodes[0]
+    if hasattr(kn, "arguments"):  # Keras 3
+        return kn.arguments.args, dict(kn.arguments.kwargs)
+    return kn.call_args, dict(kn.call_kwargs)  # tf_keras
+
+
+class SegmentRunner:
+    """Runs every segment on given input values, in one compiled call per batch."""
+
+    def __init__(self, graph: LayerGraph, segments: list[Segment]) -> None:
+        import tensorflow as tf
+
+        self.graph = graph
+        self.segments = segments
+        self.feeds = sorted({i for s in segments for i in s.inputs})
+        self._fn = tf.function(self._run, reduce_retracing=True, autograph=False)
+
+    def _run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for seg in self.segments:
+            values: dict[str, Any] = {k: feeds[k] for k in seg.inputs}
+            for member in seg.members:
+                node = self.graph.node(member)
+                args, kwargs = _call_arguments(node)
+
+                def fill(t: Any, values: dict[str, Any] = values) -> Any:
+                    hist = getattr(t, "_keras_history", None)
+                    if hist is None:
+                        return t
+                    return values[self.graph.names_by_id[id(hist[0])]]
+
+                call_args = _map(args, fill)
+                call_kwargs = _map(kwargs, fill)
+                if "training" not in call_kwargs and _takes_training(node.layer):
+                    call_kwargs["training"] = False
+                result = node.layer(*call_args, **call_kwargs)
+                while isinstance(result, list | tuple):
+                    result = result[0]
+                values[member] = result
+            out[seg.output] = values[seg.output]
+        return out
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """f(feeds) for every segment output."""
+        return {k: v.numpy() for k, v in self._fn(feeds).items()}
+
+
+def _takes_training(layer: Any) -> bool:
+    import inspect
+
+    try:
+        return "training" in inspect.signature(layer.call).parameters
+    except (TypeError, ValueError):
+        return False
