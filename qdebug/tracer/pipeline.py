@@ -1,13 +1,12 @@
-"""``qdebug trace``: convert, match, run float Keras and INT8 LiteRT side by side, write."""
+"""``qdebug trace``: load, convert, match layers to ops, then the per-sample loop
+(``trace_loop``) and the write."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import platform
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +14,14 @@ import numpy as np
 
 from qdebug.analysis.culprits import find_culprits
 from qdebug.analysis.segments import build_segments
-from qdebug.errors import DataError, QdebugError, TfliteModelError
-from qdebug.store.schema import (
-    STATUS_MATCHED,
-    VIEW_LAYERS,
-    VIEW_OPS,
-    LayerRecord,
-    OutputRecord,
-)
-from qdebug.store.sharding import ATTR_STORE, ATTR_TFLITE_SHA256, ShardSpec
+from qdebug.errors import QdebugError, TfliteModelError
+from qdebug.store.schema import VIEW_LAYERS, VIEW_OPS, LayerRecord
+from qdebug.store.sharding import ATTR_STORE, ATTR_TFLITE_SHA256
 from qdebug.store.writer import TraceWriter
 from qdebug.tracer import convert as conv
 from qdebug.tracer.convert import MIN_CALIB_SAMPLES
-from qdebug.tracer.data import InputSpec, SampleSource, load_data
-from qdebug.tracer.graph import LayerGraph, Probe, input_dtype
+from qdebug.tracer.data import InputSpec, load_data
+from qdebug.tracer.graph import LayerGraph, Probe
 from qdebug.tracer.keep_float import layer_op_names
 from qdebug.tracer.labels import PredictionLog, load_labels, prediction_log
 from qdebug.tracer.labels import resolve as resolve_labels
@@ -36,121 +29,30 @@ from qdebug.tracer.layer_worst import input_cap
 from qdebug.tracer.litert import LiteModel
 from qdebug.tracer.loading import TFLITE, LoadedModel, load_model, wrap_live_model
 from qdebug.tracer.matching import align_tensors, match_layers
-from qdebug.tracer.measure import Measurer, segment_sources
-from qdebug.tracer.op_measure import OpMeasurer
+from qdebug.tracer.model_io import (
+    check_inputs,
+    input_bytes,
+    input_specs,
+    output_records,
+    twin_values,
+)
 from qdebug.tracer.op_view import lite_input_specs, op_outputs, wrap_subclassed
 from qdebug.tracer.oprows import OpTable, assign_layers, build_op_table, op_layer_records
+from qdebug.tracer.options import (
+    AUTO_BUDGET_MB,
+    TraceOptions,
+    default_trace_path,
+    software_versions,
+)
 from qdebug.tracer.progress import Phases
 from qdebug.tracer.segment_runner import SegmentRunner
 from qdebug.tracer.shard_data import shard_source
-from qdebug.tracer.sides import Sides, lite_input_order, run_ahead
+from qdebug.tracer.sides import Sides
 from qdebug.tracer.tfenv import import_tf
+from qdebug.tracer.trace_loop import TracePlan, op_local_layers, trace_samples
 from qdebug.tracer.verify import LocalRefs, build_verify_model, pair_local_refs
 from qdebug.tracer.weights import weight_stats
 from qdebug.user_metrics import load_metrics
-from qdebug.version import __version__
-
-
-@dataclass
-class TraceOptions:
-    """Everything ``qdebug trace`` can be told besides the model and the data."""
-
-    out: Path | None = None
-    samples: int | None = None
-    store_samples: int | None = None
-    """Samples whose activations are stored; None: as many of the first 16 as fit in
-    ``store_budget_mb``."""
-    store_budget_mb: float | None = None
-    """None: what is left of 20 MB after the model, so that the whole trace stays under
-    GitHub's 25 MB attachment limit where the model allows it."""
-    """Size budget of the stored activations and inputs when ``store_samples`` is None, so
-    that a default trace can be attached to a bug report (GitHub takes 25 MB)."""
-    calib: Any = None
-    calib_samples: int = 200
-    batch_size: int = 16
-    tflite: Path | None = None
-    xnnpack: bool = False
-    int8_io: bool = False
-    verify_samples: int = 4
-    image_range: str = "0-1"
-    trust_model_code: bool = False
-    quiet: bool = False
-    command_line: str = ""
-    warnings: list[str] = field(default_factory=list)
-    keep_float: tuple[str, ...] = ()
-    """Keras layers to leave in float (selective quantization)."""
-    scheme: str = "int8"
-    """``int8`` or ``int16x8`` (16-bit activations)."""
-    shard: ShardSpec | None = None
-    """Trace only the K-th of N contiguous slices of the data (``--shard K/N``)."""
-    labels: Any = None
-    """Class labels of the samples (``qdebug.tracer.labels.load_labels``): task accuracy."""
-    metrics: tuple[Any, ...] = ()
-    """User metrics (``--metric``): specs, ``Metric`` objects or functions (qdebug.user_metrics)."""
-
-
-#: What a default trace may take beside the model's own size (MB), leaving room for metrics.
-AUTO_BUDGET_MB = 20.0
-
-
-def default_trace_path(model_name: str, folder: Path = Path("traces")) -> Path:
-    """``traces/<model>-<timestamp>.h5``."""
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name) or "model"
-    return folder / f"{safe}-{stamp}.h5"
-
-
-def _versions(flavour: str) -> dict[str, str]:
-    import h5py
-    import keras
-    import tensorflow as tf
-
-    out = {
-        "qdebug_version": __version__,
-        "tensorflow_version": tf.__version__,
-        "keras_version": keras.__version__,
-        "numpy_version": np.__version__,
-        "h5py_version": h5py.__version__,
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    try:
-        from importlib.metadata import version
-
-        out["litert_version"] = version("ai-edge-litert")
-    except Exception:
-        out["litert_version"] = "?"
-    if flavour == "tf_keras":
-        import tf_keras
-
-        out["keras_version"] = tf_keras.__version__
-    return out
-
-
-def _input_specs(graph: LayerGraph) -> list[InputSpec]:
-    specs = []
-    for name, t in zip(graph.input_names, graph.model.inputs, strict=True):
-        shape = t.shape.as_list() if hasattr(t.shape, "as_list") else list(t.shape)
-        dtype = input_dtype(t)
-        specs.append(
-            InputSpec(
-                name,
-                tuple(None if d is None else int(d) for d in shape[1:]),
-                dtype if dtype != "float64" else "float32",
-            )
-        )
-    return specs
-
-
-def _batches(source: SampleSource, size: int) -> Iterator[list[list[np.ndarray]]]:
-    batch: list[list[np.ndarray]] = []
-    for sample in source:
-        batch.append(sample)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _stack(batch: list[list[np.ndarray]], size: int) -> list[np.ndarray]:
@@ -168,7 +70,6 @@ class Tracer:
         self.data_spec = data
         self.opt = options
         self.phases = Phases(quiet=options.quiet)
-        self.max_diff = 0.0
         self._keras_values: dict[str, np.ndarray] | None = None
         self.first_sample = 0
         """Global position of the first traced sample (a shard's slice start)."""
@@ -253,16 +154,16 @@ class Tracer:
             plain = LiteModel(int8_bytes, preserve=False)
             deploy = LiteModel(int8_bytes, preserve=False, xnnpack=True) if opt.xnnpack else None
             twin = LiteModel(twin_bytes, preserve=True)
-            self._check_inputs(int8, specs)
+            check_inputs(int8, specs)
             table = build_op_table(int8, twin, align_tensors(twin, int8))
             local = self._local_refs(twin_bytes, int8, table, options.denylisted)
             runner: SegmentRunner | None = None
             if graph is not None:
                 keras_vals = self._probe_values(graph, first)
-                twin_vals = self._twin_values(twin, first, [s.name for s in specs])
+                twin_vals = twin_values(twin, first, [s.name for s in specs])
                 records = match_layers(graph, keras_vals, twin, twin_vals, int8)
                 assign_layers(table, records, int8)
-                outputs, out_index = self._outputs(
+                outputs, out_index = output_records(
                     graph, records, int8, keras_vals, twin, twin_vals
                 )
                 # A layer of one op has its local error from the numeric-verify model; the
@@ -298,7 +199,7 @@ class Tracer:
         ]
         path = Path(opt.out) if opt.out else default_trace_path(self.loaded.name)
         attrs: dict[str, Any] = {
-            **_versions(self.loaded.flavour),
+            **software_versions(self.loaded.flavour),
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "command_line": opt.command_line or " ".join(sys.argv),
             "model_name": self.loaded.name,
@@ -348,9 +249,12 @@ class Tracer:
             rank_culprits=find_culprits,
         )
         with writer:
-            mismatched, measurer = self._trace(
-                data, sides, records, outputs, out_index, writer, runner, graph is None
+            plan = TracePlan(sides, records, outputs, out_index, runner, graph is None)
+            loop = trace_samples(
+                data, plan, writer, first_sample=self.first_sample,
+                batch_size=opt.batch_size, phases=self.phases, preds=self._preds,
             )
+            measurer = loop.measurer
             with self.phases.step("write"):
                 if labels is not None and self._preds is not None:
                     pred_f, pred_q = self._preds.arrays()
@@ -363,7 +267,7 @@ class Tracer:
                 kept = set(range(self.first_sample,
                                  self.first_sample + min(writer.store_samples, data.taken or 0)))
                 writer.write_layer_worst(measurer.layer_worst.finish(
-                    data, input_cap(_input_bytes(specs), opt.store_budget_mb or 0.0), kept,
+                    data, input_cap(input_bytes(specs), opt.store_budget_mb or 0.0), kept,
                     self.first_sample))
                 warnings = list(dict.fromkeys(data.warnings + calib.warnings + opt.warnings))
                 kernels = (
@@ -373,8 +277,8 @@ class Tracer:
                     else {}
                 )
                 return writer.commit(
-                    instrumentation_mismatched_samples=mismatched,
-                    instrumentation_max_abs_diff=self.max_diff,
+                    instrumentation_mismatched_samples=loop.mismatched,
+                    instrumentation_max_abs_diff=loop.max_diff,
                     **kernels,
                     segments=len(runner.segments) if runner else 0,
                     warnings=warnings,
@@ -416,7 +320,7 @@ class Tracer:
         """What the converter takes, the model's inputs, and the float ``.tflite`` when there
         is one already (a model without Keras layers is described by its float conversion)."""
         if graph is not None:
-            return self.loaded.model, _input_specs(graph), None
+            return self.loaded.model, input_specs(graph), None
         if self.loaded.flavour == TFLITE:
             model, float_bytes = None, bytes(self.loaded.model)
         else:
@@ -437,7 +341,7 @@ class Tracer:
         def ops_of(calibrated: bytes) -> list[str]:
             twin = LiteModel(calibrated, preserve=True)
             keras_vals = self._probe_values(graph, first)
-            twin_vals = self._twin_values(twin, first, [s.name for s in specs])
+            twin_vals = twin_values(twin, first, [s.name for s in specs])
             return layer_op_names(
                 calibrated, graph, keras_vals, twin_vals, self.opt.keep_float, self.opt.warnings
             )
@@ -469,210 +373,6 @@ class Tracer:
         if verify_bytes is None:
             return None
         return pair_local_refs(LiteModel(verify_bytes, preserve=True), int8, table)
-
-    def _check_inputs(self, int8: LiteModel, specs: list[InputSpec]) -> None:
-        shapes = int8.input_shapes()
-        if len(shapes) != len(specs):
-            raise TfliteModelError(
-                f"the .tflite model has {len(shapes)} inputs, the Keras model {len(specs)}",
-                "give the .tflite converted from this model",
-            )
-        order = lite_input_order(int8, [s.name for s in specs])
-        for shape, pos in zip(shapes, order, strict=True):
-            want = specs[pos].shape
-            if len(shape) - 1 != len(want) or any(
-                w is not None and w != s for w, s in zip(want, shape[1:], strict=False)
-            ):
-                raise TfliteModelError(
-                    f"the .tflite model takes input shape {tuple(shape)}, the Keras model "
-                    f"{('N', *want)}",
-                    "give the .tflite converted from this model",
-                )
-
-    def _twin_values(
-        self, twin: LiteModel, samples: list[list[np.ndarray]], names: list[str]
-    ) -> dict[int, np.ndarray]:
-        order = lite_input_order(twin, names)
-        wanted = [
-            i
-            for i, t in twin.tensors.items()
-            if t.dtype == np.float32 and (i in twin.producer or i in twin.input_indices)
-        ]
-        per: dict[int, list[np.ndarray]] = {i: [] for i in wanted}
-        for s in samples:
-            twin.invoke([s[p] for p in order])
-            for i in wanted:
-                per[i].append(twin.get(i)[0] if twin.get(i).shape[:1] == (1,) else twin.get(i))
-        return {i: np.stack(v) for i, v in per.items()}
-
-    def _outputs(
-        self,
-        graph: LayerGraph,
-        records: list[LayerRecord],
-        int8: LiteModel,
-        keras_vals: dict[str, np.ndarray],
-        twin: LiteModel,
-        twin_vals: dict[int, np.ndarray],
-    ) -> tuple[list[OutputRecord], list[int]]:
-        """Each Keras output's record and the LiteRT output position that carries it."""
-        outs: list[OutputRecord] = []
-        positions: list[int] = []
-        twin_out = twin.output_indices
-        for j, name in enumerate(graph.output_names):
-            k = np.asarray(keras_vals[name], dtype=np.float64).reshape(len(keras_vals[name]), -1)
-            errs = []
-            for t in twin_out:
-                v = twin_vals.get(t)
-                if v is None or v.reshape(len(v), -1).shape != k.shape:
-                    errs.append(np.inf)
-                    continue
-                errs.append(
-                    float(np.linalg.norm(k - v.reshape(k.shape)))
-                    / max(float(np.linalg.norm(k)), 1e-12)
-                )
-            pos = int(np.argmin(errs)) if errs and np.isfinite(min(errs)) else j
-            positions.append(pos)
-            q_index = int8.output_indices[pos]
-            info = int8.tensors[q_index]
-            qp = info.qp
-            if qp is None:
-                op = int8.producer.get(q_index)
-                if op is not None and op.op_type == "DEQUANTIZE":
-                    qp = int8.tensors[op.inputs[0]].qp
-            shape = [d for d in graph.node(name).output_shape]
-            outs.append(
-                OutputRecord(
-                    name=name,
-                    layer=name,
-                    tensor_name=info.name,
-                    scale=qp.scale if qp else float("nan"),
-                    zero_point=qp.zero_point if qp else 0,
-                    classifier=len(shape) == 2 and (shape[-1] or 0) > 1,
-                )
-            )
-        return outs, positions
-
-    def _trace(
-        self,
-        data: SampleSource,
-        sides: Sides,
-        records: list[LayerRecord],
-        outputs: list[OutputRecord],
-        out_index: list[int],
-        writer: TraceWriter,
-        runner: SegmentRunner | None,
-        ops_view: bool,
-    ) -> tuple[int, Measurer]:
-        int8, table = sides.int8, sides.table
-        ops = OpMeasurer(table, int8, outputs, as_layers=ops_view)
-        out_tensor = [_integer_source(int8, int8.output_indices[pos]) for pos in out_index]
-        twin_out = [sides.twin.output_indices[pos] for pos in out_index]
-        twin_of = {r.tensor_index: table.twin_tensor[row]
-                   for row, r in enumerate(table.rows) if row in table.twin_tensor}
-        for q, t in table.graph_inputs.items():
-            twin_of.setdefault(q, t)
-        measured = [
-            (i, r) for i, r in enumerate(records)
-            if r.measured and r.tensor_index >= 0 and r.tensor_index in twin_of
-        ]
-        row_of = {i: table.row_of_tensor[r.tensor_index] for i, r in measured
-                  if r.tensor_index in table.row_of_tensor}
-        if ops_view:
-            measurer = ops.measurer
-        else:
-            qps = {i: int8.tensors[r.tensor_index].qp for i, r in measured}
-            sources = segment_sources(runner.segments, records) if runner else {}
-            measurer = Measurer(records, outputs, qps, runner, sources)
-            measurer.pad_to = max(1, self.opt.batch_size)
-        names = op_local_layers(records, sides.local)
-        single = {i for i, r in enumerate(records) if r.name in names}
-        int8_wanted = {r.tensor_index for _, r in measured} | ops.int8_tensors
-        twin_wanted = {twin_of[r.tensor_index] for _, r in measured} | ops.twin_tensors
-        twin_wanted |= set(twin_out)
-        mismatched = 0
-        sample_no = self.first_sample
-        bsz = max(1, self.opt.batch_size)
-        with self.phases.bar("trace", total=data.known_length) as advance:
-            for batch, got in run_ahead(
-                _batches(data, bsz),
-                lambda b: sides.run(b, int8_wanted, twin_wanted, out_tensor),
-            ):
-                n = len(batch)
-                mismatched += got.mismatched
-                self.max_diff = max(self.max_diff, got.max_diff)
-                out_stacked = [
-                    (v.reshape(n, -1), int8.tensors[out_tensor[j]].qp)
-                    for j, v in enumerate(got.outputs)
-                ]
-                out_refs = [got.twin[t].reshape(n, -1) for t in twin_out]
-                if self._preds is not None:
-                    raw_out, out_qp = out_stacked[self._preds.output]
-                    self._preds.add(
-                        raw_out, out_refs[self._preds.output], out_qp.scale if out_qp else 0.0
-                    )
-                om, op_stats = ops.measure(n, got, out_stacked, out_refs)
-                refs = {r.name: _shaped(got.twin[twin_of[r.tensor_index]], r)
-                        for _, r in measured}
-                stacked = {i: _shaped(got.int8[r.tensor_index], r) for i, r in measured}
-                if ops_view:
-                    m = om
-                else:
-                    given = {i: ops.record_stats(om, row, local=i in single)
-                             for i, row in row_of.items() if row in ops.record_of}
-                    f_hats = {i: got.local[row_of[i]] for i in single
-                              if i in row_of and row_of[i] in got.local}
-                    m = measurer.measure(n, refs, stacked, out_stacked, f_hats, out_refs, given)
-                writer.add_batch(m.layer_stats, m.output_stats, m.top1, op_stats)
-                measurer.note_worst(sample_no, m, batch)
-                for b in range(n):
-                    if not writer.wants_samples:
-                        break
-                    values = {i: (refs[r.name][b], stacked[i][b]) for i, r in measured}
-                    local = {i: v[b] for i, v in m.local_ref.items()}
-                    writer.store_sample(sample_no + b, batch[b], values, local)
-                sample_no += n
-                advance(n)
-        if sample_no == self.first_sample:
-            raise DataError(f"{data.description} holds no samples", "give at least one sample")
-        return mismatched, measurer
-
-
-def _shaped(values: np.ndarray, rec: LayerRecord) -> np.ndarray:
-    """A batch of a row's tensor in the Keras layer's shape when that is static (the TFLite
-    tensor may be laid out otherwise, e.g. UpSampling2D's 5-D intermediate): the Keras re-run
-    of the next layer is fed these values."""
-    dims = rec.output_shape[1:]
-    if dims and all(isinstance(d, int) for d in dims):
-        shape = (values.shape[0], *[int(d) for d in dims if d is not None])
-        if int(np.prod(shape)) == values.size and shape != values.shape:
-            return values.reshape(shape)
-    return values
-
-
-def op_local_layers(records: list[LayerRecord], local: LocalRefs | None) -> set[str]:
-    """Layers whose local error is their op's, from the numeric-verify model: matched layers
-    made of one op that has a local error."""
-    if local is None:
-        return set()
-    return {
-        r.name
-        for r in records
-        if r.status == STATUS_MATCHED and len(r.ops) == 1 and r.ops[0] in local.float_tensor
-    }
-
-
-def _input_bytes(specs: list[InputSpec]) -> int:
-    """Bytes of one sample's inputs (float32; unknown dimensions counted as 1)."""
-    return sum(4 * int(np.prod([d or 1 for d in s.shape], dtype=np.int64)) for s in specs)
-
-
-def _integer_source(lite: LiteModel, index: int) -> int:
-    """The integer tensor behind a float graph output (the input of its DEQUANTIZE op)."""
-    op = lite.producer.get(index)
-    if lite.tensors[index].qp is None and op is not None and op.op_type == "DEQUANTIZE":
-        return op.inputs[0]
-    return index
-
 
 def trace_model(model: Any, data: Any, **options: Any) -> Path:
     """Trace a model (a live Keras object or a path/factory spec) on ``data``.

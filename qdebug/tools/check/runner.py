@@ -79,7 +79,7 @@ def run_checks(
     from qdebug.tools.check.ranges import layer_ranges, outside_share
     from qdebug.tracer.graph import LayerGraph, Probe
     from qdebug.tracer.loading import load_or_wrap
-    from qdebug.tracer.pipeline import _input_specs
+    from qdebug.tracer.model_io import input_specs as _input_specs
     from qdebug.tracer.tfenv import import_tf
 
     import_tf()

@@ -1,0 +1,168 @@
+"""The per-sample loop of a trace: run every side on each batch, measure, write."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from qdebug.errors import DataError
+from qdebug.store.schema import STATUS_MATCHED, LayerRecord, OutputRecord
+from qdebug.store.writer import TraceWriter
+from qdebug.tracer.data import SampleSource
+from qdebug.tracer.labels import PredictionLog
+from qdebug.tracer.measure import Measurer, segment_sources
+from qdebug.tracer.model_io import integer_source
+from qdebug.tracer.op_measure import OpMeasurer
+from qdebug.tracer.progress import Phases
+from qdebug.tracer.segment_runner import SegmentRunner
+from qdebug.tracer.sides import Sides, run_ahead
+from qdebug.tracer.verify import LocalRefs
+
+
+@dataclass
+class TracePlan:
+    """What the per-sample loop measures, settled before the first sample."""
+
+    sides: Sides
+    records: list[LayerRecord]
+    outputs: list[OutputRecord]
+    out_index: list[int]
+    """Per Keras output, the position of the LiteRT output that carries it."""
+    runner: SegmentRunner | None
+    """Re-runs the Keras layers made of several ops on the int8 inputs (None: none)."""
+    ops_view: bool
+    """The ops are the layer table (a model without a Keras layer graph)."""
+
+
+@dataclass
+class LoopResult:
+    """What the loop leaves besides the written statistics."""
+
+    measurer: Measurer
+    mismatched: int = 0
+    """Samples whose instrumented INT8 outputs differ from the plain interpreter's."""
+    max_diff: float = 0.0
+    """The largest such difference (raw output units)."""
+
+
+def trace_samples(
+    data: SampleSource,
+    plan: TracePlan,
+    writer: TraceWriter,
+    *,
+    first_sample: int,
+    batch_size: int,
+    phases: Phases,
+    preds: PredictionLog | None,
+) -> LoopResult:
+    """Trace every sample of ``data`` (numbered from ``first_sample``) into ``writer``."""
+    sides, records, outputs = plan.sides, plan.records, plan.outputs
+    int8, table = sides.int8, sides.table
+    ops = OpMeasurer(table, int8, outputs, as_layers=plan.ops_view)
+    out_tensor = [integer_source(int8, int8.output_indices[pos]) for pos in plan.out_index]
+    twin_out = [sides.twin.output_indices[pos] for pos in plan.out_index]
+    twin_of = {r.tensor_index: table.twin_tensor[row]
+               for row, r in enumerate(table.rows) if row in table.twin_tensor}
+    for q, t in table.graph_inputs.items():
+        twin_of.setdefault(q, t)
+    measured = [
+        (i, r) for i, r in enumerate(records)
+        if r.measured and r.tensor_index >= 0 and r.tensor_index in twin_of
+    ]
+    row_of = {i: table.row_of_tensor[r.tensor_index] for i, r in measured
+              if r.tensor_index in table.row_of_tensor}
+    if plan.ops_view:
+        measurer = ops.measurer
+    else:
+        qps = {i: int8.tensors[r.tensor_index].qp for i, r in measured}
+        runner = plan.runner
+        sources = segment_sources(runner.segments, records) if runner else {}
+        measurer = Measurer(records, outputs, qps, runner, sources)
+        measurer.pad_to = max(1, batch_size)
+    names = op_local_layers(records, sides.local)
+    single = {i for i, r in enumerate(records) if r.name in names}
+    int8_wanted = {r.tensor_index for _, r in measured} | ops.int8_tensors
+    twin_wanted = {twin_of[r.tensor_index] for _, r in measured} | ops.twin_tensors
+    twin_wanted |= set(twin_out)
+    result = LoopResult(measurer)
+    sample_no = first_sample
+    bsz = max(1, batch_size)
+    with phases.bar("trace", total=data.known_length) as advance:
+        for batch, got in run_ahead(
+            batches(data, bsz),
+            lambda b: sides.run(b, int8_wanted, twin_wanted, out_tensor),
+        ):
+            n = len(batch)
+            result.mismatched += got.mismatched
+            result.max_diff = max(result.max_diff, got.max_diff)
+            out_stacked = [
+                (v.reshape(n, -1), int8.tensors[out_tensor[j]].qp)
+                for j, v in enumerate(got.outputs)
+            ]
+            out_refs = [got.twin[t].reshape(n, -1) for t in twin_out]
+            if preds is not None:
+                raw_out, out_qp = out_stacked[preds.output]
+                preds.add(raw_out, out_refs[preds.output], out_qp.scale if out_qp else 0.0)
+            om, op_stats = ops.measure(n, got, out_stacked, out_refs)
+            refs = {r.name: shaped(got.twin[twin_of[r.tensor_index]], r)
+                    for _, r in measured}
+            stacked = {i: shaped(got.int8[r.tensor_index], r) for i, r in measured}
+            if plan.ops_view:
+                m = om
+            else:
+                given = {i: ops.record_stats(om, row, local=i in single)
+                         for i, row in row_of.items() if row in ops.record_of}
+                f_hats = {i: got.local[row_of[i]] for i in single
+                          if i in row_of and row_of[i] in got.local}
+                m = measurer.measure(n, refs, stacked, out_stacked, f_hats, out_refs, given)
+            writer.add_batch(m.layer_stats, m.output_stats, m.top1, op_stats)
+            measurer.note_worst(sample_no, m, batch)
+            for b in range(n):
+                if not writer.wants_samples:
+                    break
+                values = {i: (refs[r.name][b], stacked[i][b]) for i, r in measured}
+                local = {i: v[b] for i, v in m.local_ref.items()}
+                writer.store_sample(sample_no + b, batch[b], values, local)
+            sample_no += n
+            advance(n)
+    if sample_no == first_sample:
+        raise DataError(f"{data.description} holds no samples", "give at least one sample")
+    return result
+
+
+def batches(source: SampleSource, size: int) -> Iterator[list[list[np.ndarray]]]:
+    """The samples of ``source`` in lists of ``size`` (the last one shorter)."""
+    batch: list[list[np.ndarray]] = []
+    for sample in source:
+        batch.append(sample)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def shaped(values: np.ndarray, rec: LayerRecord) -> np.ndarray:
+    """A batch of a row's tensor in the Keras layer's shape when that is static (the TFLite
+    tensor may be laid out otherwise, e.g. UpSampling2D's 5-D intermediate): the Keras re-run
+    of the next layer is fed these values."""
+    dims = rec.output_shape[1:]
+    if dims and all(isinstance(d, int) for d in dims):
+        shape = (values.shape[0], *[int(d) for d in dims if d is not None])
+        if int(np.prod(shape)) == values.size and shape != values.shape:
+            return values.reshape(shape)
+    return values
+
+
+def op_local_layers(records: list[LayerRecord], local: LocalRefs | None) -> set[str]:
+    """Layers whose local error is their op's, from the numeric-verify model: matched layers
+    made of one op that has a local error."""
+    if local is None:
+        return set()
+    return {
+        r.name
+        for r in records
+        if r.status == STATUS_MATCHED and len(r.ops) == 1 and r.ops[0] in local.float_tensor
+    }
