@@ -52,9 +52,11 @@ def _load(path: Path) -> Any:
 def _describe(content: bytes) -> tuple[list[Any], list[bytes], list[str]]:
     """Per op: type and outputs' (shape, dtype, scales, zero points); constants; names."""
     import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_content=content)
+    # Builtin kernels only: XNNPACK would fold ops into DELEGATE nodes that depend on op order.
+    it = Interpreter(model_content=content,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     it.allocate_tensors()
     td = {d["index"]: d for d in it.get_tensor_details()}
     details = it._get_ops_details()

@@ -1,12 +1,16 @@
-"""``make bench``: qdebug against TFLite's QuantizationDebugger (wall time, N = 32 and 256) and
-qdebug's peak memory at 100 vs 2,000 samples, then a summary. Results: bench/out/*.json.
+"""``make bench``: qdebug against TFLite's QuantizationDebugger (wall time, N = 32 and 256, two
+models), qdebug's peak memory at 100 vs 2,000 samples, then the scale run (EfficientNetB0 over
+2,000 samples against plain inference), ``qdebug view``'s first screen on a ~2 GB trace against
+a small one, and the storage choices' cost; a summary at the end. Results: bench/out/*.json.
 
-    .venv/bin/python bench/run.py [--repeat 2] [--skip-memory] [--skip-speed]
+    .venv/bin/python bench/run.py [--repeat 2] [--skip-memory] [--skip-speed] [--skip-scale]
+                                  [--skip-view] [--skip-size]
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +28,9 @@ def main() -> None:
                    help="timing runs per tool and N; the best of each is compared")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-scale", action="store_true")
+    p.add_argument("--skip-view", action="store_true")
+    p.add_argument("--skip-size", action="store_true")
     args = p.parse_args()
     start = time.perf_counter()
     summary: list[str] = []
@@ -56,6 +63,24 @@ def main() -> None:
             f" MB → {mem['trace_phase_max_rss_mb'][2000]:.0f} MB ({mem['trace_phase_ratio']:.2f}×)"
             f" {ok}"
         )
+    bench = Path(__file__).resolve().parent
+    others = (
+        ("scale", args.skip_scale, ["scale.py"]),
+        ("view", args.skip_view,
+         ["view_startup.py", "--layers", "800", "--samples", "5000", "--stored", "80"]),
+        ("size", args.skip_size, ["trace_size.py"]),
+    )
+    for name, skip, argv in others:
+        if skip:
+            continue
+        print(f"\n== {name}: {' '.join(argv)} ==", flush=True)
+        proc = subprocess.run([sys.executable, str(bench / argv[0]), *argv[1:]],
+                              capture_output=True, text=True, check=False)
+        print(proc.stdout, end="")
+        lines = [ln for ln in proc.stdout.splitlines() if "×" in ln]
+        summary.append(f"{name:<6} " + (lines[-1].strip() if lines and proc.returncode == 0 else
+                                         f"FAILED (exit {proc.returncode}): "
+                                         + (proc.stderr.strip().splitlines() or ["?"])[-1]))
     write_json("summary", {"lines": summary, **out})
     print("\n== summary ==")
     for line in summary:

@@ -1,6 +1,8 @@
 """The interpreters a trace runs side by side on every sample, and what is read from them.
 
-- ``int8``: the deployed quantized model, every tensor preserved;
+- ``int8``: the deployed quantized model, every tensor preserved (run on the first batch only
+  when the verify model holds every wanted tensor: its quantized path computes the very same
+  integers, checked bit for bit on that batch, and then stands in for it);
 - ``plain``: the same model without preserved tensors, to check that reading tensors did not
   change the outputs;
 - ``twin``: the float model from the same converter (same ops, same tensor names): the float
@@ -17,7 +19,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from qdebug.metrics import dequantize
+from qdebug.metrics import QuantParams, dequantize
 from qdebug.tracer.litert import LiteModel
 from qdebug.tracer.matching import quantized_input
 from qdebug.tracer.oprows import OpTable
@@ -58,6 +60,15 @@ def lite_input_order(lite: LiteModel, names: list[str]) -> list[int]:
             hits = [i for i, n in enumerate(names) if n in tname]
         order.append(hits[-1] if hits else len(order))
     return order
+
+
+def quantize_like_litert(x: np.ndarray, qp: QuantParams, dtype: np.dtype) -> np.ndarray:
+    """LiteRT's QUANTIZE of float values: x / scale in float32, rounded half to even (as its
+    kernel does: -10.5 → -10; half away from zero disagrees), plus the zero point, clamped to
+    the integer range. Checked against the deployed model's own QUANTIZE output on the first
+    batch before it is trusted (``Sides``)."""
+    v = np.asarray(x, dtype=np.float32) / np.float32(qp.scale)
+    return np.clip(np.rint(v) + qp.zero_point, qp.qmin, qp.qmax).astype(dtype)
 
 
 def _one(value: np.ndarray) -> np.ndarray:
@@ -108,6 +119,13 @@ class Sides:
         ]
         """Per deployed-model input (in its order): the integer tensor carrying it, and its
         quantization (None: not quantized)."""
+        self.from_verify: dict[int, int] = {}
+        """Deployed tensor → the verify model's tensor holding the same integers (its quantized
+        path), filled once the verify model's rows are checked."""
+        self.verify_mode: bool | None = None if local is not None else False
+        """Whether the INT8 values are read from the verify model, so that the instrumented
+        INT8 interpreter need not run: decided on the first batch, where both run and must
+        agree bit for bit (None: not decided yet)."""
 
     def _as_quantized(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """The inputs as the deployed model quantized them (after ``int8`` ran on them):
@@ -137,6 +155,50 @@ class Sides:
                 self.kernel_max_diff = max(self.kernel_max_diff, float(diff.max()))
         self.kernel_mismatched += differs
 
+    def _map_verify(self) -> None:
+        """Pair deployed tensors with the verify model's (after its rows were checked)."""
+        assert self.local is not None
+        verify = self.local.model
+        for row, v in self.local.quant_tensor.items():
+            self.from_verify[self.table.rows[row].tensor_index] = v
+        for pos, i in enumerate(self.int8.input_indices):
+            mine, theirs = quantized_input(self.int8, i), quantized_input(
+                verify, verify.input_indices[pos])
+            if mine != i and theirs != verify.input_indices[pos]:
+                self.from_verify[mine] = theirs
+
+    def _from_verify(self, tensor: int) -> np.ndarray:
+        assert self.local is not None
+        return self.local.model.get(self.from_verify[tensor])
+
+    def _deployed_output(self, tensor: int, from_verify: bool) -> np.ndarray:
+        """Graph output ``tensor`` of the deployed model, read from where its integers are."""
+        if not from_verify:
+            return self.int8.get(tensor)
+        if tensor in self.from_verify:
+            return self._from_verify(tensor)
+        op = self.int8.producer[tensor]  # a DEQUANTIZE of integers the verify model holds
+        return dequantize(self._from_verify(op.inputs[0]), self.int8.tensors[op.inputs[0]].qp)
+
+    def _numpy_quantized(self, inputs: list[np.ndarray]) -> list[np.ndarray] | None:
+        """``_as_quantized`` without the INT8 interpreter: the inputs quantized as LiteRT does
+        and dequantized again (None where an input is not a quantized float)."""
+        out = list(inputs)
+        for pos, (tensor, qp) in enumerate(self.input_quant):
+            if qp is not None and np.asarray(inputs[pos]).dtype.kind == "f":
+                q = quantize_like_litert(inputs[pos], qp, self.int8.tensors[tensor].dtype)
+                out[pos] = dequantize(q, qp).reshape(np.shape(inputs[pos]))
+        return out
+
+    def _numpy_agrees(self, inputs: list[np.ndarray]) -> bool:
+        """Whether ``quantize_like_litert`` gives the deployed model's QUANTIZE output here."""
+        for pos, (tensor, qp) in enumerate(self.input_quant):
+            if qp is not None and np.asarray(inputs[pos]).dtype.kind == "f":
+                mine = quantize_like_litert(inputs[pos], qp, self.int8.tensors[tensor].dtype)
+                if not np.array_equal(mine.reshape(-1), self.int8.get(tensor).reshape(-1)):
+                    return False
+        return True
+
     def run(
         self,
         batch: Sequence[list[np.ndarray]],
@@ -150,31 +212,49 @@ class Sides:
         per_twin: dict[int, list[np.ndarray]] = {t: [] for t in twin_tensors}
         per_local: dict[int, list[np.ndarray]] = {}
         per_out: list[list[np.ndarray]] = [[] for _ in out_tensors]
+        wanted = set(int8_tensors) | set(out_tensors)
+        from_verify = self.verify_mode is True and wanted <= set(self.from_verify)
+        agree = True
         for sample in batch:
-            self.int8.invoke([sample[p] for p in self.order])
-            self.plain.invoke([sample[p] for p in self.order])
+            inputs = [sample[p] for p in self.order]
+            if not from_verify:
+                self.int8.invoke(inputs)
+            self.plain.invoke(inputs)
             self.twin.invoke([sample[p] for p in self.twin_order])
             if self.local is not None:
-                self.local.model.invoke(self._as_quantized([sample[p] for p in self.order]))
+                fed = self._numpy_quantized(inputs) if from_verify else None
+                if fed is None:
+                    fed = self._as_quantized(inputs)
+                    agree = agree and self._numpy_agrees(inputs)
+                self.local.model.invoke(fed)
                 if not self._checked:
                     self.local.check(self.int8, self.table)
                     self._checked = True
+                    self._map_verify()
                 for row, t in self.local.float_tensor.items():
                     per_local.setdefault(row, []).append(_one(self.local.model.get(t)))
+                if not from_verify:
+                    agree = agree and all(
+                        np.array_equal(self.int8.get(t), self.local.model.get(v))
+                        for t, v in self.from_verify.items() if t in wanted
+                    )
+            value = self._from_verify if from_verify else self.int8.get
             for t in per_int8:
-                per_int8[t].append(_one(self.int8.get(t)))
+                per_int8[t].append(_one(value(t)))
             for t in per_twin:
                 per_twin[t].append(_one(self.twin.get(t)))
             for j, t in enumerate(out_tensors):
-                per_out[j].append(self.int8.get(t))
+                per_out[j].append(value(t))
             for pos, t in enumerate(self.int8.output_indices):
-                seen = self.int8.get(t).astype(np.float64)
+                seen = self._deployed_output(t, from_verify).astype(np.float64)
                 clean = self.plain.get(self.plain.output_indices[pos]).astype(np.float64)
                 if not np.array_equal(seen, clean):
                     got.mismatched += 1
                     got.max_diff = max(got.max_diff, float(np.max(np.abs(seen - clean))))
             if self.deploy is not None:
                 self._compare_kernels([sample[p] for p in self.order])
+        if self.verify_mode is None and self.local is not None:
+            self.verify_mode = agree
         got.int8 = {t: np.stack(v) for t, v in per_int8.items()}
         got.twin = {t: np.stack(v) for t, v in per_twin.items()}
         got.local = {r: np.stack(v) for r, v in per_local.items()}
