@@ -127,15 +127,18 @@ class Sides:
         INT8 interpreter need not run: decided on the first batch, where both run and must
         agree bit for bit (None: not decided yet)."""
 
-    def _as_quantized(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """The inputs as the deployed model quantized them (after ``int8`` ran on them):
-        dequantize of its own QUANTIZE outputs. The verify model's float copy of an op fed by
-        a graph input reads the input itself; given x̂ it computes f(x̂) like every other op,
-        and its quantized path gets exactly the deployed model's integers."""
+    def _as_quantized(self, inputs: list[np.ndarray], by_numpy: bool) -> list[np.ndarray]:
+        """The inputs as the deployed model quantized them, dequantized again: from its own
+        QUANTIZE outputs (after ``int8`` ran on them), or, ``by_numpy``, quantized here as
+        LiteRT does. The verify model's float copy of an op fed by a graph input reads the
+        input itself; given x̂ it computes f(x̂) like every other op, and its quantized path
+        gets exactly the deployed model's integers."""
         out = list(inputs)
         for pos, (tensor, qp) in enumerate(self.input_quant):
             if qp is not None and np.asarray(inputs[pos]).dtype.kind == "f":
-                out[pos] = dequantize(self.int8.get(tensor), qp).reshape(np.shape(inputs[pos]))
+                q = (quantize_like_litert(inputs[pos], qp, self.int8.tensors[tensor].dtype)
+                     if by_numpy else self.int8.get(tensor))
+                out[pos] = dequantize(q, qp).reshape(np.shape(inputs[pos]))
         return out
 
     def _compare_kernels(self, inputs: list[np.ndarray]) -> None:
@@ -180,16 +183,6 @@ class Sides:
         op = self.int8.producer[tensor]  # a DEQUANTIZE of integers the verify model holds
         return dequantize(self._from_verify(op.inputs[0]), self.int8.tensors[op.inputs[0]].qp)
 
-    def _numpy_quantized(self, inputs: list[np.ndarray]) -> list[np.ndarray] | None:
-        """``_as_quantized`` without the INT8 interpreter: the inputs quantized as LiteRT does
-        and dequantized again (None where an input is not a quantized float)."""
-        out = list(inputs)
-        for pos, (tensor, qp) in enumerate(self.input_quant):
-            if qp is not None and np.asarray(inputs[pos]).dtype.kind == "f":
-                q = quantize_like_litert(inputs[pos], qp, self.int8.tensors[tensor].dtype)
-                out[pos] = dequantize(q, qp).reshape(np.shape(inputs[pos]))
-        return out
-
     def _numpy_agrees(self, inputs: list[np.ndarray]) -> bool:
         """Whether ``quantize_like_litert`` gives the deployed model's QUANTIZE output here."""
         for pos, (tensor, qp) in enumerate(self.input_quant):
@@ -222,11 +215,9 @@ class Sides:
             self.plain.invoke(inputs)
             self.twin.invoke([sample[p] for p in self.twin_order])
             if self.local is not None:
-                fed = self._numpy_quantized(inputs) if from_verify else None
-                if fed is None:
-                    fed = self._as_quantized(inputs)
+                if not from_verify:
                     agree = agree and self._numpy_agrees(inputs)
-                self.local.model.invoke(fed)
+                self.local.model.invoke(self._as_quantized(inputs, by_numpy=from_verify))
                 if not self._checked:
                     self.local.check(self.int8, self.table)
                     self._checked = True
