@@ -172,6 +172,7 @@ def local_stats(
     raw: np.ndarray,
     qp: QuantParams | None,
     in_e2: np.ndarray,
+    q: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Sufficient statistics of the decomposition for each sample of a batch.
 
@@ -180,10 +181,12 @@ def local_stats(
         f_hat: the layer's float computation re-run on the dequantized int8 inputs.
         raw: the int8 model's tensor (raw integers with ``qp``, else float).
         in_e2: Σ (x̂ − x)² over the layer's inputs, per sample, (batch,).
+        q: ``dequantize(raw, qp)`` when the caller has it already.
     """
     n = f.shape[0]
     fh = _rows(f_hat, n)
-    local = dequantize(np.asarray(raw).reshape(n, -1), qp) - fh
+    q32 = dequantize(np.asarray(raw).reshape(n, -1), qp) if q is None else q.reshape(n, -1)
+    local = q32 - fh
     prop = fh - _rows(f, n)
     return {
         "sum_ref2": _rowdot(fh, fh),

@@ -137,6 +137,11 @@ class LiteModel:
         """A copy of a tensor's value after ``invoke``."""
         return np.asarray(self.interp.get_tensor(index))
 
+    def view(self, index: int) -> np.ndarray:
+        """A tensor's value after ``invoke``, in the interpreter's own memory: valid until the
+        next ``invoke`` (copy it before), for reading many tensors without a copy each."""
+        return self.interp.tensor(index)()
+
     def compute_ops(self) -> list[OpInfo]:
         """Ops other than the QUANTIZE/DEQUANTIZE that connect float and integer regions."""
         return [op for op in self.ops if op.op_type not in EDGE_OPS]

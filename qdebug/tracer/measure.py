@@ -163,8 +163,8 @@ class Measurer:
             if size > n:  # every call has the same batch size, so results never depend on it
                 xq = np.concatenate([xq, np.repeat(xq[-1:], size - n, axis=0)])
                 x = np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)])
-            hat_feeds[name] = xq.astype(np.float32)
-            float_feeds[name] = x.astype(np.float32)
+            hat_feeds[name] = np.asarray(xq, dtype=np.float32)
+            float_feeds[name] = np.asarray(x, dtype=np.float32)
         f_hat = self.runner(hat_feeds)
         # The re-run computation must reproduce Keras on float inputs; checked on the first
         # batch (the same code runs on every batch), recorded per layer.
@@ -175,17 +175,19 @@ class Measurer:
             i = self.index[seg.output]
             if i not in raws:
                 continue
+            # Σ (x̂ − x)² of an input is its own sum_e2, measured above on the same values.
             in_e2 = np.zeros(n)
             for name in seg.inputs:
-                d = (hat_feeds[name][:n] - float_feeds[name][:n]).reshape(n, -1)
-                in_e2 += (d * d).sum(axis=1, dtype=np.float64)
+                in_e2 += layer_stats["sum_e2"][:, self.sources[name]]
             f = keras[seg.output][:n]
             if f_s is not None and self.segment_check is not None:
                 diff = (f_s[seg.output][:n] - f).astype(np.float64)
                 den = float(np.sqrt((f.astype(np.float64) ** 2).sum()))
                 num = float(np.sqrt((diff**2).sum()))
                 self.segment_check[i] = num / den if den else (0.0 if num == 0 else np.inf)
-            st = metrics.local_stats(f, f_hat[seg.output][:n], raws[i], self.qps[i], in_e2)
+            st = metrics.local_stats(
+                f, f_hat[seg.output][:n], raws[i], self.qps[i], in_e2, q=deq[i]
+            )
             for k, v in st.items():
                 layer_stats[k][:, i] = v
             local_ref[i] = f_hat[seg.output][:n]
@@ -210,12 +212,10 @@ class Measurer:
                 continue
             in_e2 = np.zeros(n)
             for j in self.local_inputs.get(i, []):
-                if j in deq:
-                    x = refs[self.records[j].name][:n]
-                    d = (deq[j].reshape(n, -1) - x.reshape(n, -1)).astype(np.float64)
-                    in_e2 += (d * d).sum(axis=1)
+                if j in deq:  # Σ (x̂ − x)² of an input: its own sum_e2, measured above
+                    in_e2 += layer_stats["sum_e2"][:, j]
             f = refs[self.records[i].name][:n]
-            st = metrics.local_stats(f, fh[:n], raws[i], self.qps[i], in_e2)
+            st = metrics.local_stats(f, fh[:n], raws[i], self.qps[i], in_e2, q=deq[i])
             for k, v in st.items():
                 layer_stats[k][:, i] = v
             out[i] = fh[:n]

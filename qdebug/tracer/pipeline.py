@@ -50,7 +50,12 @@ from qdebug.tracer.shard_data import shard_source
 from qdebug.tracer.sides import Sides
 from qdebug.tracer.tfenv import import_tf
 from qdebug.tracer.trace_loop import TracePlan, op_local_layers, trace_samples
-from qdebug.tracer.verify import LocalRefs, build_verify_model, pair_local_refs
+from qdebug.tracer.verify import (
+    LocalRefs,
+    build_verify_model,
+    pair_local_refs,
+    strip_verify_ops,
+)
 from qdebug.tracer.weights import weight_stats
 from qdebug.user_metrics import load_metrics
 
@@ -372,7 +377,10 @@ class Tracer:
         verify_bytes = build_verify_model(twin_bytes, denylisted or None)
         if verify_bytes is None:
             return None
-        return pair_local_refs(LiteModel(verify_bytes, preserve=True), int8, table)
+        stripped = strip_verify_ops(verify_bytes)
+        if stripped is None:
+            return pair_local_refs(LiteModel(verify_bytes, preserve=True), int8, table)
+        return pair_local_refs(LiteModel(stripped[0], preserve=True), int8, table, stripped[1])
 
 def trace_model(model: Any, data: Any, **options: Any) -> Path:
     """Trace a model (a live Keras object or a path/factory spec) on ``data``.

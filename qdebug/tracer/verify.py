@@ -5,10 +5,16 @@ quantized op twice: as in the deployed model, and in float on the *dequantized o
 quantized ops before it*, joined by a ``NumericVerify`` op. The float copy's output is f(x̂), the
 op's float computation on the quantized model's own inputs — what TFLite's QuantizationDebugger
 reports. One interpreter run gives it for every op.
+
+The ``NumericVerify`` ops themselves (each dequantizes its input again and computes difference
+statistics nobody reads here) cost as much as the rest of the model: they are removed before the
+model runs (``strip_verify_ops``). The float copies stay — an op with no consumer still runs —
+and their outputs are read directly.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,14 +70,73 @@ class LocalRefs:
                 del self.quant_tensor[row]
 
 
-def pair_local_refs(verify: LiteModel, int8: LiteModel, table: OpTable) -> LocalRefs:
+def strip_verify_ops(content: bytes) -> tuple[bytes, list[tuple[int, int]]] | None:
+    """The verify model without its ``NumericVerify`` ops, and their (quantized, float) input
+    tensors in op order; None where the flatbuffer is not as expected (the model then runs as
+    the converter built it).
+
+    The edit is made in place, in milliseconds: the first subgraph's operator vector is
+    compacted to the ops kept (each entry is an offset relative to its own position, so moved
+    entries are re-based) and its length shortened. Tensors, buffers and every index stay as
+    they were; the dropped ops' tables stay in the file, unreferenced.
+    """
+    try:
+        from tensorflow.lite.python import schema_py_generated as schema
+    except ImportError:  # pragma: no cover - depends on the TensorFlow version
+        return None
+    try:
+        buf = bytearray(content)
+        model = schema.Model.GetRootAs(buf, 0)
+        verify_codes = {
+            i for i in range(model.OperatorCodesLength())
+            if (model.OperatorCodes(i).CustomCode() or b"") == VERIFY_OP.encode()
+        }
+        graph = model.Subgraphs(0)
+        field = graph._tab.Offset(10)  # SubGraph.operators
+        if not verify_codes or graph is None or not field:
+            return None
+        start, count = graph._tab.Vector(field), graph._tab.VectorLen(field)
+        pairs: list[tuple[int, int]] = []
+        kept: list[int] = []  # absolute positions of the kept ops' tables
+        for j in range(count):
+            op = graph.Operators(j)
+            if op.OpcodeIndex() not in verify_codes:
+                kept.append(op._tab.Pos)
+            elif op.InputsLength() >= 2:
+                pairs.append((int(op.Inputs(0)), int(op.Inputs(1))))
+        for j, table in enumerate(kept):
+            slot = start + 4 * j
+            struct.pack_into("<I", buf, slot, table - slot)
+        struct.pack_into("<I", buf, start - 4, len(kept))
+        return bytes(buf), pairs
+    except Exception:  # an unexpected flatbuffer: run the model as the converter built it
+        return None
+
+
+def verify_op_pairs(verify: LiteModel) -> list[tuple[int, int]]:
+    """The (quantized, float) input tensors of each ``NumericVerify`` op still in the model."""
+    return [
+        (op.inputs[0], op.inputs[1])
+        for op in verify.ops
+        if op.op_type == VERIFY_OP and len(op.inputs) >= 2
+    ]
+
+
+def pair_local_refs(
+    verify: LiteModel,
+    int8: LiteModel,
+    table: OpTable,
+    verify_pairs: list[tuple[int, int]] | None = None,
+) -> LocalRefs:
     """Pair each ``NumericVerify`` op's (quantized, float) inputs with the deployed model's op
-    rows: by position when the quantized ops come in the same order, else by tensor name."""
+    rows: by position when the quantized ops come in the same order, else by tensor name.
+
+    Args:
+        verify_pairs: those inputs, when the ops were removed from ``verify``
+            (``strip_verify_ops``); read from its ops otherwise.
+    """
     pairs: list[tuple[str, int, int]] = []  # (op type of the quantized op, quant, float)
-    for op in verify.ops:
-        if op.op_type != VERIFY_OP or len(op.inputs) < 2:
-            continue
-        q, f = op.inputs[0], op.inputs[1]
+    for q, f in verify_op_pairs(verify) if verify_pairs is None else verify_pairs:
         producer = verify.producer.get(q)
         pairs.append((producer.op_type if producer else "", q, f))
     candidates = [
