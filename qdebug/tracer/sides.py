@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -29,7 +29,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def run_ahead(items: Iterator[T], run: Callable[[T], R]) -> Iterator[tuple[T, R]]:
+def run_ahead(
+    items: Iterator[T], run: Callable[[T], R]
+) -> Generator[tuple[T, R], None, None]:
     """``(item, run(item))`` for each item, running the next item in a worker thread while the
     caller works on the current one.
 
@@ -142,6 +144,14 @@ class Sides:
         """Whether the INT8 values are read from the verify model, so that the instrumented
         INT8 interpreter need not run: decided on the first batch, where both run and must
         agree bit for bit (None: not decided yet)."""
+        self._pool: ThreadPoolExecutor | None = None
+        """The thread running the twin and the plain model beside the quantized side."""
+
+    def close(self) -> None:
+        """Stop the reference thread (``run`` starts it again if called)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def _as_quantized(self, inputs: list[np.ndarray], by_numpy: bool) -> list[np.ndarray]:
         """The inputs as the deployed model quantized them, dequantized again: from its own
@@ -222,10 +232,11 @@ class Sides:
         thread while the float twin and the plain deployed model run in another: they share
         no interpreter, and LiteRT releases the GIL while it computes.
         """
-        with ThreadPoolExecutor(1, thread_name_prefix="qdebug-reference") as pool:
-            reference = pool.submit(self._run_reference, batch, twin_tensors)
-            got, deployed = self._run_quantized(batch, int8_tensors, out_tensors)
-            got.twin, plain = reference.result()
+        if self._pool is None:  # one thread for the whole run: its memory is reused
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="qdebug-reference")
+        reference = self._pool.submit(self._run_reference, batch, twin_tensors)
+        got, deployed = self._run_quantized(batch, int8_tensors, out_tensors)
+        got.twin, plain = reference.result()
         for pos in range(len(self.int8.output_indices)):
             seen = deployed[pos].astype(np.float64)
             clean = plain[pos].astype(np.float64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,11 +90,13 @@ def trace_samples(
     result = LoopResult(measurer)
     sample_no = first_sample
     bsz = max(1, batch_size)
-    with phases.bar("trace", total=data.known_length) as advance:
-        for batch, got in run_ahead(
-            batches(data, bsz),
-            lambda b: sides.run(b, int8_wanted, twin_wanted, out_tensor),
-        ):
+    ahead = run_ahead(
+        batches(data, bsz), lambda b: sides.run(b, int8_wanted, twin_wanted, out_tensor)
+    )
+    # Closed in this order on any exit: the batch in flight finishes, then the threads stop.
+    with closing(sides), phases.bar("trace", total=data.known_length) as advance, \
+            closing(ahead):
+        for batch, got in ahead:
             n = len(batch)
             result.mismatched += got.mismatched
             result.max_diff = max(result.max_diff, got.max_diff)
