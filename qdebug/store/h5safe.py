@@ -7,7 +7,12 @@ dataset keep its bytes in another file (external storage), a link point into ano
 from a plugin library; a trace could use any of them to make qdebug read a local file
 (``/proc/self/environ``, a key) into its output, block on a FIFO, or load code. None of them is
 ever written by qdebug, so ``refuse_outside_references`` refuses them all before reading
-anything, by walking every link of the file once, without following any.
+anything, by walking every link of the file once, without following any. The one exception is
+the storage of the datasets under ``/activations`` (hundreds in a large trace, each an object
+header to open): their links are walked with the rest, and each dataset's storage is checked
+when it is first read (``CheckedFile._dataset``, through which every read of them goes), so a
+large trace opens as fast as a small one and a bad one is still refused before a byte of it is
+read.
 
 Then every read goes through ``CheckedFile``: kind, shape and declared size are checked before
 anything is allocated, each read runs under an address-space cap, and every failure of h5py or
@@ -62,10 +67,18 @@ def _dataset_problem(ds: Any) -> str | None:
     return None
 
 
+#: Datasets whose storage is checked when first read rather than at open (see above).
+CHECKED_ON_READ = ("activations/",)
+
+
+_ON_READ = tuple(p.encode() for p in CHECKED_ON_READ)
+
+
 def refuse_outside_references(f: h5py.File, path: Path) -> None:
     """Raise ``TraceFileError`` when any link of ``f`` leaves the file (external or
     user-defined links) or any dataset takes its bytes from elsewhere (external storage,
-    virtual datasets) or through a filter that is not built in. Reads only metadata."""
+    virtual datasets) or through a filter that is not built in — except the storage of
+    datasets under ``CHECKED_ON_READ``, checked before they are read. Reads only metadata."""
     found: list[BaseException] = []
     count = 0
 
@@ -93,6 +106,8 @@ def refuse_outside_references(f: h5py.File, path: Path) -> None:
             kind = "an external link" if info.type == h5py.h5l.TYPE_EXTERNAL else "a user link"
             found.append(_refusal(path, where, f"is {kind} (it points into another file)"))
             return 1
+        if name.startswith(_ON_READ):
+            return None
         obj = h5py.h5o.open(f.id, name)
         if isinstance(obj, h5py.h5d.DatasetID):
             problem = _dataset_problem(obj)
@@ -302,6 +317,10 @@ class CheckedFile:
         )
         if not ok:
             raise self._corrupt(f"{key} has dtype {dtype}, expected {kind_name(kinds)}")
+        if key.lstrip("/").startswith(CHECKED_ON_READ):
+            problem = _dataset_problem(obj.id)
+            if problem:
+                raise _refusal(self.path, repr(key.lstrip("/")), problem)
         return obj
 
     def _check_shape(self, ds: h5py.Dataset, shape: tuple[int | None, ...]) -> tuple[int, ...]:

@@ -10,8 +10,14 @@ from textual.widgets import DataTable
 
 from qdebug.tui.layer_rows import COLUMN_KEYS, COLUMNS, LayerRow, filter_rows, sort_rows
 
-#: Rows added before the first paint (more than any terminal shows).
-FIRST_ROWS = 120
+#: Rows added before the first paint beyond the terminal's height (a screenful and a page of
+#: scrolling): the rest come after it, so start-up does not grow with depth.
+FIRST_ROWS_MARGIN = 20
+
+
+def first_rows(terminal_height: int) -> int:
+    """How many rows the table holds at its first paint in a terminal of this height."""
+    return max(terminal_height, 24) + FIRST_ROWS_MARGIN
 
 
 class LayerTable(DataTable[Text]):
@@ -40,6 +46,8 @@ class LayerTable(DataTable[Text]):
         self.shown: list[LayerRow] = []
         self._generation = 0
         self._pending: int | None = None
+        self._first = 0
+        """Rows added before the first paint (the rest after it)."""
 
     def on_mount(self) -> None:
         self.refresh_rows()
@@ -65,8 +73,9 @@ class LayerTable(DataTable[Text]):
                                self.reverse)
         self._generation += 1
         # a screenful first, the rest after the first paint: start-up does not grow with depth
-        self._add(0, FIRST_ROWS)
-        if len(self.shown) > FIRST_ROWS:
+        self._first = first_rows(self.app.size.height)
+        self._add(0, self._first)
+        if len(self.shown) > self._first:
             self.call_after_refresh(self._add_rest, self._generation)
         if keep is not None:
             self.show_layer(keep)
@@ -78,7 +87,7 @@ class LayerTable(DataTable[Text]):
     def _add_rest(self, generation: int) -> None:
         if generation != self._generation:
             return  # re-sorted or re-filtered meanwhile
-        self._add(FIRST_ROWS, len(self.shown))
+        self._add(self._first, len(self.shown))
         if self._pending is not None:
             self.show_layer(self._pending)
             self._pending = None

@@ -11,6 +11,7 @@ from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from qdebug.tui.layer_rows import LayerRow, fmt_db, printable, sqnr_drop, sqnr_style
+from qdebug.tui.widgets.layer_table import first_rows
 
 NAME_WIDTH = 18
 #: A drop of the curve larger than this (dB) is flagged.
@@ -53,6 +54,8 @@ class PropagationChart(OptionList):
                   if math.isfinite(r.values.get("sqnr_db", math.nan))]
         self.top = max([60.0, *finite])
         self._width = 0
+        self._generation = 0
+        self._pending: int | None = None
 
     def on_resize(self, event: events.Resize) -> None:
         width = self.scrollable_content_region.width
@@ -63,17 +66,35 @@ class PropagationChart(OptionList):
     def _rebuild(self) -> None:
         keep = self.highlighted
         self.clear_options()
-        self.add_options(
-            Option(chart_line(r, self.drops[r.index], self._width, self.top), id=str(r.index))
-            for r in self.rows
-        )
+        self._generation += 1
+        # as the layer table: a screenful first, the rest after the first paint
+        first = first_rows(self.app.size.height)
+        self._add(0, first)
+        if len(self.rows) > first:
+            self.call_after_refresh(self._add_rest, self._generation, first)
         if keep is not None and self.option_count:
             self.highlighted = min(keep, self.option_count - 1)
+
+    def _add(self, start: int, stop: int) -> None:
+        self.add_options(
+            Option(chart_line(r, self.drops[r.index], self._width, self.top), id=str(r.index))
+            for r in self.rows[start:stop]
+        )
+
+    def _add_rest(self, generation: int, start: int) -> None:
+        if generation != self._generation:
+            return  # rebuilt meanwhile
+        self._add(start, len(self.rows))
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self.show_layer(pending)
 
     def show_layer(self, index: int) -> None:
         """Highlight a layer's bar if it has one."""
         for pos, r in enumerate(self.rows):
             if r.index == index:
-                if self.highlighted != pos:
+                if pos >= self.option_count:
+                    self._pending = index  # added after the first paint; _add_rest moves there
+                elif self.highlighted != pos:
                     self.highlighted = pos
                 return
