@@ -39,7 +39,13 @@ def git_commit() -> str:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (ru_maxrss is in KiB on Linux)."""
+    """Peak resident set size of this process so far: ``VmHWM``, its own address space's
+    (Linux's ``ru_maxrss`` carries over the parent's peak at the fork that started it)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -10,14 +10,11 @@ from textual.widgets import DataTable
 
 from qdebug.tui.layer_rows import COLUMN_KEYS, COLUMNS, LayerRow, filter_rows, sort_rows
 
-#: Rows added before the first paint beyond the terminal's height (a screenful and a page of
-#: scrolling): the rest come after it, so start-up does not grow with depth.
-FIRST_ROWS_MARGIN = 20
-
-
-def first_rows(terminal_height: int) -> int:
-    """How many rows the table holds at its first paint in a terminal of this height."""
-    return max(terminal_height, 24) + FIRST_ROWS_MARGIN
+def first_rows(height: int) -> int:
+    """How many rows a long list holds at its first paint in a region of this height: a
+    screenful; the rest are added right after the paint, so start-up does not grow with
+    depth."""
+    return max(height, 24)
 
 
 class LayerTable(DataTable[Text]):

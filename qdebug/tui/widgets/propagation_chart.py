@@ -68,7 +68,7 @@ class PropagationChart(OptionList):
         self.clear_options()
         self._generation += 1
         # as the layer table: a screenful first, the rest after the first paint
-        first = first_rows(self.app.size.height)
+        first = first_rows(self.size.height)
         self._add(0, first)
         if len(self.rows) > first:
             self.call_after_refresh(self._add_rest, self._generation, first)
