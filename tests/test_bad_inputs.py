@@ -341,7 +341,7 @@ TRACE_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("check model not a model", ["@check", "text.keras"], ("text.keras", "not a .keras")),
     # round 2: user errors that were "unexpected ... please report it", and wrong blame
     ("npz of objects", ["digits.keras", "--data", "objects.npz"],
-     ("objects.npz", "Object arrays", "np.savez")),
+     ("objects.npz", "pickled Python objects", "np.savez")),
     ("npz with a bad CRC", ["digits.keras", "--data", "crc.npz"], ("crc.npz", "CRC")),
     ("npz member not npy", ["digits.keras", "--data", "notnpy.npz"],
      ("notnpy.npz", "not a .npy array")),

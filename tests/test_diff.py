@@ -264,3 +264,13 @@ def test_analysis_metrics_that_are_all_nan_count_as_absent(
     r = diff_paths(base, new)
     assert all(d.local_sqnr_db is None and d.gain is None for d in r.layers)
     assert not any("propagation analysis" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_threshold_that_is_not_a_number_is_a_usage_error(
+    pair: tuple[Path, Path], value: str
+) -> None:
+    out = run_qdebug("diff", *pair, "--max-output-drop", value)
+    assert out.returncode == 2 and out.stdout == ""
+    assert "is not a finite number" in out.stderr and "--max-output-drop" in out.stderr
+    assert "Traceback" not in out.stderr and "unexpected" not in out.stderr

@@ -24,3 +24,22 @@ def test_report_text_shows_the_five_worst_layers_as_its_help_says(fixture_trace:
     rows = lines[start + 2 : end]
     with qdebug.open(fixture_trace) as tr:
         assert len(tr.layers) > SHOWN_LAYERS == len(rows) == 5
+
+
+def test_piped_summary_keeps_long_names_on_one_line(tmp_path: Path) -> None:
+    """Redirected to a file (no terminal, no COLUMNS), names are not folded at 80 columns."""
+    import os
+    import subprocess
+    import sys
+
+    from synthetic_traces import make_trace
+
+    long = "block_12_expanded_conv_8_squeeze_excite_global_average_pooling2d_reshape"
+    names = ["x", *(f"{long}_{i}" for i in range(1, 8))]
+    path = make_trace(tmp_path / "long.h5", names=names, noise_lsb={5: 30.0})
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    out = subprocess.run([sys.executable, "-m", "qdebug", "report", str(path)],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stdout.splitlines() if "block_12" in ln or "reshape_" in ln]
+    assert len(lines) >= 6 and all(long in ln for ln in lines), lines  # never a fragment

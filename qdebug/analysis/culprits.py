@@ -80,6 +80,14 @@ def find_culprits(
     return found[:limit]
 
 
+def _score_text(score: float) -> str:
+    """A score in words: a share of the output's noise-to-signal under 1, a multiple of it
+    above (later layers damped the rest: scores are not shares, and never add up to 100 %)."""
+    if score < 1:
+        return f"{score:.0%} of the output's noise-to-signal"
+    return f"{score:.1f}× the output's noise-to-signal (later layers damp it)"
+
+
 def _lsb_text(lsb: float, dtype: str) -> str:
     """An error in LSB of the tensor's own grid, named for a 16-bit tensor and then given in
     int8-equivalent steps as well."""
@@ -115,8 +123,8 @@ def _why(
     if lsb <= HEALTHY_LSB and score >= COARSE_SCORE:
         fix = "float here" if r.dtype == "int16" else "more bits or float here"
         return CulpritKind.ROUNDING, (
-            f"rounding noise only ({_lsb_text(lsb, r.dtype)}), yet {min(score, 1):.0%} of the "
-            f"output's error: the grid is too coarse for this layer ({fix})"
+            f"rounding noise only ({_lsb_text(lsb, r.dtype)}), yet {_score_text(score)}: "
+            f"the grid is too coarse for this layer ({fix})"
         )
     if lsb <= HEALTHY_LSB:
         return CulpritKind.ROUNDING, f"rounding noise {_lsb_text(lsb, r.dtype)} — healthy"

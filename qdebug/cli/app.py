@@ -157,6 +157,10 @@ def say_err(line: str) -> None:
     _say_err(printable(line))
 
 
+#: Width of the text summary when stdout is not a terminal.
+PIPE_WIDTH = 200
+
+
 def summary_text(tr: Any) -> str:
     """The summary as the terminal would show it (the text is printed by ``write``, so that a
     full disk or a closed pipe is one line, not a traceback from Rich)."""
@@ -165,8 +169,11 @@ def summary_text(tr: Any) -> str:
     from qdebug.output.summary import print_summary
 
     screen = Console()  # what the real stdout is: width, terminal or not, colours
+    # Piped or redirected (no terminal, no COLUMNS): lines as long as their content, not
+    # folded at Rich's default of 80 columns in the middle of a layer name.
+    width = screen.width if screen.is_terminal or "COLUMNS" in os.environ else PIPE_WIDTH
     buffer = io.StringIO()
-    print_summary(tr, Console(file=buffer, width=screen.width, force_terminal=screen.is_terminal,
+    print_summary(tr, Console(file=buffer, width=width, force_terminal=screen.is_terminal,
                               color_system=screen.color_system))  # type: ignore[arg-type]
     return buffer.getvalue()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from qdebug.cli.app import cli, debug_option, print_result, say, summary_text, write
+from qdebug.cli.params import FiniteFloat
 from qdebug.output.fmt import printable_lines
 
 
@@ -84,14 +85,14 @@ def view(trace_path: Path, other_path: Path | None) -> None:
 @cli.command()
 @click.argument("base", type=click.Path(path_type=Path))
 @click.argument("new", type=click.Path(path_type=Path))
-@click.option("--max-output-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--max-output-drop", type=FiniteFloat(min=0), default=1.0, show_default=True,
               metavar="DB", help="Largest allowed drop of an output's SQNR (dB).")
-@click.option("--max-layer-drop", type=click.FloatRange(min=0), default=3.0, show_default=True,
+@click.option("--max-layer-drop", type=FiniteFloat(min=0), default=3.0, show_default=True,
               metavar="DB", help="Largest allowed drop of a layer's accumulated SQNR (dB).")
-@click.option("--max-top1-drop", type=click.FloatRange(min=0, max=1), default=0.01,
+@click.option("--max-top1-drop", type=FiniteFloat(min=0, max=1), default=0.01,
               show_default=True, metavar="F",
               help="Largest allowed drop of top-1 agreement (fraction of samples).")
-@click.option("--max-accuracy-drop", type=click.FloatRange(min=0, max=1), default=0.01,
+@click.option("--max-accuracy-drop", type=FiniteFloat(min=0, max=1), default=0.01,
               show_default=True, metavar="F",
               help="Largest allowed drop of INT8 task accuracy against labels (fraction of "
               "samples; when both traces have labels).")

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from qdebug.cli.app import cli, debug_option, say, say_err, write
+from qdebug.cli.params import FiniteFloat
 from qdebug.cli.paths import precheck_path
 from qdebug.errors import QdebugError
 from qdebug.output.fmt import printable
@@ -33,7 +34,9 @@ def check(
     Tries the float and INT8 conversions, tfmot's quantize_model (tf_keras models), the dtypes,
     the data (sample count, duplicates, constant/NaN inputs, calibrated-range coverage) and the
     architecture (residual depth, unbalanced merges, softmax heads, outliers). Each finding
-    names the layer and the fix. Exit 1 when there is an error, 0 otherwise, 2 on bad input.
+    names the layer and the fix. Exit 1 when a finding is an error (data that cannot be used —
+    unreadable, empty, of the wrong shape — is a finding too), 0 otherwise, 2 when MODEL or a
+    data path does not exist or cannot be loaded at all.
     Findings: docs/check-and-fix.md.
 
     \b
@@ -69,13 +72,13 @@ def _search_options(calib: str | None, samples: int | None, trust: bool) -> dict
 @click.argument("model")
 @click.option("--data", required=True, metavar="DATA", help="Evaluation data.")
 @click.option("--calib", metavar="DATA", help="Calibration data (default: DATA).")
-@click.option("--target-output-sqnr", type=float, metavar="DB",
+@click.option("--target-output-sqnr", type=FiniteFloat(), metavar="DB",
               help="Reach at least this output SQNR (dB).")
-@click.option("--target-top1", type=click.FloatRange(0, 1), metavar="F",
+@click.option("--target-top1", type=FiniteFloat(0, 1), metavar="F",
               help="Reach at least this top-1 agreement (fraction of samples).")
 @click.option("--max-float-layers", type=click.IntRange(min=1), default=4, show_default=True,
               metavar="N", help="Keep at most N layers in float.")
-@click.option("--time-budget", type=click.FloatRange(min=1), default=600, show_default=True,
+@click.option("--time-budget", type=FiniteFloat(min=1), default=600, show_default=True,
               metavar="S", help="Stop trying new candidates after S seconds.")
 @click.option("--samples", "-n", type=click.IntRange(min=1), metavar="N",
               help="Trace the first N samples of DATA per candidate.")

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from qdebug.cli.app import cli, debug_option, print_result
+from qdebug.cli.params import FiniteFloat
 from qdebug.cli.paths import layer_list, precheck_file, precheck_path, read_head
 from qdebug.errors import QdebugError
 
@@ -33,7 +34,7 @@ from qdebug.errors import QdebugError
 @click.option("--store-samples", type=click.IntRange(min=0), default=None, metavar="K",
               help="Keep full activations and inputs of the first K samples (default: as many "
               "of the first 16 as fit in --store-budget).")
-@click.option("--store-budget", "store_budget", type=click.FloatRange(min=0), default=None,
+@click.option("--store-budget", "store_budget", type=FiniteFloat(min=0), default=None,
               metavar="MB",
               help="Size of the stored activations when --store-samples is not given (default: "
               "what is left of 20 MB after the model, so the trace can be attached to a bug "

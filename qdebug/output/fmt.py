@@ -16,11 +16,11 @@ from typing import Any
 
 
 def json_num(value: Any) -> float | None:
-    """A JSON-safe number: NaN and ±inf become None (see docs/metrics.md)."""
+    """A JSON-safe number: NaN and ±inf become None (see docs/metrics.md), -0.0 becomes 0.0."""
     if value is None:
         return None
     v = float(value)
-    return v if math.isfinite(v) else None
+    return v + 0.0 if math.isfinite(v) else None
 
 
 #: What is shown where a value does not exist (a layer without a tensor, a trace without it).

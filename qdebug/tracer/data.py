@@ -80,6 +80,8 @@ class SampleSource:
 
     def __iter__(self) -> Iterator[list[np.ndarray]]:
         count = 0
+        varied = False  # some float input of some sample holds more than one value
+        floats = [k for k, spec in enumerate(self.inputs) if spec.is_float]
         for i, raw in enumerate(self._factory()):
             if self.limit is not None and i >= self.limit:
                 if self.capped:
@@ -88,11 +90,19 @@ class SampleSource:
                         f"first {self.limit} (give --samples N to choose how many)"
                     )
                 break
-            yield self._validate(i, raw)
+            sample = self._validate(i, raw)
+            varied = varied or any(_varies(sample[k]) for k in floats)
+            yield sample
             count += 1
         if count == 0:
             raise DataError(f"{self.description} holds no samples", "give at least one sample")
         self.taken = count
+        if floats and not varied:
+            self._warn(
+                f"every sample of {self.description} is constant (all its values equal): no "
+                "range can be calibrated from such inputs, and the numbers of this trace say "
+                "little about real ones; give real inputs"
+            )
 
     def _warn(self, text: str) -> None:
         if text not in self.warnings:
@@ -249,12 +259,20 @@ def _from_npz(path: Path, inputs: list[InputSpec]) -> SampleSource:
     return SampleSource(str(path), inputs, lambda: ([a[i] for a in arrays] for i in range(n)), n)
 
 
+def _varies(x: np.ndarray) -> bool:
+    """Whether an array holds more than one value (NaN counts as a value of its own)."""
+    flat = np.asarray(x).reshape(-1)
+    return bool(flat.size) and not bool(np.all(flat == flat[0]))
+
+
 def _why(exc: BaseException) -> str:
     # TensorFlow's errors carry the useful text in ``message``; their str() adds a stack.
     message = getattr(exc, "message", None)
     raw = message.strip().split("\n")[0] if isinstance(message, str) and message.strip() else (
         str(exc))
     text = " ".join(raw.split())[:200]
+    if "allow_pickle" in text:  # numpy's hint to load it unsafely: never taken here
+        return "it holds pickled Python objects, which qdebug never loads: they can run code"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

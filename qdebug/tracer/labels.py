@@ -91,10 +91,13 @@ class PredictionLog:
     """Position of the output in the trace's output table."""
     float_pred: list[np.ndarray] = field(default_factory=list)
     int8_pred: list[np.ndarray] = field(default_factory=list)
+    classes: int = 0
+    """Width of the output: labels are 0 … classes − 1."""
 
     def add(self, int8_out: np.ndarray, float_out: np.ndarray, scale: float) -> None:
         """A batch: ``int8_out`` raw (or float) (B, C), ``float_out`` the float reference."""
         q = np.asarray(int8_out, dtype=np.float64)
+        self.classes = int(np.shape(float_out)[1])
         self.int8_pred.append((q if not scale or scale > 0 else -q).argmax(axis=1))
         self.float_pred.append(np.asarray(float_out).argmax(axis=1))
 
@@ -121,12 +124,34 @@ def resolve(
             )
         return to_classes(np.stack([np.asarray(pair_labels[i]) for i in range(n)]),
                           labels.description)
-    if len(labels.values) < start + n:
+    check_count(labels, n, start)
+    return labels.values[start : start + n]
+
+
+def check_count(labels: Labels, n: int, start: int = 0) -> None:
+    """Refuse a labels file with fewer labels than the ``n`` samples (from sample ``start``)
+    to trace: called before the trace when the data's length is known, so that the error
+    does not wait for the end of a long run."""
+    if labels.values is not None and len(labels.values) < start + n:
         raise DataError(
             f"{labels.description} holds {len(labels.values)} labels for {start + n} samples",
             "give one label per traced sample (or fewer samples with --samples)",
         )
-    return labels.values[start : start + n]
+
+
+def label_range_warning(values: np.ndarray, classes: int, description: str) -> str | None:
+    """A warning when labels fall outside the output's classes 0 … classes − 1 (a model with
+    fewer classes, labels counted from 1, a padding value): those samples are wrong on both
+    sides, so the accuracies mean less."""
+    v = np.asarray(values).reshape(-1)
+    bad = (v < 0) | (v >= classes)
+    if not classes or not bad.any():
+        return None
+    return (
+        f"{int(bad.sum())} of {len(v)} labels in {description} are outside the output's "
+        f"classes 0–{classes - 1} (first: {int(v[bad][0])}): those samples count as wrong in "
+        "float and in INT8 alike; check the labels match this model"
+    )
 
 
 def prediction_log(outputs: list[Any]) -> PredictionLog:

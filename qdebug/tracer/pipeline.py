@@ -23,7 +23,8 @@ from qdebug.tracer.convert import MIN_CALIB_SAMPLES
 from qdebug.tracer.data import InputSpec, load_data
 from qdebug.tracer.graph import LayerGraph, Probe
 from qdebug.tracer.keep_float import layer_op_names
-from qdebug.tracer.labels import PredictionLog, load_labels, prediction_log
+from qdebug.tracer.labels import PredictionLog, label_range_warning, load_labels, prediction_log
+from qdebug.tracer.labels import check_count as check_labels_count
 from qdebug.tracer.labels import resolve as resolve_labels
 from qdebug.tracer.layer_worst import input_cap
 from qdebug.tracer.litert import LiteModel
@@ -240,6 +241,8 @@ class Tracer:
         sides = Sides(int8, plain, twin, table, local, [s.name for s in specs], deploy)
         if labels is not None:
             self._preds = prediction_log(outputs)
+            if data.known_length is not None:
+                check_labels_count(labels, data.known_length, self.first_sample)
         writer = TraceWriter(
             path,
             attrs=attrs,
@@ -263,10 +266,22 @@ class Tracer:
             with self.phases.step("write"):
                 if labels is not None and self._preds is not None:
                     pred_f, pred_q = self._preds.arrays()
+                    truth = resolve_labels(labels, len(pred_f), data.pair_labels,
+                                           self.first_sample)
                     writer.write_labels(
-                        resolve_labels(labels, len(pred_f), data.pair_labels, self.first_sample),
-                        pred_f, pred_q,
+                        truth, pred_f, pred_q,
                         outputs[self._preds.output].name, labels.description,
+                    )
+                    outside = label_range_warning(truth, self._preds.classes,
+                                                  labels.description)
+                    if outside:
+                        opt.warnings.append(outside)
+                if outputs and loop.first_output is not None and not loop.output_varies \
+                        and loop.first_output.size > 1 and data.taken > 1:
+                    opt.warnings.append(
+                        f"the float model gives the same output {outputs[0].name!r} for every "
+                        f"one of the {data.taken} samples (an untrained model, or one that "
+                        "ignores its input): agreement between float and INT8 says little here"
                     )
                 writer.write_analysis(measurer.analysis(), weights)
                 kept = set(range(self.first_sample,

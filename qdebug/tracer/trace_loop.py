@@ -46,6 +46,21 @@ class LoopResult:
     """Samples whose instrumented INT8 outputs differ from the plain interpreter's."""
     max_diff: float = 0.0
     """The largest such difference (raw output units)."""
+    first_output: np.ndarray | None = None
+    """The float model's first output on the first sample."""
+    output_varies: bool = False
+    """Whether that output differs on any other sample (an untrained model, or one that
+    ignores its input, gives the same output for every sample)."""
+
+    def note_output(self, float_out: np.ndarray) -> None:
+        """A batch (n, ...) of the float model's first output."""
+        if self.output_varies or not len(float_out):
+            return
+        if self.first_output is None:
+            self.first_output = np.array(float_out[0])
+        self.output_varies = not np.array_equal(
+            float_out, np.broadcast_to(self.first_output, float_out.shape)
+        )
 
 
 def trace_samples(
@@ -105,6 +120,8 @@ def trace_samples(
                 for j, v in enumerate(got.outputs)
             ]
             out_refs = [got.twin[t].reshape(n, -1) for t in twin_out]
+            if out_refs:
+                result.note_output(out_refs[0])
             if preds is not None:
                 raw_out, out_qp = out_stacked[preds.output]
                 preds.add(raw_out, out_refs[preds.output], out_qp.scale if out_qp else 0.0)

@@ -10,6 +10,7 @@ from textual.widgets import DataTable
 
 from qdebug.tui.layer_rows import COLUMN_KEYS, COLUMNS, LayerRow, filter_rows, sort_rows
 
+
 def first_rows(height: int) -> int:
     """How many rows a long list holds at its first paint in a region of this height: a
     screenful; the rest are added right after the paint, so start-up does not grow with
