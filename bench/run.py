@@ -78,6 +78,8 @@ def main() -> None:
                               capture_output=True, text=True, check=False)
         print(proc.stdout, end="")
         lines = [ln for ln in proc.stdout.splitlines() if "×" in ln]
+        # the verdict line, or for the size table qdebug's own choice
+        lines = [ln for ln in lines if "(qdebug)" in ln] or lines
         summary.append(f"{name:<6} " + (lines[-1].strip() if lines and proc.returncode == 0 else
                                          f"FAILED (exit {proc.returncode}): "
                                          + (proc.stderr.strip().splitlines() or ["?"])[-1]))
