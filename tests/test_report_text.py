@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import qdebug
@@ -43,3 +44,23 @@ def test_piped_summary_keeps_long_names_on_one_line(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     lines = [ln for ln in out.stdout.splitlines() if "block_12" in ln or "reshape_" in ln]
     assert len(lines) >= 6 and all(long in ln for ln in lines), lines  # never a fragment
+
+
+def test_summary_says_when_a_trace_is_too_big_to_attach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last line gives the size; over the limit it says what takes the room and what to
+    do (the limit lowered here, so that small real traces cross it)."""
+    from qdebug.output import summary
+    from synthetic_traces import make_trace
+
+    stored = make_trace(tmp_path / "stored.h5", store=2)
+    bare = make_trace(tmp_path / "bare.h5", store=0)
+    with qdebug.open(stored) as tr:
+        assert summary.size_note(tr) == f"{stored.stat().st_size / 1e6:.1f} MB"
+    monkeypatch.setattr(summary, "ATTACH_LIMIT", 1000)
+    with qdebug.open(stored) as tr:
+        assert "--slim" in summary.size_note(tr) and "over the 25 MB" in summary.size_note(tr)
+    with qdebug.open(bare) as tr:
+        note = summary.size_note(tr)
+        assert "of it the INT8 model" in note and "--slim" not in note

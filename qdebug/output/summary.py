@@ -116,4 +116,22 @@ def print_summary(trace: Trace, console: Console) -> None:
             console.print(
                 f"  {_safe(c.layer):<24} {c.score:5.2f}  {_safe(c.reason)}", soft_wrap=True
             )
-    console.print(f"trace: {_safe(str(trace.path))}")
+    console.print(f"trace: {_safe(str(trace.path))} ({size_note(trace)})")
+
+
+#: The attachment limit of GitHub's issues (25 MB): a trace is meant to be attached.
+ATTACH_LIMIT = 25_000_000
+
+
+def size_note(trace: Trace) -> str:
+    """The trace's size, and when it is too big to attach to an issue, why and what to do."""
+    size = trace.path.stat().st_size
+    text = f"{size / 1e6:.1f} MB"
+    if size <= ATTACH_LIMIT:
+        return text
+    over = f"{text}: over the 25 MB an issue tracker takes"
+    if len(trace.stored_samples):
+        return (f"{over}; `qdebug export TRACE --slim OUT.h5` drops the stored activations, "
+                "or trace with --store-samples 0")
+    # Nothing optional left: the metrics, worst inputs and, mostly, the model itself.
+    return f"{over}, {trace.model_stored_bytes() / 1e6:.1f} MB of it the INT8 model"

@@ -239,6 +239,11 @@ class Trace(AnalysisReads):
             raise self._corrupt(f"model/int8_tflite has dtype {raw.dtype}, expected uint8")
         return bytes(raw.astype(np.uint8, copy=False).tobytes())
 
+    @guarded("the INT8 model")
+    def model_stored_bytes(self) -> int:
+        """Bytes the INT8 model takes in the file (compressed; read from metadata only)."""
+        return int(self._dataset("model/int8_tflite", "iu").id.get_storage_size())
+
     @guarded("the layer metrics")
     def layer_metrics(self) -> dict[str, np.ndarray]:
         """Pooled metrics of every layer, each an array of shape (layers,); NaN where the layer
