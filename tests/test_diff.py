@@ -117,7 +117,7 @@ def test_new_weights_or_a_renamed_model_are_the_same_model(tmp_path: Path) -> No
     base = make_trace(tmp_path / "a.h5")
     new = make_trace(tmp_path / "b.h5", sha256="def", model_name="chain_v2", samples=40)
     r = diff_paths(base, new)
-    assert "the model's weights differ (model_sha256)" in r.notes
+    assert "the model files differ (model_sha256: another file, format or weights)" in r.notes
     assert "model renamed 'chain' → 'chain_v2'" in r.notes
     assert "sample counts differ: 32 vs 40" in r.notes
 

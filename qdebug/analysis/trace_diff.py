@@ -200,7 +200,7 @@ def check_comparable(base: Trace, new: Trace) -> list[str]:
     if base.model_name != new.model_name:
         notes.append(f"model renamed {base.model_name!r} → {new.model_name!r}")
     if base.meta.get("model_sha256") != new.meta.get("model_sha256"):
-        notes.append("the model's weights differ (model_sha256)")
+        notes.append("the model files differ (model_sha256: another file, format or weights)")
     if base.n_samples != new.n_samples:
         notes.append(f"sample counts differ: {base.n_samples} vs {new.n_samples}")
     if base.meta.get("data_source") != new.meta.get("data_source"):

@@ -93,11 +93,14 @@ def trace(
 ) -> None:
     """Run MODEL in float Keras and INT8 LiteRT side by side and write a trace.
 
-    MODEL is a Keras 3 .keras file, an .h5 of either Keras flavour, a tf_keras SavedModel
-    folder, or a factory file.py:function / package.module:function returning a model (use
-    one for custom layers). The model is converted to full-INT8 TFLite (calibrated on --calib,
-    else DATA) unless --tflite gives the deployed model. Every Keras layer is mapped to the
-    TFLite tensor holding its output, verified against a float twin, and measured.
+    MODEL is a Keras 3 .keras file, an .h5 of either Keras flavour, a SavedModel folder
+    (tf_keras, a plain tf.saved_model.save of a tf.Module, or a Keras 3 model.export()), a
+    float .tflite given with --tflite INT8.tflite (a pair from any converter), or a factory
+    file.py:function / package.module:function returning a model (use one for custom layers
+    and subclassed models). The model is converted to full-INT8 TFLite (calibrated on --calib,
+    else DATA) unless --tflite gives the deployed model. Every op of the INT8 model is
+    measured against the same op of the float twin; where the model has Keras layers, each is
+    mapped to the tensor holding its output, verified, and measured as well.
 
     \b
     Examples:
