@@ -144,6 +144,9 @@ class Sides:
         """Whether the INT8 values are read from the verify model, so that the instrumented
         INT8 interpreter need not run: decided on the first batch, where both run and must
         agree bit for bit (None: not decided yet)."""
+        self.verify_outputs: dict[int, int] = {}
+        """Deployed graph output → the verify model's graph output holding the same values
+        (float outputs, which its quantized tensors do not cover); filled with ``from_verify``."""
         self._pool: ThreadPoolExecutor | None = None
         """The thread running the twin and the plain model beside the quantized side."""
 
@@ -195,6 +198,15 @@ class Sides:
                 verify, verify.input_indices[pos])
             if mine != i and theirs != verify.input_indices[pos]:
                 self.from_verify[mine] = theirs
+        if len(verify.output_indices) == len(self.int8.output_indices):
+            # A float graph output (after the deployed model's DEQUANTIZE): the verify model's
+            # own, computed by the same kernel; kept where the first sample shows it equal.
+            for mine, theirs in zip(self.int8.output_indices, verify.output_indices,
+                                    strict=True):
+                if mine not in self.from_verify and np.array_equal(
+                    self.int8.view(mine), verify.view(theirs)
+                ):
+                    self.verify_outputs[mine] = theirs
 
     def _from_verify(self, tensor: int) -> np.ndarray:
         """The deployed model's integers of ``tensor``, in the verify model's memory."""
@@ -207,6 +219,9 @@ class Sides:
             return self.int8.get(tensor)
         if tensor in self.from_verify:
             return self._from_verify(tensor)
+        assert self.local is not None
+        if tensor in self.verify_outputs:
+            return self.local.model.view(self.verify_outputs[tensor])
         op = self.int8.producer[tensor]  # a DEQUANTIZE of integers the verify model holds
         return dequantize(self._from_verify(op.inputs[0]), self.int8.tensors[op.inputs[0]].qp)
 
@@ -293,6 +308,9 @@ class Sides:
                     agree = agree and all(
                         np.array_equal(self.int8.view(t), self.local.model.view(v))
                         for t, v in self.from_verify.items() if t in wanted
+                    ) and all(
+                        np.array_equal(self.int8.view(t), self.local.model.view(v))
+                        for t, v in self.verify_outputs.items()
                     )
             value = self._from_verify if from_verify else self.int8.view
             for t in int8_tensors:
