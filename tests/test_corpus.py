@@ -1,4 +1,4 @@
-"""A fast subset of the corpus (bench/corpus.py): four of its smallest models, built, traced
+"""A fast subset of the corpus (bench/corpus.py): six of its smallest models, built, traced
 with the real CLI and reported, each held to the corpus acceptance: exit 0, no NaN in any
 output, no row other than matched/input among the ranked rows (worst layers, culprits)."""
 
@@ -32,7 +32,12 @@ SUBSET = [
     pytest.param("sepconv_bn", id="sepconv_bn"),
     pytest.param("unet", id="unet"),
     pytest.param("nested_sequential", id="nested_sequential"),
+    # the converter crashed on its frozen graph (a segfault): it takes the SavedModel route;
+    # its fused LSTM op is no layer's for sure, so its layers stay unmatched (README)
+    pytest.param("lstm_fixed_batch_tfkeras", id="lstm_fixed_batch_tfkeras"),
 ]
+#: Models whose layers cannot be matched for sure: traced as ops, no layer ranked.
+NO_MATCHED_LAYERS = {"lstm_fixed_batch_tfkeras"}
 
 
 @pytest.mark.parametrize("name", SUBSET)
@@ -44,7 +49,11 @@ def test_corpus_model_passes_the_acceptance(name: str, tmp_path: Path) -> None:
     assert not res.report_error, res.report_error
     assert not (res.nan_json or res.nan_text), f"NaN in the report of {name}"
     assert res.unverified_ranked == [], res.unverified_ranked
-    assert res.layers and res.statuses.get("matched", 0) > 0
+    assert res.layers
+    if name in NO_MATCHED_LAYERS:
+        assert res.statuses.get("unmatched", 0) > 0 and "matched" not in res.statuses
+    else:
+        assert res.statuses.get("matched", 0) > 0
     assert res.ok, res.failures
 
 

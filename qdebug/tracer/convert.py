@@ -91,7 +91,7 @@ def _frozen_converter(model: Any) -> Any | None:
     """
     tf = import_tf()
     inputs = list(getattr(model, "inputs", None) or [])
-    if not inputs or isinstance(model, Path) or not callable(model):
+    if not inputs or isinstance(model, Path) or not callable(model) or has_recurrent(model):
         return None
     try:
         specs = [
@@ -105,6 +105,30 @@ def _frozen_converter(model: Any) -> Any | None:
         return None
     conv.experimental_lower_to_saved_model = False
     return conv
+
+
+def has_recurrent(model: Any) -> bool:
+    """Whether the Keras model holds a recurrent layer (LSTM, GRU, any RNN, Bidirectional),
+    nested models included. The converter fuses those (UNIDIRECTIONAL_SEQUENCE_LSTM) from the
+    function annotations of the SavedModel route; on the frozen graph of a fixed-batch tf_keras
+    LSTM it crashed the process (a segmentation fault in TensorFlow 2.21), so such models
+    always take the SavedModel route."""
+    seen: set[int] = set()
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        names = {c.__name__ for c in type(layer).__mro__}
+        if "RNN" in names or "Bidirectional" in names:
+            return True
+        stack.extend(getattr(layer, "layers", None) or [])
+        for attr in ("layer", "forward_layer", "backward_layer"):  # wrappers
+            inner = getattr(layer, attr, None)
+            if inner is not None and inner is not layer and hasattr(inner, "__class__"):
+                stack.append(inner)
+    return False
 
 
 def _convert_keras(
