@@ -110,3 +110,58 @@ def test_tfmot_on_tf_keras_names_the_layer_and_keeps_the_env() -> None:
 def test_bad_model_path_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["check", str(tmp_path / "missing.keras")])
     assert result.exit_code == 2 and "no such file" in result.stderr
+
+
+def test_token_model_with_int32_ids_has_no_false_errors(tmp_path: Path) -> None:
+    """An Embedding over int32 ids: integer data is right for it, and the trial conversion is
+    calibrated with ids, not floats (both were errors before)."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+    ids = keras.Input((12,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(50, 8, name="emb")(ids)
+    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
+    out = keras.layers.Dense(3, activation="softmax", name="out")(x)
+    keras.Model(ids, out).save(tmp_path / "tok.keras")
+    data = np.random.default_rng(0).integers(0, 50, (120, 12)).astype(np.int32)
+    np.save(tmp_path / "ids.npy", data)
+    code, doc = _check(str(tmp_path / "tok.keras"), "--data", str(tmp_path / "ids.npy"))
+    assert code == 0 and doc["errors"] == 0, doc["findings"]
+    assert any("int32" in f["message"] and f["severity"] == "info" for f in _by(doc, "dtypes"))
+
+
+def test_models_without_a_layer_graph_are_checked_not_refused(tmp_path: Path) -> None:
+    """A plain tf.Module SavedModel (no Keras layers) and a subclassed model, both of which
+    `qdebug trace` takes: check runs what applies and says what it skipped."""
+    import tensorflow as tf
+
+    class Mod(tf.Module):
+        def __init__(self) -> None:
+            g = tf.random.Generator.from_seed(1)
+            self.w = tf.Variable(g.normal((16, 4), stddev=0.3))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 16], tf.float32)])
+        def __call__(self, x: tf.Tensor) -> tf.Tensor:
+            return tf.nn.relu(x @ self.w)
+
+    mod = Mod()
+    tf.saved_model.save(mod, str(tmp_path / "module"), signatures=mod.__call__)
+    (tmp_path / "sub.py").write_text(
+        "import keras\n\n"
+        "class Net(keras.Model):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.d1 = keras.layers.Dense(8, activation='relu')\n"
+        "        self.d2 = keras.layers.Dense(4)\n"
+        "    def call(self, x):\n"
+        "        return self.d2(self.d1(x))\n\n"
+        "def build():\n"
+        "    keras.utils.set_random_seed(2)\n"
+        "    return Net()\n"
+    )
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).normal(size=(120, 16)).astype(np.float32))
+    code, doc = _check(str(tmp_path / "module"), "--data", str(tmp_path / "x.npy"))
+    assert code == 0 and doc["errors"] == 0, doc["findings"]
+    assert any("no Keras layer graph" in f["message"] for f in _by(doc, "model"))
+    code, doc = _check(f"{tmp_path / 'sub.py'}:build", "--data", str(tmp_path / "x.npy"))
+    assert code == 0 and doc["errors"] == 0, doc["findings"]

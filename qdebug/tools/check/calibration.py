@@ -30,8 +30,10 @@ def check_samples(
         role = "" if what == "calibration data" else " (no --calib: it calibrates the model)"
         found.append(Finding(
             WARNING if n >= 16 else ERROR, "calibration", "",
-            f"the {what}{role} has {n} samples for a model of {n_layers} layers: ranges "
-            "calibrated on so few samples miss the tails of real inputs and clip them",
+            f"the {what}{role} has {n} samples"
+            + (f" for a model of {n_layers} layers" if n_layers else "")
+            + ": ranges calibrated on so few samples miss the tails of real inputs and clip "
+            "them",
             f"calibrate on {MIN_SAMPLES}–500 samples drawn like the deployment inputs "
             "(--calib)",
         ))

@@ -53,10 +53,14 @@ def check_model_dtypes(graph: LayerGraph) -> list[Finding]:
     return found
 
 
-def check_data_dtype(arrays: list[np.ndarray], names: list[str], what: str) -> list[Finding]:
-    """float64 or integer data given for float inputs."""
+def check_data_dtype(arrays: list[np.ndarray], specs: list[Any], what: str) -> list[Finding]:
+    """float64 or integer data given for float inputs (``specs``: the model's inputs; an
+    integer input, ids or a mask, takes integer data as it is)."""
     found: list[Finding] = []
-    for arr, name in zip(arrays, names, strict=False):
+    for arr, spec in zip(arrays, specs, strict=False):
+        name = spec.name
+        if not spec.is_float:
+            continue
         if arr.dtype == np.float64:
             found.append(Finding(
                 ERROR, "dtypes", name,
