@@ -160,6 +160,10 @@ def sensitivity(
 ) -> None:
     """Keep each candidate layer alone in float; rank layers by the output SQNR it buys.
 
+    Candidates are the trace's worst Keras layers; a model without Keras layers (a subclassed
+    model, a plain SavedModel) has none to keep in float. Exit 0 with a ranking, 1 when no
+    candidate could be tried, 2 on bad input.
+
     \b
     Examples:
       qdebug sensitivity model.keras --data x.npy --layers 5
@@ -188,6 +192,11 @@ def sensitivity(
             ],
         }, indent=2))
         return
+    if not ranked:
+        say(f"baseline output SQNR {base.output_sqnr_db:.1f} dB; no layer could be kept in "
+            "float alone: the trace has no Keras layer to keep (a model traced as ops: "
+            "subclassed, a plain SavedModel) or none with ops of its own")
+        sys.exit(1)
     lines = [f"baseline output SQNR {base.output_sqnr_db:.1f} dB; each layer alone in float:"]
     lines += [f"  {printable(s.layer):<32} {s.output_sqnr_db:6.1f} dB  ({s.delta_db:+.1f})"
               for s in ranked]
