@@ -91,3 +91,38 @@ def test_a_rounding_culprit_says_how_its_score_compares_with_the_output(
     found = {c.layer: c for c in find_culprits(layers, m, stats, later_db)}
     assert words in found["d"].reason
     assert "100%" not in found["d"].reason
+
+
+def test_the_first_culprit_is_the_layer_keeping_in_float_helps_most(tmp_path: Path) -> None:
+    """A trained token model (Embedding → average → Dense softmax): the average's relative
+    error is the largest, but the softmax damps it away; the error that reaches the output is
+    born at the output layer. The first culprit must be the layer `qdebug sensitivity` finds
+    (keeping it alone in float buys the most output SQNR), and score ≈ that layer's share."""
+    import keras
+
+    from qdebug.tools.fix_search import one_at_a_time
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 40, (600, 10)).astype(np.int32)
+    y = (np.isin(ids, np.arange(5)).sum(axis=1) > 1).astype(np.int64)
+    inp = keras.Input((10,), dtype="int32", name="ids")
+    h = keras.layers.Embedding(40, 8, name="emb")(inp)
+    h = keras.layers.GlobalAveragePooling1D(name="gap")(h)
+    out = keras.layers.Dense(2, activation="softmax", name="out")(h)
+    model = keras.Model(inp, out)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(ids, y, epochs=3, verbose=0)
+    model.save(tmp_path / "tok.keras")
+    np.save(tmp_path / "ids.npy", ids[:64])
+    _, ranked = one_at_a_time(str(tmp_path / "tok.keras"), str(tmp_path / "ids.npy"), layers=3)
+    traced = qdebug.trace(str(tmp_path / "tok.keras"), str(tmp_path / "ids.npy"),
+                          out=tmp_path / "tok.h5", quiet=True)
+    with qdebug.open(traced) as tr:
+        culprits = tr.culprits()
+    assert culprits, "no culprit"
+    best = max(ranked, key=lambda s: s.delta_db)
+    assert culprits[0].layer == best.layer, (culprits, ranked)
+    # keeping it in float removes about its score's share of the output's error power
+    removed = 1 - 10 ** (-best.delta_db / 10)
+    assert abs(removed - culprits[0].score) < 0.15, (removed, culprits[0].score)

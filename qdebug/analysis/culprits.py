@@ -1,5 +1,5 @@
-"""The ranked culprits: layers whose injected error or amplification explains most of the
-output error, each with a one-line reason. Pure numpy; the heuristic is in docs/metrics.md."""
+"""The ranked culprits: layers where the output's error is born, by the share of it each
+injects, with a one-line reason. Pure numpy; the definition is in docs/metrics.md."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from qdebug.analysis.segments import build_segments, source_of
-from qdebug.store.schema import Culprit, CulpritKind, LayerRecord
+from qdebug.store.schema import STATUS_INPUT, Culprit, CulpritKind, LayerRecord
 
 #: Rounding of in-range values alone gives 1/√12 ≈ 0.29 LSB of the tensor's own grid, whatever
 #: its bits; up to this is "healthy".
@@ -41,35 +41,51 @@ def find_culprits(
     m: dict[str, np.ndarray],
     stats: dict[str, np.ndarray],
     output_sqnr_db: float,
+    output_layer: str = "",
     limit: int = 8,
 ) -> list[Culprit]:
-    """Rank layers by how much they raise the relative error, as a share of the output's.
+    """Rank layers by the share of the output's error born at them.
 
-    A layer's score is (NSR of its output − NSR of its inputs) / NSR of the model output, where
-    NSR = Σe²/Σf² is the accumulated noise-to-signal ratio: the drop it causes in the SQNR
-    curve. Whether it injected that error (``local_share`` ≥ ½) or amplified what it received
-    (``gain``) decides the reason.
+    A layer's score is its local error power (what it injects, against f(x̂)) times the share
+    of its error that reaches the model's first output — the product of the gains² of the
+    layers after it, summed over its consumers — over the output's error power: what keeping
+    it alone in float would remove. Where that reach is unknown (no output layer given, or no
+    path of measured layers to it) the score is the rise in noise-to-signal at the layer, in
+    units of the output's. Whether it injected the error (``local_share`` ≥ ½) or amplified
+    what it received (``gain``) decides the reason.
 
     Args:
         layers: the layer table.
         m: pooled layer metrics, with the local-error metrics.
-        stats: pooled sufficient statistics (``sum_f2``, ``sum_e2``) per layer.
+        stats: pooled sufficient statistics (``sum_f2``, ``sum_e2``, ``sum_local_e2``) per
+            layer.
         output_sqnr_db: the first output's SQNR.
+        output_layer: the layer of the first output.
     """
     if "local_sqnr_db" not in m:
         return []
     out_nsr = _nsr(output_sqnr_db) or 1e-12
     index = {r.name: i for i, r in enumerate(layers)}
     by_name = {r.name: r for r in layers}
-    inputs = {seg.output: seg.inputs for seg in build_segments(layers)}
+    inputs = {index[seg.output]: [index[source_of(n, by_name)] for n in seg.inputs]
+              for seg in build_segments(layers)}
+    reach = _reach(len(layers), inputs, m, index.get(output_layer, -1))
+    out = index.get(output_layer, -1)
+    out_e2 = float(stats["sum_e2"][out]) if out >= 0 else math.nan
     found: list[Culprit] = []
     for i, r in enumerate(layers):
         if not r.ranked:
             continue
-        src = [index[source_of(n, by_name)] for n in inputs.get(r.name, [])]
+        src = inputs.get(i, [])
         f2 = float(sum(stats["sum_f2"][j] for j in src))
         in_nsr = float(sum(stats["sum_e2"][j] for j in src)) / f2 if f2 > 0 else 0.0
-        score = (_nsr(float(m["sqnr_db"][i])) - in_nsr) / out_nsr
+        rise = (_nsr(float(m["sqnr_db"][i])) - in_nsr) / out_nsr
+        feeds = src or [index[source_of(n, by_name)] for n in r.inbound if n in by_name]
+        local_e2 = _local_e2(r, i, stats, feeds)
+        if math.isfinite(reach[i]) and out_e2 > 0 and math.isfinite(local_e2):
+            score = local_e2 * reach[i] / out_e2
+        else:
+            score = rise
         if not score >= MIN_SCORE:  # explains nothing (or NaN)
             continue
         gain = float(m["gain"][i]) if "gain" in m else math.nan
@@ -78,6 +94,46 @@ def find_culprits(
         found.append(Culprit(r.name, i, kind, score, reason))
     found.sort(key=lambda c: c.score, reverse=True)
     return found[:limit]
+
+
+def _local_e2(r: LayerRecord, i: int, stats: dict[str, np.ndarray], src: list[int]) -> float:
+    """The error power a layer injects: its local error; all of its error where none comes
+    in (a model input, an Embedding over integer ids); NaN when unknown."""
+    local = float(stats["sum_local_e2"][i]) if "sum_local_e2" in stats else math.nan
+    if math.isfinite(local):
+        return local
+    if r.status == STATUS_INPUT or not any(float(stats["sum_e2"][j]) > 0 for j in src
+                                           if math.isfinite(float(stats["sum_e2"][j]))):
+        return float(stats["sum_e2"][i])
+    return math.nan
+
+
+def _reach(
+    n: int, inputs: dict[int, list[int]], m: dict[str, np.ndarray], out: int
+) -> np.ndarray:
+    """Per layer, the share of its error power that reaches layer ``out``: 1 there; for
+    another layer, Σ over the layers it feeds of their gain² × their own reach (a gain not
+    measured counts as 1: the error passes as it is). NaN where no path of measured layers
+    leads to ``out`` (or without one)."""
+    reach = np.full(n, np.nan)
+    if out < 0:
+        return reach
+    gain = np.asarray(m.get("gain", np.full(n, np.nan)), dtype=np.float64)
+    consumers: dict[int, list[int]] = {}
+    for c, srcs in inputs.items():
+        for j in srcs:
+            consumers.setdefault(j, []).append(c)
+    reach[out] = 1.0
+    for i in range(n - 1, -1, -1):  # the layer table is in topological order
+        if i == out:
+            continue
+        known = [c for c in consumers.get(i, []) if math.isfinite(reach[c])]
+        if known:
+            reach[i] = sum(
+                (float(gain[c]) ** 2 if math.isfinite(gain[c]) else 1.0) * reach[c]
+                for c in known
+            )
+    return reach
 
 
 def _score_text(score: float) -> str:

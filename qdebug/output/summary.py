@@ -111,7 +111,7 @@ def print_summary(trace: Trace, console: Console) -> None:
     console.print(f"every {every}: qdebug report TRACE --format json, markdown or csv")
     culprits = trace.culprits()[:5]
     if culprits:
-        console.print("culprits (rise in noise-to-signal at the layer, relative to the output's):")
+        console.print("culprits (share of the output's error born at the layer):")
         for c in culprits:
             console.print(
                 f"  {_safe(c.layer):<24} {c.score:5.2f}  {_safe(c.reason)}", soft_wrap=True

@@ -224,10 +224,11 @@ class Culprit:
 
 
 #: Ranks the culprits of a finished trace: (layer table, pooled layer metrics, pooled
-#: statistics, first output's SQNR in dB) → culprits, best first. The writer is given one
-#: (``qdebug.analysis.culprits.find_culprits``) so that the store does not rank.
+#: statistics, first output's SQNR in dB, first output's layer) → culprits, best first. The
+#: writer is given one (``qdebug.analysis.culprits.find_culprits``) so that the store does
+#: not rank.
 CulpritRanker = Callable[
-    [Sequence[LayerRecord], dict[str, np.ndarray], dict[str, np.ndarray], float],
+    [Sequence[LayerRecord], dict[str, np.ndarray], dict[str, np.ndarray], float, str],
     Sequence[Culprit],
 ]
 

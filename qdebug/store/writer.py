@@ -454,7 +454,10 @@ class TraceWriter:
         out_sqnr = float(out_m["sqnr_db"][0]) if self.outputs else float("nan")
         sums = self._layer_stats.sums
         if sums and self.rank_culprits is not None:
-            self._write_culprits(self.rank_culprits(self.layers, layer_m, sums, out_sqnr))
+            out_layer = self.outputs[0].layer if self.outputs else ""
+            self._write_culprits(
+                self.rank_culprits(self.layers, layer_m, sums, out_sqnr, out_layer)
+            )
         n = self._stored
         for group in (f["samples/inputs"], *[g for g in f["activations"].values()]):
             for ds in group.values():
