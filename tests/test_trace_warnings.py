@@ -66,3 +66,28 @@ def test_too_few_labels_are_refused_before_the_trace(
         qdebug.trace(digits_model, digits_data[:200], labels=digits_cnn.labels()[:5],
                      out=tmp_path / "short.h5", quiet=True)
     assert not (tmp_path / "short.h5").exists()
+
+
+def test_token_ids_outside_the_vocabulary_are_named_as_data(tmp_path: Path) -> None:
+    """Ids at or above an Embedding's input_dim make calibration fail inside the converter
+    (GATHER out of bounds): the line says it is the data, not the conversion."""
+    import keras
+    from click.testing import CliRunner
+
+    from qdebug.cli import cli
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,), dtype="int32", name="ids")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4, name="emb")(inp))
+    keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h)).save(tmp_path / "t.keras")
+    ids = np.random.default_rng(0).integers(0, 20, (32, 6)).astype(np.int32)
+    ids[5, 2] = 25  # outside the 20-token vocabulary
+    np.save(tmp_path / "ids.npy", ids)
+    r = CliRunner().invoke(cli, ["trace", str(tmp_path / "t.keras"), "--data",
+                                 str(tmp_path / "ids.npy"), "--out", str(tmp_path / "o.h5"),
+                                 "--quiet"])
+    assert r.exit_code == 2
+    line = r.stderr.strip()
+    assert "\n" not in line and "Traceback" not in r.stderr, r.stderr
+    assert "index outside its table" in line and "input_dim" in line
+    assert not (tmp_path / "o.h5").exists()

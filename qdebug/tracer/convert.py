@@ -179,6 +179,15 @@ def translate(exc: Exception, layer_names: list[str], log: str = "") -> Conversi
         )
     first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
     reason = converter_reason(text) or first
+    reason = re.sub(r"(?<=\S)(Node number \d+)", r" \1", reason)  # LiteRT glues them together
+    if re.search(r"gather index out of bounds", reason, re.IGNORECASE):
+        return ConversionError(
+            "calibration failed: a sample holds an index outside its table (GATHER index out "
+            f"of bounds{', layer ' + repr(layers[-1]) if layers else ''}): a token id at or "
+            "above an Embedding's input_dim, or a negative one",
+            "give ids in 0 … input_dim − 1 (the vocabulary the model was built with) in --data "
+            "and --calib",
+        )
     where = f" near layer '{layers[-1]}'" if layers else ""
     fix = next(
         (fix for pattern, fix in _REASON_FIXES if re.search(pattern, reason)),
