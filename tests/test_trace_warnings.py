@@ -91,3 +91,12 @@ def test_token_ids_outside_the_vocabulary_are_named_as_data(tmp_path: Path) -> N
     assert "\n" not in line and "Traceback" not in r.stderr, r.stderr
     assert "index outside its table" in line and "input_dim" in line
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_npz_arrays_that_match_no_input_are_named(
+    digits_model: Any, digits_data: Any, tmp_path: Path
+) -> None:
+    np.savez(tmp_path / "d.npz", image=digits_data[:24], imgae=digits_data[:24])
+    out = qdebug.trace(digits_model, str(tmp_path / "d.npz"), out=tmp_path / "n.h5", quiet=True)
+    found = [w for w in _warnings(out) if "match no model input" in w]
+    assert len(found) == 1 and "'imgae'" in found[0] and "'image'" in found[0], found

@@ -256,7 +256,13 @@ def _from_npz(path: Path, inputs: list[InputSpec]) -> SampleSource:
     if len(lengths) > 1:
         raise DataError(f"{path}: arrays have different sample counts {sorted(lengths)}")
     n = lengths.pop()
-    return SampleSource(str(path), inputs, lambda: ([a[i] for a in arrays] for i in range(n)), n)
+    src = SampleSource(str(path), inputs, lambda: ([a[i] for a in arrays] for i in range(n)), n)
+    unused = [k for k in keys if k not in chosen]
+    if unused:  # a misspelt input name would otherwise go unnoticed
+        src.warnings.append(
+            f"{path.name}: array(s) {unused} match no model input {names} and are not used"
+        )
+    return src
 
 
 def _varies(x: np.ndarray) -> bool:
