@@ -60,9 +60,9 @@ def print_summary(trace: Trace, console: Console) -> None:
     flagged = statuses.count(STATUS_UNVERIFIED) + statuses.count(STATUS_UNMATCHED)
     islands = len(trace.float_islands)
     if flagged or islands:
-        console.print(
-            f"  [yellow]{flagged} layer(s) unverified or unmatched, {islands} float island op(s)[/]"
-        )
+        parts = [f"{flagged} layer(s) unverified or unmatched"] if flagged else []
+        parts += [f"{islands} float island op(s)"] if islands else []
+        console.print(f"  [yellow]{', '.join(parts)}[/]")
     delegated = trace.meta.get("delegated_ops")
     if "kernel_mismatched_samples" in trace.meta and isinstance(delegated, list):
         console.print(
@@ -111,7 +111,7 @@ def print_summary(trace: Trace, console: Console) -> None:
     console.print(f"every {every}: qdebug report TRACE --format json, markdown or csv")
     culprits = trace.culprits()[:5]
     if culprits:
-        console.print("culprits (share of the output's error born at the layer):")
+        console.print(f"culprits (share of the output's error born at the {every}):")
         for c in culprits:
             console.print(
                 f"  {_safe(c.layer):<24} {c.score:5.2f}  {_safe(c.reason)}", soft_wrap=True
