@@ -215,6 +215,14 @@ def test_integer_ids_pass_through_unscaled(tmp_path: Path) -> None:
         stored = tr.inputs(int(tr.stored_samples[0]))
         assert np.array_equal(stored["ids"], np.load(tmp_path / "x.npy")[0])  # not /255
         assert np.isfinite(tr.output_metrics()["sqnr_db"][0])
+        # the Embedding's integer ops (index wrap-around) are exact: its local error is its
+        # GATHER's, the op that holds its tensor
+        emb = tr.layer_index("emb")
+        lm = tr.layer_metrics()
+        assert np.isfinite(lm["local_sqnr_db"][emb])
+        gather = next(i for i, o in enumerate(tr.ops) if o.op_type == "GATHER")
+        assert lm["local_sqnr_db"][emb] == pytest.approx(
+            tr.op_metrics()["local_sqnr_db"][gather], abs=1e-9)
     np.save(tmp_path / "x.npy", np.full((N, 12), 0.5, dtype=np.float32))
     r = CliRunner().invoke(cli, ["trace", str(tmp_path / "m.keras"), "--data",
                                  str(tmp_path / "x.npy"), "--out", str(tmp_path / "b.h5")])

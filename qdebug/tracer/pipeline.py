@@ -174,7 +174,7 @@ class Tracer:
                 )
                 # A layer of one op has its local error from the numeric-verify model; the
                 # Keras re-run is for layers of several ops.
-                single = op_local_layers(records, local)
+                single = op_local_layers(records, local, table)
                 segments = [s for s in build_segments(records) if s.output not in single]
                 runner = SegmentRunner(graph, segments) if segments else None
             else:

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from qdebug.errors import DataError
-from qdebug.store.schema import STATUS_MATCHED, LayerRecord, OutputRecord
+from qdebug.store.schema import OP_INTEGER, STATUS_MATCHED, LayerRecord, OutputRecord
 from qdebug.store.writer import TraceWriter
 from qdebug.tracer.data import SampleSource
 from qdebug.tracer.labels import PredictionLog
 from qdebug.tracer.measure import Measurer, segment_sources
 from qdebug.tracer.model_io import integer_source
 from qdebug.tracer.op_measure import OpMeasurer
+from qdebug.tracer.oprows import OpTable
 from qdebug.tracer.progress import Phases
 from qdebug.tracer.segment_runner import SegmentRunner
 from qdebug.tracer.sides import Sides, run_ahead
@@ -97,7 +98,7 @@ def trace_samples(
         sources = segment_sources(runner.segments, records) if runner else {}
         measurer = Measurer(records, outputs, qps, runner, sources)
         measurer.pad_to = max(1, batch_size)
-    names = op_local_layers(records, sides.local)
+    names = op_local_layers(records, sides.local, sides.table)
     single = {i for i, r in enumerate(records) if r.name in names}
     int8_wanted = {r.tensor_index for _, r in measured} | ops.int8_tensors
     twin_wanted = {twin_of[r.tensor_index] for _, r in measured} | ops.twin_tensors
@@ -176,13 +177,23 @@ def shaped(values: np.ndarray, rec: LayerRecord) -> np.ndarray:
     return values
 
 
-def op_local_layers(records: list[LayerRecord], local: LocalRefs | None) -> set[str]:
+def op_local_layers(
+    records: list[LayerRecord], local: LocalRefs | None, table: OpTable | None = None
+) -> set[str]:
     """Layers whose local error is their op's, from the numeric-verify model: matched layers
-    made of one op that has a local error."""
+    made of one op that has a local error — besides ops computing integers (an Embedding's
+    index wrap-around: LESS, ADD, SELECT before its GATHER), which are exact — and whose
+    tensor that op produces."""
     if local is None:
         return set()
-    return {
-        r.name
-        for r in records
-        if r.status == STATUS_MATCHED and len(r.ops) == 1 and r.ops[0] in local.float_tensor
-    }
+    out: set[str] = set()
+    for r in records:
+        if r.status != STATUS_MATCHED:
+            continue
+        ops = [o for o in r.ops if table is None or table.rows[o].status != OP_INTEGER]
+        if len(ops) != 1 or ops[0] not in local.float_tensor:
+            continue
+        if table is not None and table.rows[ops[0]].tensor_index != r.tensor_index:
+            continue
+        out.add(r.name)
+    return out
