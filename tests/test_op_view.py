@@ -171,6 +171,8 @@ def test_float_outputs_after_dequantize_are_the_deployed_models_to_the_bit(
     with _trace(tmp_path, str(tmp_path / "mlp")) as tr:
         assert tr.meta["op_local_error"] == "numeric-verify model"
         assert int(tr.meta["instrumentation_mismatched_samples"]) == 0
+        # named as the SavedModel's signature names them, not StatefulPartitionedCall
+        assert [o.name for o in tr.outputs] == ["logits"] and tr.meta["input_names"] == ["x"]
 
 
 def test_float_and_int8_tflite_pair(images: Path) -> None:

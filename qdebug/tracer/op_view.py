@@ -22,14 +22,38 @@ def _clean(name: str) -> str:
     return name.removeprefix("serving_default_") or name
 
 
+def signature_names(lite: LiteModel) -> tuple[dict[int, str], dict[int, str]]:
+    """Tensor index → name of the inputs and of the outputs in the model's only signature
+    (a SavedModel's ``serving_default``: the names its author gave, such as ``logits``, where
+    the tensor is called ``StatefulPartitionedCall:0``); empty without exactly one."""
+    try:
+        signatures = lite.interp._get_full_signature_list()
+    except (AttributeError, ValueError, RuntimeError):
+        return {}, {}
+    if not isinstance(signatures, dict) or len(signatures) != 1:
+        return {}, {}
+    sig = next(iter(signatures.values()))
+
+    def invert(side: str) -> dict[int, str]:
+        named = sig.get(side) if isinstance(sig, dict) else None
+        if not isinstance(named, dict):
+            return {}
+        return {int(i): str(n) for n, i in named.items()}
+
+    return invert("inputs"), invert("outputs")
+
+
 def lite_input_specs(lite: LiteModel) -> list[InputSpec]:
-    """The model's inputs as the float ``.tflite`` declares them."""
+    """The model's inputs as the float ``.tflite`` declares them, named as its signature
+    names them where it has one."""
+    named, _ = signature_names(lite)
     specs = []
     for d in lite.input_details:
         sig = d.get("shape_signature")
         shape = [int(x) for x in (sig if sig is not None and len(sig) else d["shape"])]
         dims = tuple(None if x < 0 else x for x in shape[1:])
-        specs.append(InputSpec(_clean(str(d["name"])), dims, np.dtype(d["dtype"]).name))
+        name = named.get(int(d["index"])) or _clean(str(d["name"]))
+        specs.append(InputSpec(name, dims, np.dtype(d["dtype"]).name))
     return specs
 
 
@@ -39,6 +63,7 @@ def op_outputs(
     """One output record per model output (same order in both models), each naming the row
     whose op computes it."""
     by_tensor = {r.tensor_index: r.name for r in records}
+    _, named = signature_names(twin)
     outs: list[OutputRecord] = []
     for pos, index in enumerate(int8.output_indices):
         source = index
@@ -47,9 +72,12 @@ def op_outputs(
             source = op.inputs[0]
         qp = int8.tensors[source].qp
         shape = int8.tensors[index].shape
-        name = _clean(twin.tensors[twin.output_indices[pos]].name) if pos < len(
-            twin.output_indices
-        ) else f"output_{pos}"
+        name = (
+            named.get(twin.output_indices[pos])
+            or _clean(twin.tensors[twin.output_indices[pos]].name)
+            if pos < len(twin.output_indices)
+            else f"output_{pos}"
+        )
         outs.append(
             OutputRecord(
                 name=name,

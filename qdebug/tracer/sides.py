@@ -22,6 +22,7 @@ import numpy as np
 from qdebug.metrics import QuantParams, dequantize
 from qdebug.tracer.litert import LiteModel
 from qdebug.tracer.matching import quantized_input
+from qdebug.tracer.op_view import signature_names
 from qdebug.tracer.oprows import OpTable
 from qdebug.tracer.verify import LocalRefs
 
@@ -54,10 +55,12 @@ def lite_input_order(lite: LiteModel, names: list[str]) -> list[int]:
     """Position in ``names`` (the model's inputs) of each LiteRT input."""
     if len(names) == 1:
         return [0]
+    signed, _ = signature_names(lite)
     order: list[int] = []
     for d in lite.input_details:
         tname = str(d["name"])
-        hits = [i for i, n in enumerate(names) if tname in (f"serving_default_{n}:0", n)]
+        hits = [i for i, n in enumerate(names) if signed.get(int(d["index"])) == n]
+        hits = hits or [i for i, n in enumerate(names) if tname in (f"serving_default_{n}:0", n)]
         if not hits:
             hits = [i for i, n in enumerate(names) if n in tname]
         order.append(hits[-1] if hits else len(order))
