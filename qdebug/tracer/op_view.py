@@ -131,10 +131,25 @@ def wrap_subclassed(model: Any, data_spec: Any) -> Any:
         )
     import keras
 
+    name = _call_argument(model)
     if isinstance(model, keras.Model):
-        inp = keras.Input(shape=shape)
+        inp = keras.Input(shape=shape, name=name)
         return keras.Model(inp, model(inp), name=model.name)
     import tf_keras
 
-    inp = tf_keras.Input(shape=shape)
+    inp = tf_keras.Input(shape=shape, name=name)
     return tf_keras.Model(inp, model(inp), name=model.name)
+
+
+def _call_argument(model: Any) -> str:
+    """The name of the first argument of the model's ``call`` (``x``, ``inputs``): what its
+    author calls the input (else ``input``), not Keras's ``keras_tensor_2``."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(model.call).parameters.values())
+    except (TypeError, ValueError, AttributeError):
+        return "input"
+    first = next((p.name for p in params if p.kind in (p.POSITIONAL_ONLY,
+                                                       p.POSITIONAL_OR_KEYWORD)), "")
+    return first if first.isidentifier() and first != "self" else "input"
