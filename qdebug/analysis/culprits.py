@@ -49,9 +49,9 @@ def find_culprits(
     A layer's score is its local error power (what it injects, against f(x̂)) times the share
     of its error that reaches the model's first output — the product of the gains² of the
     layers after it, summed over its consumers — over the output's error power: what keeping
-    it alone in float would remove. Where that reach is unknown (no output layer given, or no
-    path of measured layers to it) the score is the rise in noise-to-signal at the layer, in
-    units of the output's. Whether it injected the error (``local_share`` ≥ ½) or amplified
+    it alone in float would remove. A layer whose local error or reach is unknown is not
+    ranked; without an output layer the score is the rise in noise-to-signal at the layer, in
+    units of the output's; without any local error, nothing is ranked. Whether it injected the error (``local_share`` ≥ ½) or amplified
     what it received (``gain``) decides the reason.
 
     Args:
@@ -62,8 +62,9 @@ def find_culprits(
         output_sqnr_db: the first output's SQNR.
         output_layer: the layer of the first output.
     """
-    if "local_sqnr_db" not in m:
-        return []
+    computed = [i for i, r in enumerate(layers) if r.status != STATUS_INPUT]
+    if "local_sqnr_db" not in m or not np.isfinite(m["local_sqnr_db"][computed]).any():
+        return []  # no local error at all (a .tflite pair, QAT): nothing says where it is born
     out_nsr = _nsr(output_sqnr_db) or 1e-12
     index = {r.name: i for i, r in enumerate(layers)}
     by_name = {r.name: r for r in layers}
@@ -82,10 +83,12 @@ def find_culprits(
         rise = (_nsr(float(m["sqnr_db"][i])) - in_nsr) / out_nsr
         feeds = src or [index[source_of(n, by_name)] for n in r.inbound if n in by_name]
         local_e2 = _local_e2(r, i, stats, feeds)
-        if math.isfinite(reach[i]) and out_e2 > 0 and math.isfinite(local_e2):
+        if out < 0:
+            score = rise  # no output layer to refer the error to
+        elif math.isfinite(reach[i]) and out_e2 > 0 and math.isfinite(local_e2):
             score = local_e2 * reach[i] / out_e2
         else:
-            score = rise
+            continue  # what it injects, or how much of it arrives, is unknown: never ranked
         if not score >= MIN_SCORE:  # explains nothing (or NaN)
             continue
         gain = float(m["gain"][i]) if "gain" in m else math.nan
