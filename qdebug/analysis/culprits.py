@@ -51,8 +51,9 @@ def find_culprits(
     layers after it, summed over its consumers — over the output's error power: what keeping
     it alone in float would remove. A layer whose local error or reach is unknown is not
     ranked; without an output layer the score is the rise in noise-to-signal at the layer, in
-    units of the output's; without any local error, nothing is ranked. Whether it injected the error (``local_share`` ≥ ½) or amplified
-    what it received (``gain``) decides the reason.
+    units of the output's; without any local error, nothing is ranked. Whether it injected
+    the error (``local_share`` ≥ ½) or amplified what it received (``gain``) decides the
+    reason.
 
     Args:
         layers: the layer table.
