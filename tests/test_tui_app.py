@@ -239,3 +239,22 @@ async def test_deep_model_fills_the_table_after_the_first_paint(tmp_path: Path) 
         assert table.row_count == first_rows(SIZE[1]) < 300
         await pilot.pause()
         assert table.complete and table.current_layer == 250
+
+
+@sync
+async def test_home_and_end_move_the_cursor_to_the_first_and_last_layer(tmp_path: Path) -> None:
+    """The help lists Home and End: they move the cursor (DataTable's own bindings only
+    scrolled, so Enter then opened the layer the cursor was still on)."""
+    from synthetic_traces import make_trace
+
+    path = make_trace(tmp_path / "deep.h5", layers=300, samples=8)
+    app = create_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        table = _table(app)
+        table.focus()
+        await pilot.press("end")
+        assert table.cursor_row == 299 and table.current_layer == 299 and table.complete
+        await pilot.press("home")
+        assert table.cursor_row == 0 and table.current_layer == 0
+        await pilot.pause()
+        assert table.row_count == 300  # the rows added after the first paint: not twice

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from rich.text import Text
+from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import DataTable
 
@@ -20,6 +22,13 @@ def first_rows(height: int) -> int:
 
 class LayerTable(DataTable[Text]):
     """One row per layer; the row key is the layer index."""
+
+    # DataTable binds Home/End to scrolling, which leaves the cursor (and the layer Enter
+    # opens) where it was: here they move the cursor to the first and the last layer.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("home", "first_row", "First", show=False),
+        Binding("end", "last_row", "Last", show=False),
+    ]
 
     class LayerHighlighted(Message):
         """The cursor moved onto a layer."""
@@ -85,10 +94,21 @@ class LayerTable(DataTable[Text]):
     def _add_rest(self, generation: int) -> None:
         if generation != self._generation:
             return  # re-sorted or re-filtered meanwhile
-        self._add(self._first, len(self.shown))
+        self._add(self.row_count, len(self.shown))  # End may have added them already
         if self._pending is not None:
             self.show_layer(self._pending)
             self._pending = None
+
+    def action_first_row(self) -> None:
+        if self.row_count:
+            self.move_cursor(row=0)
+
+    def action_last_row(self) -> None:
+        if not self.shown:
+            return
+        if not self.complete:
+            self._add(self.row_count, len(self.shown))
+        self.move_cursor(row=len(self.shown) - 1)
 
     @property
     def complete(self) -> bool:
