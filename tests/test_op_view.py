@@ -194,6 +194,7 @@ def test_float_and_int8_tflite_pair(images: Path) -> None:
     with _trace(images, str(images / "float.tflite"), "--tflite",
                 str(images / "int8.tflite")) as tr:
         assert tr.view == "ops" and tr.meta["op_local_error"] == "not available"
+        assert tr.meta["calib_source"].startswith("none: int8.tflite")  # nothing calibrated
         lm = tr.layer_metrics()
         assert all(np.isfinite(lm["sqnr_db"]))
         assert tr.outputs[0].classifier

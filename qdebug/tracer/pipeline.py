@@ -213,7 +213,10 @@ class Tracer:
             "model_sha256": self.loaded.sha256,
             "keras_flavour": self.loaded.flavour,
             "data_source": data.description,
-            "calib_source": calib.description,
+            "calib_source": (
+                calib.description if opt.tflite is None
+                else f"none: {Path(str(opt.tflite)).name} was given, calibrated already"
+            ),
             "tflite_source": str(opt.tflite) if opt.tflite else "converted",
             "converter": (
                 {**options.as_dict(), "calib_samples": calib.taken} if opt.tflite is None else {}
