@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from rich.text import Text
 from textual.widgets import DataTable, Input, OptionList, Static
 
 from qdebug.errors import TraceFileError
@@ -258,3 +259,25 @@ async def test_home_and_end_move_the_cursor_to_the_first_and_last_layer(tmp_path
         assert table.cursor_row == 0 and table.current_layer == 0
         await pilot.pause()
         assert table.row_count == 300  # the rows added after the first paint: not twice
+
+
+@sync
+async def test_histograms_fit_the_panel_at_80_by_24() -> None:
+    """At the smallest supported size the histogram lines stay one line each: the bars give
+    way to the labels ("◀ range low" wrapped onto a line of its own)."""
+    from rich.cells import cell_len
+
+    app = create_app(FIXTURE)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("down", "down", "down", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        for selector in ("#hist", "#err-hist"):
+            widget = app.screen.query_one(selector, Static)
+            content = widget.content
+            assert isinstance(content, Text)
+            lines = content.plain.splitlines()[3 if selector == "#hist" else 1:]
+            assert lines and widget.size.width > 0
+            too_long = [ln for ln in lines if cell_len(ln) > widget.size.width]
+            assert not too_long, (selector, widget.size.width, too_long[:2])
+        assert "◀ range low" in _static_text(app, "#hist")

@@ -349,13 +349,26 @@ class LayerDetailScreen(Screen[None]):
             ("  clipped ", "dim"), f"{view.clipped}/{view.size}\n\n",
             ("float vs int8 values\n", "bold"),
         )
-        self.query_one("#hist", Static).update(head + value_histogram(view))
-        self.query_one("#err-hist", Static).update(
-            Text("error q − f\n", style="bold") + error_histogram(view))
+        hist = self.query_one("#hist", Static)
+        # bars as wide as the panel leaves after the labels (40 at most): at 80×24 the marks
+        # ("◀ range high, clipped") wrapped onto a line of their own
+        hist.update(head + value_histogram(view, _bars(hist.size.width, 10 + 24)))
+        err = self.query_one("#err-hist", Static)
+        err.update(Text("error q − f\n", style="bold")
+                   + error_histogram(view, _bars(err.size.width, 12 + 8)))
         channels = Text(f"per-channel activation SQNR (sample {view.sample}, last axis)\n",
                         style="bold")
-        self.query_one("#channels", Static).update(channels + channel_bars(view.channel_sqnr_db))
+        box = self.query_one("#channels", Static)
+        box.update(channels + channel_bars(view.channel_sqnr_db, _bars(box.size.width, 24)))
 
     def on_load_failed(self, msg: LoadFailed) -> None:
         if msg.layer == self.layer_index:
             self.query_one("#hist", Static).update(Text(msg.text, style="red"))
+
+
+def _bars(width: int, labels: int) -> int:
+    """Bar width for a text histogram in a widget ``width`` columns wide whose lines also
+    hold ``labels`` columns of text: at most 40, at least 8 (0: not laid out yet, 40)."""
+    if width <= 0:
+        return 40
+    return max(8, min(40, width - labels))
