@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from textual import on
@@ -44,7 +45,12 @@ class MainScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield HeaderPanel(self.trace, id="header")
         chart = PropagationChart(self.rows, id="chart")
-        chart.border_title = "accumulated SQNR by depth (dB) · Δ: change at the layer"
+        has_local = any(math.isfinite(r.values.get("local_sqnr_db", math.nan))
+                        for r in self.rows)
+        # each bar's figure: its local SQNR where the trace has one (chart_line), else Δ
+        chart.border_title = "accumulated SQNR by depth (dB) · " + (
+            "local: SQNR of the error the layer adds" if has_local
+            else "Δ: change at the layer")
         yield chart
         yield Input(placeholder="filter by name or class", id="filter")
         yield LayerTable(self.rows, id="layers")
