@@ -197,6 +197,21 @@ async def test_compare_two_traces_aligned_with_deltas(tmp_path: Path) -> None:
         assert isinstance(app.screen, MainScreen)
         await pilot.press("c")
         assert isinstance(app.screen, CompareScreen)
+        assert "not traces of one model" not in _static_text(app, "#compare-head")
+
+
+@sync
+async def test_compare_of_two_different_models_says_so(tmp_path: Path) -> None:
+    from synthetic_traces import make_trace
+
+    other = make_trace(tmp_path / "other.h5", names=["x", *(f"z{i}" for i in range(1, 8))],
+                       model_name="another")
+    app = create_app(FIXTURE, other)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, CompareScreen)
+        head = _static_text(app, "#compare-head")
+        assert "not traces of one model" in head and "layer names in common" in head
 
 
 @sync

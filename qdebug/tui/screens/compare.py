@@ -12,6 +12,8 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from qdebug.analysis.trace_diff import check_comparable
+from qdebug.errors import TraceFileError
 from qdebug.store.reader import Trace
 from qdebug.tui.compare_rows import ComparedLayer, align, delta_style
 from qdebug.tui.layer_rows import (
@@ -92,6 +94,12 @@ class CompareScreen(Screen[None]):
         head = _side_header("A", self.a)
         head.append("\n")
         head.append_text(_side_header("B", self.b))
+        try:
+            check_comparable(self.a, self.b)
+        except TraceFileError as exc:  # compared all the same, but never silently
+            why = exc.message.rpartition("are traces of different models")[2].strip(" ()")
+            head.append(f"\nnot traces of one model ({printable(why)}): rows are paired by "
+                        "layer name only", style="bold yellow")
         yield Static(head, id="compare-head")
         yield DataTable(id="compare", cursor_type="row", zebra_stripes=True)
         yield Footer()
