@@ -96,8 +96,13 @@ async def test_filter_by_name_or_class_and_clear() -> None:
         assert [r.record.name for r in table.shown] == ["fc", "probs"]
         await pilot.press("enter")
         assert app.focused is table
+        assert table.border_subtitle is None
         await pilot.press("escape")
         assert table.row_count == 13
+        await pilot.press("slash", *"zzq")  # matches nothing: said under the table
+        assert table.row_count == 0 and "no layer matches 'zzq'" in str(table.border_subtitle)
+        await pilot.press("enter", "escape")
+        assert table.row_count == 13 and table.border_subtitle is None
 
 
 @sync

@@ -10,7 +10,14 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import DataTable
 
-from qdebug.tui.layer_rows import COLUMN_KEYS, COLUMNS, LayerRow, filter_rows, sort_rows
+from qdebug.tui.layer_rows import (
+    COLUMN_KEYS,
+    COLUMNS,
+    LayerRow,
+    filter_rows,
+    printable,
+    sort_rows,
+)
 
 
 def first_rows(height: int) -> int:
@@ -128,9 +135,14 @@ class LayerTable(DataTable[Text]):
                      reverse=False)
 
     def set_filter(self, query: str) -> None:
-        """Show only layers whose name or class contains ``query``."""
+        """Show only layers whose name or class contains ``query``; an empty result says so
+        under the table (an empty table alone looks like a broken trace)."""
         self.query_text = query
         self.refresh_rows()
+        self.border_subtitle = (
+            f"no layer matches {printable(query)!r} (Escape clears the filter)"
+            if query and not self.shown else None
+        )
 
     def show_layer(self, index: int) -> bool:
         """Put the cursor on a layer; False when the filter hides it."""
