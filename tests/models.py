@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -115,3 +116,22 @@ def random_inputs(model: Any, n: int, seed: int = 0) -> list[np.ndarray]:
         shape = [d for d in t.shape[1:]]
         out.append(rng.normal(0, 1, (n, *shape)).astype(np.float32))
     return out
+
+
+def subclassed_mlp_factory(folder: Path) -> str:
+    """Write a subclassed keras.Model (Dense 8 → Dense 4 over 16 features, no layer graph) as
+    ``folder/sub.py`` and return its factory spec ``path:build``."""
+    (folder / "sub.py").write_text(
+        "import keras\n\n"
+        "class Net(keras.Model):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.d1 = keras.layers.Dense(8, activation='relu')\n"
+        "        self.d2 = keras.layers.Dense(4)\n"
+        "    def call(self, x):\n"
+        "        return self.d2(self.d1(x))\n\n"
+        "def build():\n"
+        "    keras.utils.set_random_seed(2)\n"
+        "    return Net()\n"
+    )
+    return f"{folder / 'sub.py'}:build"

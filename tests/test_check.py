@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import models
 from qdebug.cli import cli
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
@@ -146,22 +147,10 @@ def test_models_without_a_layer_graph_are_checked_not_refused(tmp_path: Path) ->
 
     mod = Mod()
     tf.saved_model.save(mod, str(tmp_path / "module"), signatures=mod.__call__)
-    (tmp_path / "sub.py").write_text(
-        "import keras\n\n"
-        "class Net(keras.Model):\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
-        "        self.d1 = keras.layers.Dense(8, activation='relu')\n"
-        "        self.d2 = keras.layers.Dense(4)\n"
-        "    def call(self, x):\n"
-        "        return self.d2(self.d1(x))\n\n"
-        "def build():\n"
-        "    keras.utils.set_random_seed(2)\n"
-        "    return Net()\n"
-    )
+    sub = models.subclassed_mlp_factory(tmp_path)
     np.save(tmp_path / "x.npy", np.random.default_rng(1).normal(size=(120, 16)).astype(np.float32))
     code, doc = _check(str(tmp_path / "module"), "--data", str(tmp_path / "x.npy"))
     assert code == 0 and doc["errors"] == 0, doc["findings"]
     assert any("no Keras layer graph" in f["message"] for f in _by(doc, "model"))
-    code, doc = _check(f"{tmp_path / 'sub.py'}:build", "--data", str(tmp_path / "x.npy"))
+    code, doc = _check(sub, "--data", str(tmp_path / "x.npy"))
     assert code == 0 and doc["errors"] == 0, doc["findings"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import models
 import qdebug
 from qdebug.cli import cli
 from qdebug.tools.fix_search import Searcher, Target, one_at_a_time, search_fix, worst_accumulated
@@ -122,21 +123,9 @@ def test_sensitivity_ranks_one_layer_at_a_time(digits_file: Path) -> None:
 def test_sensitivity_on_a_model_without_layers_says_so_and_exits_1(tmp_path: Path) -> None:
     """A subclassed model is traced as ops: no Keras layer to keep in float (the command
     printed a heading over an empty list and exited 0)."""
-    (tmp_path / "sub.py").write_text(
-        "import keras\n\n"
-        "class Net(keras.Model):\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
-        "        self.d1 = keras.layers.Dense(8, activation='relu')\n"
-        "        self.d2 = keras.layers.Dense(4)\n"
-        "    def call(self, x):\n"
-        "        return self.d2(self.d1(x))\n\n"
-        "def build():\n"
-        "    keras.utils.set_random_seed(2)\n"
-        "    return Net()\n"
-    )
+    sub = models.subclassed_mlp_factory(tmp_path)
     np.save(tmp_path / "x.npy", np.random.default_rng(1).normal(size=(48, 16)).astype(np.float32))
-    r = CliRunner().invoke(cli, ["sensitivity", f"{tmp_path / 'sub.py'}:build", "--data",
+    r = CliRunner().invoke(cli, ["sensitivity", sub, "--data",
                                  str(tmp_path / "x.npy"), "--layers", "2"])
     assert r.exit_code == 1, r.stderr
     assert "no layer could be kept in float alone" in r.stdout

@@ -71,8 +71,8 @@ def find_culprits(
     by_name = {r.name: r for r in layers}
     inputs = {index[seg.output]: [index[source_of(n, by_name)] for n in seg.inputs]
               for seg in build_segments(layers)}
-    reach = _reach(len(layers), inputs, m, index.get(output_layer, -1))
     out = index.get(output_layer, -1)
+    reach = _reach(len(layers), inputs, m, out)
     out_e2 = float(stats["sum_e2"][out]) if out >= 0 else math.nan
     found: list[Culprit] = []
     for i, r in enumerate(layers):

@@ -126,7 +126,7 @@ def has_recurrent(model: Any) -> bool:
         stack.extend(getattr(layer, "layers", None) or [])
         for attr in ("layer", "forward_layer", "backward_layer"):  # wrappers
             inner = getattr(layer, attr, None)
-            if inner is not None and inner is not layer and hasattr(inner, "__class__"):
+            if inner is not None and inner is not layer:
                 stack.append(inner)
     return False
 

@@ -87,6 +87,12 @@ def _shape(tensor: Any) -> list[int | None]:
     return [None if d is None else int(d) for d in dims]
 
 
+def has_graph(model: Any) -> bool:
+    """Whether a Keras model has a layer graph (defined inputs): a subclassed model that was
+    never called on a ``keras.Input`` has none, its layers being Python code."""
+    return bool(list(getattr(model, "inputs", None) or []))
+
+
 class LayerGraph:
     """Every layer of a model, nested models flattened, in topological order."""
 
@@ -104,8 +110,7 @@ class LayerGraph:
         self.output_names = [self._names[id(_history_layer(t))] for t in _outputs(model)]
 
     def _visit(self, model: Any, prefix: str) -> None:
-        inputs = list(getattr(model, "inputs", None) or [])
-        if not inputs:
+        if not has_graph(model):
             raise ModelLoadError(
                 f"model {model.name!r} has no defined inputs",
                 "build it with keras.Input(...) or call model.build(input_shape) first",
@@ -113,7 +118,7 @@ class LayerGraph:
         # Keras 3 keeps the ops a functional model applies to tensors (``x * y``, ``x + 3``)
         # in ``operations`` only: without them a layer consuming one has a missing input.
         layers = list(getattr(model, "operations", None) or model.layers)
-        for t in inputs:
+        for t in model.inputs:
             il = _history_layer(t)
             if il is not None and all(il is not x for x in layers):
                 layers.insert(0, il)

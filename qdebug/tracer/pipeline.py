@@ -21,7 +21,7 @@ from qdebug.store.writer import TraceWriter
 from qdebug.tracer import convert as conv
 from qdebug.tracer.convert import MIN_CALIB_SAMPLES
 from qdebug.tracer.data import InputSpec, load_data
-from qdebug.tracer.graph import LayerGraph, Probe
+from qdebug.tracer.graph import LayerGraph, Probe, has_graph
 from qdebug.tracer.keep_float import layer_op_names
 from qdebug.tracer.labels import PredictionLog, label_range_warning, load_labels, prediction_log
 from qdebug.tracer.labels import check_count as check_labels_count
@@ -335,7 +335,7 @@ class Tracer:
         """The Keras layer graph, or None for a model without one (op view)."""
         if not self.loaded.is_keras:
             return None
-        if not list(getattr(self.loaded.model, "inputs", None) or []):
+        if not has_graph(self.loaded.model):
             return None  # a subclassed model: its layers are Python code, not a graph
         return LayerGraph(self.loaded.model)
 

@@ -77,7 +77,7 @@ def _model_view(loaded: Any, data: Any) -> tuple[Any, Any, list[Any]]:
     ``qdebug trace`` does, so its checks run on that functional wrapper; a plain SavedModel
     or a ``.tflite`` has no layers: its inputs come from its float TFLite model."""
     from qdebug.tracer import convert as conv
-    from qdebug.tracer.graph import LayerGraph
+    from qdebug.tracer.graph import LayerGraph, has_graph
     from qdebug.tracer.litert import LiteModel
     from qdebug.tracer.loading import TFLITE
     from qdebug.tracer.model_io import input_specs
@@ -85,7 +85,7 @@ def _model_view(loaded: Any, data: Any) -> tuple[Any, Any, list[Any]]:
 
     if loaded.is_keras:
         model = loaded.model
-        if not list(getattr(model, "inputs", None) or []):
+        if not has_graph(model):
             model = wrap_subclassed(model, data)
         graph = LayerGraph(model)
         return model, graph, input_specs(graph)

@@ -60,8 +60,6 @@ class LayerTable(DataTable[Text]):
         self.shown: list[LayerRow] = []
         self._generation = 0
         self._pending: int | None = None
-        self._first = 0
-        """Rows added before the first paint (the rest after it)."""
 
     def on_mount(self) -> None:
         self.refresh_rows()
@@ -87,9 +85,9 @@ class LayerTable(DataTable[Text]):
                                self.reverse)
         self._generation += 1
         # a screenful first, the rest after the first paint: start-up does not grow with depth
-        self._first = first_rows(self.app.size.height)
-        self._add(0, self._first)
-        if len(self.shown) > self._first:
+        first = first_rows(self.app.size.height)
+        self._add(0, first)
+        if len(self.shown) > first:
             self.call_after_refresh(self._add_rest, self._generation)
         if keep is not None:
             self.show_layer(keep)
