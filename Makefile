@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench fuzz clean
+.PHONY: demo test test-fast lint unit bench fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
+
+## test-fast: the tests that need no TensorFlow (store, reports, diff, viewer, hostile traces)
+test-fast: $(STAMP)
+	QDEBUG_TEST_FAST=1 $(BIN)/python -m pytest -n 2 -q -m "not tf"
 
 ## bench: speed and memory ratios (see bench/README.md)
 bench: $(STAMP)

@@ -55,3 +55,12 @@ def deep_model():  # type: ignore[no-untyped-def]
     import deep_residual
 
     return deep_residual.build(epochs=4)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_imports_no_tensorflow(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """`make test-fast` promises tests without TensorFlow: a test that imports it fails."""
+    before = "tensorflow" in sys.modules
+    yield
+    if os.environ.get("QDEBUG_TEST_FAST") == "1" and not before and "tensorflow" in sys.modules:
+        pytest.fail(f"{request.node.nodeid} imported TensorFlow: mark it `@pytest.mark.tf`")

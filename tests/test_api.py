@@ -43,8 +43,15 @@ def test_assert_no_regression_names_the_offending_layers(tmp_path: Path) -> None
 
 
 def _readme_example() -> str:
+    """The full API example of docs/scripting.md."""
+    text = (ROOT / "docs" / "scripting.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, re.S)[0]
+
+
+def _readme_short_example() -> str:
+    """The README's own four-line example."""
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Scripting: report, diff and the Python API", 1)[1]
+    section = text.split("## From Python", 1)[1]
     return re.findall(r"```python\n(.*?)```", section, re.S)[0]
 
 
@@ -56,7 +63,7 @@ def test_readme_example_runs(
     shutil.copy(fixture_trace, tmp_path / "traces" / "base.h5")
     shutil.copy(fixture_trace, tmp_path / "traces" / "new.h5")
     monkeypatch.chdir(tmp_path)
-    exec(compile(_readme_example(), "README.md", "exec"), {})
+    exec(compile(_readme_example(), "docs/scripting.md", "exec"), {})
     out = capsys.readouterr().out.splitlines()
     assert out == ["digits_cnn 13 layers; output SQNR 39.1 dB", "ok ()"]
 
@@ -70,6 +77,21 @@ def test_readme_example_fails_on_a_regression(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "regression ('l3',)" in out.stdout and "AssertionError" in out.stderr
     assert "layers that got worse: l3" in out.stderr
+
+
+def test_the_readme_short_example_runs_and_fails_on_a_regression(
+    fixture_trace: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "traces").mkdir()
+    shutil.copy(fixture_trace, tmp_path / "traces" / "base.h5")
+    shutil.copy(fixture_trace, tmp_path / "traces" / "new.h5")
+    code = f"import os; os.chdir({str(tmp_path)!r})\n" + _readme_short_example()
+    ok = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    make_trace(tmp_path / "traces" / "base.h5")
+    make_trace(tmp_path / "traces" / "new.h5", noise_lsb={3: 5.0})
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert bad.returncode == 1 and "layers that got worse: l3" in bad.stderr
 
 
 def test_diff_report_export_and_api_never_import_tensorflow(

@@ -93,6 +93,7 @@ def test_a_rounding_culprit_says_how_its_score_compares_with_the_output(
     assert "100%" not in found["d"].reason
 
 
+@pytest.mark.tf
 def test_the_first_culprit_is_the_layer_keeping_in_float_helps_most(tmp_path: Path) -> None:
     """A trained token model (Embedding → average → Dense softmax): the average's relative
     error is the largest, but the softmax damps it away; the error that reaches the output is

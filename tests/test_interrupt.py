@@ -96,6 +96,9 @@ def test_signal_during_trace_stops_fast_and_leaves_nothing(
             proc.kill()
         os.close(master)
     assert code == code_wanted, rest
-    assert elapsed < 2.0, f"took {elapsed:.1f} s to stop"
+    # A generous bound, not a timing claim: the exit takes ~0.2 s on a quiet machine, but shared
+    # CI cores can stretch it by seconds; what must never happen is the trace running on to its
+    # end (minutes for this many samples) or a hang.
+    assert elapsed < 30.0, f"took {elapsed:.1f} s to stop"
     assert said in rest and "Traceback" not in rest
     assert not out.parent.exists()  # made for the trace, removed with it
