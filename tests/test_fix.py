@@ -49,6 +49,14 @@ def test_keep_float_leaves_the_layer_float(digits_file: Path) -> None:
         local_b = float(b.layer_metrics()["local_sqnr_db"][_layer(b, "conv2")])
         assert local_b < 60 and local_k > 100  # its own error vanishes
         assert "--keep-float conv2" in k.meta["command_line"]
+        # what ran: integer with its float islands, not "full integer" beside them
+        assert b.meta["deployed"] == "full integer (int8 activations and weights)"
+        n = len(k.float_islands)
+        assert k.meta["deployed"] == (
+            f"integer (int8 activations and weights) with {n} op(s) left in float")
+    r = runner.invoke(cli, ["report", str(kept)])
+    assert r.exit_code == 0 and "full integer" not in r.stdout
+    assert "deployed model: integer (int8 activations and weights) with" in r.stdout
 
 
 def test_keep_float_keeps_every_op_of_the_layer(digits_file: Path) -> None:

@@ -166,10 +166,17 @@ class LiteModel:
         """What the deployed model is, in one phrase (full INT8, int16x8, dynamic range...)."""
         outs = [self.tensors[t] for op in self.compute_ops() for t in op.outputs]
         kinds = {t.dtype.name for t in outs if t.qp is not None}
-        if "int16" in kinds:
-            return "int16x8 (16-bit activations, 8-bit weights)"
         if kinds:
-            return "full integer (int8 activations and weights)"
+            # Ops left in float (--keep-float, or ops the converter could not quantize) make
+            # it integer with float islands, not full integer.
+            islands = len(self.float_islands())
+            if "int16" in kinds:
+                scheme = "int16x8 (16-bit activations, 8-bit weights)"
+            elif islands:
+                scheme = "integer (int8 activations and weights)"
+            else:
+                return "full integer (int8 activations and weights)"
+            return f"{scheme} with {islands} op(s) left in float" if islands else scheme
         consts = [
             self.tensors[i]
             for op in self.ops
@@ -178,8 +185,9 @@ class LiteModel:
         ]
         if any(t.dtype == np.int8 for t in consts):
             return (
-                "dynamic range (int8 weights, float activations): the error measured is the "
-                "weights' alone"
+                "dynamic range (int8 weights; float activations between ops, quantized to "
+                "int8 on the fly inside the kernels with int8 weights): the error measured is "
+                "the weights' and those kernels' own activation quantization"
             )
         if any(t.dtype == np.float16 for t in consts):
             return "float16 weights, float activations: the error measured is the weights' alone"
