@@ -171,8 +171,7 @@ def sensitivity(
     precheck_path(model, "model", "give a .keras, .h5, SavedModel folder, or file.py:function")
     for spec in (data, calib):
         precheck_path(spec, "data", "give .npy, .npz, an image folder, or module:function")
-    import json
-
+    from qdebug.output.jsonout import dumps
     from qdebug.tracer.tfenv import import_tf
 
     import_tf()
@@ -184,13 +183,13 @@ def sensitivity(
         **_search_options(calib, samples, trust_model_code),
     )
     if fmt == "json":
-        write(json.dumps({
+        write(dumps({
             "baseline_output_sqnr_db": base.output_sqnr_db,
             "layers": [
                 {"layer": s.layer, "output_sqnr_db": s.output_sqnr_db, "delta_db": s.delta_db}
                 for s in ranked
             ],
-        }, indent=2))
+        }))
         return
     if not ranked:
         say(f"baseline output SQNR {base.output_sqnr_db:.1f} dB; no layer could be kept in "

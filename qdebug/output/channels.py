@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from qdebug.output.fmt import json_num
+from qdebug.output.jsonout import num as json_num
 
 #: Channels listed per layer and per ranking in reports (the arrays stay in the trace).
 SHOWN_CHANNELS = 8

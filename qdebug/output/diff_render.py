@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 from qdebug.analysis.trace_diff import Change, DiffResult, LayerDiff
-from qdebug.output.fmt import db, json_num, pct, plain, printable
+from qdebug.output.fmt import db, pct, plain, printable
+from qdebug.output.jsonout import dumps
+from qdebug.output.jsonout import num as json_num
 
 
 def _change(c: Change | None) -> dict[str, float | None] | None:
@@ -17,7 +18,7 @@ def _change(c: Change | None) -> dict[str, float | None] | None:
 
 
 def diff_dict(result: DiffResult) -> dict[str, Any]:
-    """The diff as plain data (NaN and ±∞ become None)."""
+    """The diff as plain data (NaN becomes None; ``diff_json`` writes ±∞ as ``"inf"``)."""
     th = result.thresholds
     return {
         "verdict": result.verdict,
@@ -66,7 +67,7 @@ def diff_dict(result: DiffResult) -> dict[str, Any]:
 
 def diff_json(result: DiffResult) -> str:
     """``diff_dict`` as indented JSON."""
-    return json.dumps(diff_dict(result), indent=2)
+    return dumps(diff_dict(result))
 
 
 def _headline(result: DiffResult) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any
 
@@ -10,7 +9,8 @@ import numpy as np
 
 from qdebug.analysis.accuracy import accuracy
 from qdebug.output.channels import worst_channels
-from qdebug.output.fmt import json_num as _num
+from qdebug.output.jsonout import dumps
+from qdebug.output.jsonout import num as _num
 from qdebug.store.reader import Trace
 from qdebug.store.schema import REQUIRED_METRICS
 
@@ -22,7 +22,8 @@ _LAYER_METRICS = REQUIRED_METRICS
 def report_dict(trace: Trace) -> dict[str, Any]:
     """The trace as plain data: model, output, layers in topological order.
 
-    Metric values that are NaN (no tensor) or infinite (no error at all) are ``None``.
+    Metric values that are NaN (no tensor) are ``None``; ±inf stays a float (``report_json``
+    writes it as ``"inf"`` / ``"-inf"``).
     """
     meta = trace.meta
     lm = trace.layer_metrics()
@@ -167,5 +168,5 @@ def op_rows(trace: Trace) -> list[dict[str, Any]]:
 
 
 def report_json(trace: Trace) -> str:
-    """``report_dict`` as indented JSON."""
-    return json.dumps(report_dict(trace), indent=2)
+    """``report_dict`` as indented JSON, ±inf as ``"inf"`` / ``"-inf"`` (``jsonout``)."""
+    return dumps(report_dict(trace))
