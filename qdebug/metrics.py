@@ -76,6 +76,18 @@ class QuantParams:
         step: what rounding cannot reach, so the range clips it (the ``clipped`` statistic)."""
         return (f < self.clip_low) | (f > self.clip_high)
 
+    def saturated(self, raw: np.ndarray, f: np.ndarray) -> np.ndarray:
+        """Where raw integers sit at an end of the range that does not represent 0 and the
+        float value there does not round to that end (the ``saturated`` statistic): clipped,
+        or pushed onto the rail by error. A value at the end because the data is there (a
+        pixel at the calibrated maximum) is not saturation."""
+        out = np.zeros(np.shape(raw), dtype=bool)
+        half = 0.5 * self.scale
+        for end, value in ((self.qmin, self.low), (self.qmax, self.high)):
+            if end != self.zero_point:
+                out |= (raw == end) & (np.abs(np.asarray(f, dtype=np.float64) - value) > half)
+        return out
+
 
 def dequantize(raw: np.ndarray, qp: QuantParams | None) -> np.ndarray:
     """Real values of raw integers ``raw`` (float arrays pass through as float32)."""
@@ -154,9 +166,10 @@ def sample_stats(
         return out
     # Counting is needed only in the rows that reach an end of the range: min and max tell.
     low, high = r.min(axis=1), r.max(axis=1)
-    for end, hit in ((qp.qmin, low == qp.qmin), (qp.qmax, high == qp.qmax)):
-        if qp.zero_point != end and hit.any():
-            out["saturated"][hit] += (r[hit] == end).sum(axis=1)
+    hit = ((low == qp.qmin) & (qp.zero_point != qp.qmin)) | (
+        (high == qp.qmax) & (qp.zero_point != qp.qmax))
+    if hit.any():
+        out["saturated"][hit] = qp.saturated(r[hit], f32[hit]).sum(axis=1)
     outside = (f32.min(axis=1) < qp.clip_low) | (f32.max(axis=1) > qp.clip_high)
     if outside.any():
         clip = qp.outside(f32[outside])

@@ -67,6 +67,24 @@ async def _open(app: Any, pilot: Any, layer: int) -> None:
 
 # -- per-channel clipping, saturation, weight SQNR ---------------------------------------------
 
+def test_input_pixels_at_the_calibrated_maximum_are_not_saturation(files: dict[str, Path]) -> None:
+    """The digits' brightest pixels (1.0, about a tenth of them) sit exactly on the input's
+    range ceiling: exact values, so 0 % saturation (they read 10 % before), in the pooled and
+    per-channel numbers and the JSON report."""
+    with qdebug.open(files["all"]) as tr:
+        i = tr.layer_index("image")
+        raw = np.stack([tr.activation(i, s).raw for s in range(N)])
+        qp = tr.activation(i, 0).qp
+        assert qp is not None and (raw == qp.qmax).mean() > 0.05
+        assert tr.layer_metrics()["saturation"][i] == 0.0
+        cs = tr.channel_stats(i)
+        assert cs is not None and cs["saturated"].sum() == 0
+    r = run_qdebug("report", files["all"], "--format", "json")
+    assert r.returncode == 0, r.stderr
+    image = next(row for row in json.loads(r.stdout)["layers"] if row["name"] == "image")
+    assert image["saturation"] == 0.0
+
+
 def test_channel_clipping_and_saturation_match_the_stored_activations(
     files: dict[str, Path],
 ) -> None:
@@ -89,11 +107,12 @@ def test_channel_clipping_and_saturation_match_the_stored_activations(
             want_sat = np.zeros(c)
             want_clip = np.zeros(c)
             if qp is not None:
-                if qp.zero_point != qp.qmin:
-                    want_sat += (raw2 == qp.qmin).sum(axis=0)
-                if qp.zero_point != qp.qmax:
-                    want_sat += (raw2 == qp.qmax).sum(axis=0)
                 half = qp.scale / 2
+                # at an end that is not 0, where the float value does not round to it
+                if qp.zero_point != qp.qmin:
+                    want_sat += ((raw2 == qp.qmin) & (np.abs(fl2 - qp.low) > half)).sum(axis=0)
+                if qp.zero_point != qp.qmax:
+                    want_sat += ((raw2 == qp.qmax) & (np.abs(fl2 - qp.high) > half)).sum(axis=0)
                 want_clip = ((fl2 < qp.low - half) | (fl2 > qp.high + half)).sum(axis=0)
             np.testing.assert_array_equal(cs["saturated"], want_sat, err_msg=r.name)
             np.testing.assert_array_equal(cs["clipped"], want_clip, err_msg=r.name)

@@ -45,7 +45,10 @@ def test_pooled_metrics_match_written_out_formulas(pair: tuple[np.ndarray, np.nd
     assert got["clip_fraction"] == clipped.mean()
     assert got["clip_share"] == (e[clipped] ** 2).sum() / (e**2).sum()
     r = raw.ravel()
-    assert got["saturation"] == ((r == -128) | (r == 127)).mean()
+    # at an end, and the float value does not round to that end (clipped here)
+    sat = ((r == -128) & (np.abs(fd - low) > QP.scale / 2)) | (
+        (r == 127) & (np.abs(fd - high) > QP.scale / 2))
+    assert sat.any() and got["saturation"] == sat.mean()
 
 
 def test_pooled_sqnr_is_not_the_mean_of_per_sample_sqnr(
@@ -69,6 +72,18 @@ def test_saturation_ignores_the_end_that_represents_zero() -> None:
     s = metrics.derive(metrics.sample_stats(f, raw, relu_qp))
     assert s["saturation"][0] == pytest.approx(0.25)  # only the 127, not the exact zeros
     assert s["clip_fraction"][0] == pytest.approx(0.25)  # 30.0 > 12.7 + half an LSB
+
+
+def test_values_at_the_end_of_the_range_that_round_there_are_not_saturation() -> None:
+    """The data's own extremes on the calibrated range's ends (a pixel at the calibrated
+    maximum) are exact, not saturation; a value pushed onto the rail by error, or clipped,
+    is."""
+    qp = metrics.QuantParams(scale=1 / 255, zero_point=-128)  # [0, 1], as for image inputs
+    f = np.array([[1.0, 1.0, 0.5, 1.2, 0.9]], dtype=np.float32)
+    raw = np.array([[127, 127, 0, 127, 127]], dtype=np.int8)  # the last: error pushed it up
+    s = metrics.derive(metrics.sample_stats(f, raw, qp))
+    assert s["saturation"][0] == pytest.approx(2 / 5)  # 1.2 (clipped) and 0.9, not the 1.0s
+    assert s["clip_fraction"][0] == pytest.approx(1 / 5)
 
 
 def test_rounding_noise_is_about_0_29_lsb() -> None:

@@ -238,7 +238,7 @@ class Measurer:
             np.einsum("ij,ij->j", f2, f2).astype(np.float64),
             np.einsum("ij,ij->j", e, e).astype(np.float64),
             clipped,
-            channel_saturation(raw, qp, c),
+            channel_saturation(raw, qp, c, f2),
         )
         cur = self.channels.get(i)
         if cur is None:
@@ -291,22 +291,25 @@ class Measurer:
 
 
 def channel_saturation(
-    raw: np.ndarray | None, qp: metrics.QuantParams | None, channels: int
+    raw: np.ndarray | None, qp: metrics.QuantParams | None, channels: int,
+    f: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Per channel (last axis), raw integers at an end of the range that does not represent 0
-    (as the ``saturated`` statistic); zeros for a float tensor."""
+    """Per channel (last axis), the ``saturated`` statistic: raw integers at an end of the
+    range that does not represent 0 whose float value ``f`` does not round to it (without
+    ``f``, every value there); zeros for a float tensor."""
     if raw is None or qp is None or not np.issubdtype(raw.dtype, np.integer):
         return np.zeros(channels)
     r = np.asarray(raw).reshape(-1, channels)
-    sat = np.zeros(channels)
-    if not r.size:
-        return sat
-    lo, hi = r.min(), r.max()
-    if qp.zero_point != qp.qmin and lo == qp.qmin:
-        sat += (r == qp.qmin).sum(axis=0)
-    if qp.zero_point != qp.qmax and hi == qp.qmax:
-        sat += (r == qp.qmax).sum(axis=0)
-    return sat
+    if not r.size or (r.min() > qp.qmin and r.max() < qp.qmax):
+        return np.zeros(channels)
+    if f is None:
+        hit = np.zeros(r.shape, dtype=bool)
+        for end in (qp.qmin, qp.qmax):
+            if end != qp.zero_point:
+                hit |= r == end
+    else:
+        hit = qp.saturated(r, np.asarray(f).reshape(-1, channels))
+    return hit.sum(axis=0).astype(np.float64)
 
 
 def segment_sources(segments: list[Segment], records: list[LayerRecord]) -> dict[str, int]:
