@@ -120,3 +120,48 @@ def test_slim_export_keeps_every_metric_and_opens_everywhere(tmp_path: Path) -> 
         assert res.exit_code == 0, (args, res.stderr)
     again = CliRunner().invoke(cli, ["export", str(src), "--slim", str(out)])
     assert again.exit_code == 2 and "--force" in again.stderr
+
+
+def test_slim_no_model_keeps_the_sha256_and_says_where_the_model_is(tmp_path: Path) -> None:
+    """--slim --no-model: a trace whose INT8 model fills it (24 MB of incompressible weights,
+    as ResNet50's) becomes one to attach; the model's sha256 and the converter settings stay,
+    everything else reads as before, and --tflite on the copy is one line naming the cause."""
+    import hashlib
+    import shutil
+
+    from click.testing import CliRunner
+
+    from qdebug.cli import cli
+
+    src = tmp_path / "full.h5"
+    shutil.copy(Path(__file__).resolve().parent / "fixtures" / "digits.h5", src)
+    weights = np.random.default_rng(0).integers(0, 256, 24 * 2**20, dtype=np.uint8)
+    with h5py.File(src, "r+") as f:
+        del f["model/int8_tflite"]
+        f["model"].create_dataset("int8_tflite", data=weights, compression="gzip")
+    assert src.stat().st_size > 25e6
+    out = tmp_path / "small.h5"
+    r = CliRunner().invoke(cli, ["export", str(src), "--slim", str(out), "--no-model"])
+    assert r.exit_code == 0, r.stderr
+    assert "without its stored activations and INT8 model" in r.stdout
+    assert out.stat().st_size < 25e6 / 8
+    with h5py.File(out, "r") as f:  # plain h5py: no model bytes, the sha256 of the real ones
+        assert "int8_tflite" not in f["model"] and bool(f.attrs["model_removed"])
+        assert f.attrs["int8_tflite_sha256"] == hashlib.sha256(weights.tobytes()).hexdigest()
+    with qdebug.open(str(src)) as a, qdebug.open(str(out)) as b:
+        assert a.has_model and not b.has_model and b.model_stored_bytes() == 0
+        assert a.meta["converter"] == b.meta["converter"]
+        for key, value in a.layer_metrics().items():
+            np.testing.assert_array_equal(value, b.layer_metrics()[key])
+        assert [c.layer for c in a.culprits()] == [c.layer for c in b.culprits()]
+    for args in (["report", str(out)], ["report", str(out), "--format", "json"],
+                 ["diff", str(src), str(out)]):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 0, (args, res.stderr)
+    model = tmp_path / "m.tflite"
+    res = run_qdebug("export", str(out), "--tflite", str(model))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "--no-model" in res.stderr and "Traceback" not in res.stderr
+    assert not model.exists()
+    alone = CliRunner().invoke(cli, ["export", str(src), "--no-model"])
+    assert alone.exit_code == 2 and "--no-model goes with --slim" in alone.stderr

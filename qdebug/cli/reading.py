@@ -140,11 +140,15 @@ def diff(
 @click.option("--slim", type=click.Path(path_type=Path), metavar="OUT.h5",
               help="Write the trace without its stored activations: every metric, table, the "
               "model and the kept inputs, a few MB to attach to a bug report.")
+@click.option("--no-model", is_flag=True,
+              help="With --slim: leave out the INT8 model's bytes too (its sha256 and the "
+              "converter settings stay), for traces of large models; --tflite then needs the "
+              "full trace.")
 @click.option("--force", is_flag=True, help="Replace existing files.")
 @debug_option
 def export(
     trace_path: Path, tflite: Path | None, inputs: Path | None, explorer: Path | None,
-    slim: Path | None, force: bool,
+    slim: Path | None, no_model: bool, force: bool,
 ) -> None:
     """Write back the INT8 .tflite model and the stored inputs of a trace.
 
@@ -156,17 +160,21 @@ def export(
       qdebug export traces/run1.h5 --tflite model_int8.tflite --inputs inputs.npz
       qdebug export traces/run1.h5 --model-explorer run1.json --tflite run1.tflite
       qdebug export traces/run1.h5 --slim run1-slim.h5       # small enough to attach
+      qdebug export traces/resnet.h5 --slim small.h5 --no-model   # a large model's trace
     """
     from qdebug.output.export import export_trace
     from qdebug.store.reader import open_trace
 
+    if no_model and slim is None:
+        raise click.UsageError("--no-model goes with --slim OUT.h5 (the copy without the model)")
     with open_trace(trace_path) as tr:
         if slim is not None:
             from qdebug.output.export_slim import slim_copy
 
-            slim_copy(tr, slim, force=force)
+            slim_copy(tr, slim, force=force, no_model=no_model)
             size = slim.stat().st_size
-            say(f"wrote {slim} ({size / 2**20:.1f} MB: the trace without stored activations)")
+            what = "stored activations and INT8 model" if no_model else "stored activations"
+            say(f"wrote {slim} ({size / 2**20:.1f} MB: the trace without its {what})")
             if tflite is None and inputs is None and explorer is None:
                 return
         if explorer is not None:

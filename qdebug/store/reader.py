@@ -33,6 +33,8 @@ from qdebug.store.h5safe import (
     text,
 )
 from qdebug.store.schema import (
+    ATTR_NO_MODEL,
+    ATTR_TFLITE_SHA256,
     FORMAT_NAME,
     LAYER_COLUMNS,
     LAYER_OPTIONAL,
@@ -231,9 +233,23 @@ class Trace(AnalysisReads):
         names = self._strings(f"{key}/tensor_name", len(idx))
         return [FloatIsland(int(i), t, n) for i, t, n in zip(idx, types, names, strict=True)]
 
+    @property
+    def has_model(self) -> bool:
+        """False for a copy made by ``export --slim --no-model``: the model's sha256 is kept,
+        its bytes are not."""
+        return "model/int8_tflite" in self._f or not bool(self._f.attrs.get(ATTR_NO_MODEL, False))
+
     @guarded("the INT8 model")
     def tflite_bytes(self) -> bytes:
         """The INT8 ``.tflite`` model the trace was made from (bytes; never executed here)."""
+        if not self.has_model:
+            sha = text(self._f.attrs.get(ATTR_TFLITE_SHA256, ""))[:64]
+            raise TraceFileError(
+                f"{self.path} was exported with --slim --no-model: it keeps the INT8 model's "
+                f"sha256 ({sha or 'unknown'}) and converter settings, not the model",
+                "export the .tflite from the full trace, or re-run `qdebug trace` with the "
+                "settings that `qdebug report --format json` lists under converter",
+            )
         raw = self._read("model/int8_tflite", (None,), "iu")
         if raw.dtype.itemsize != 1:
             raise self._corrupt(f"model/int8_tflite has dtype {raw.dtype}, expected uint8")
@@ -242,6 +258,8 @@ class Trace(AnalysisReads):
     @guarded("the INT8 model")
     def model_stored_bytes(self) -> int:
         """Bytes the INT8 model takes in the file (compressed; read from metadata only)."""
+        if not self.has_model:
+            return 0
         return int(self._dataset("model/int8_tflite", "iu").id.get_storage_size())
 
     @guarded("the layer metrics")

@@ -13,8 +13,13 @@ import numpy as np
 
 FORMAT_NAME = "qdebug-trace"
 #: ``major.minor``. Readers refuse another major; a newer minor only adds things.
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
+#: Root attribute: sha256 of ``/model/int8_tflite`` (shards, merged traces, ``--no-model`` copies).
+ATTR_TFLITE_SHA256 = "int8_tflite_sha256"
+#: Root attribute (1.3): true in a copy made by ``export --slim --no-model``, which has no
+#: ``/model/int8_tflite``.
+ATTR_NO_MODEL = "model_removed"
 
 #: Match statuses of a layer (column ``status`` of ``/layers``).
 STATUS_MATCHED = "matched"  # own TFLite tensor, verified numerically against a float twin

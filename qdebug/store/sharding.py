@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qdebug.errors import QdebugError
+from qdebug.store.schema import ATTR_TFLITE_SHA256  # noqa: F401  (the tracer and merge take it from here)
 
 #: Root attributes of a shard trace (see docs/trace-format.md).
 ATTR_SHARD = "shard"  # "K/N"
@@ -21,7 +22,6 @@ ATTR_COUNT = "shard_count"  # samples in the slice (= n_samples)
 ATTR_TOTAL = "shard_total"  # samples in the whole data (after --samples)
 ATTR_BATCH = "shard_batch_size"  # --batch-size the slice was cut by
 ATTR_STORE = "shard_store_samples"  # --store-samples of the run (the merge's budget)
-ATTR_TFLITE_SHA256 = "int8_tflite_sha256"  # sha256 of /model/int8_tflite
 SHARD_ATTRS = (ATTR_SHARD, ATTR_START, ATTR_COUNT, ATTR_TOTAL, ATTR_BATCH, ATTR_STORE)
 
 
