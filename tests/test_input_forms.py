@@ -101,3 +101,35 @@ def test_sequential_models_of_both_flavours(flavour: str, tmp_path: Path) -> Non
         assert statuses == [("InputLayer", "input", ""), ("Dense", "matched", ""),
                             ("Dropout", "folded", "d1"), ("Dense", "matched", "")]
         assert tr.outputs[0].classifier and tr.output_metrics()["sqnr_db"][0] > 30
+
+
+def test_integer_ids_for_a_float_input_are_told_to_cast_not_to_scale(tmp_path: Path) -> None:
+    """Token ids given as int64 to a float32 id input (Keras' default Input dtype before an
+    Embedding): the hint casts them, x.astype('float32'); /255 would destroy the ids. Only uint8
+    pixel data is told to scale by 1/255 — by `trace` and by `check` alike."""
+    import keras
+
+    from cli_helpers import run_qdebug
+
+    ids_in = keras.Input((6,), name="ids")  # float32, as Keras makes it
+    h = keras.layers.Flatten()(keras.layers.Embedding(50, 4)(ids_in))
+    keras.Model(ids_in, keras.layers.Dense(3)(h)).save(tmp_path / "ids.keras")
+    np.save(tmp_path / "ids.npy", np.random.default_rng(0).integers(0, 50, (8, 6)))
+    img_in = keras.Input((8, 8, 1), name="image")
+    h = keras.layers.Flatten()(keras.layers.Conv2D(2, 3)(img_in))
+    keras.Model(img_in, keras.layers.Dense(3)(h)).save(tmp_path / "img.keras")
+    np.save(tmp_path / "img.npy",
+            np.random.default_rng(0).integers(0, 256, (8, 8, 8, 1)).astype(np.uint8))
+
+    for model, data, dtype, scaled in (("ids", "ids.npy", "int64", False),
+                                       ("img", "img.npy", "uint8", True)):
+        out = run_qdebug("trace", tmp_path / f"{model}.keras", "--data", tmp_path / data,
+                         "--out", tmp_path / f"{model}.h5")
+        assert out.returncode == 2, out.stderr
+        assert f"has dtype {dtype}, the model takes float32" in out.stderr
+        assert ("/ 255" in out.stderr) is scaled, out.stderr
+        assert ("x.astype('float32')" in out.stderr) is not scaled, out.stderr
+        assert not (tmp_path / f"{model}.h5").exists()
+        check = run_qdebug("check", tmp_path / f"{model}.keras", "--data", tmp_path / data)
+        assert f"is {dtype}, the model takes float32" in check.stdout, check.stdout
+        assert ("/ 255" in check.stdout) is scaled, check.stdout

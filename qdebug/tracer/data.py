@@ -130,7 +130,7 @@ class SampleSource:
             elif x.dtype != np.float32 and x.dtype != np.float16:
                 raise DataError(
                     f"{where} has dtype {x.dtype}, the model takes float32",
-                    "convert it with the model's preprocessing, e.g. (x / 255).astype('float32')",
+                    float_cast_hint(x.dtype, x.ndim),
                 )
             x = x.astype(np.float32, copy=False)
             _check_shape(where, x, spec)
@@ -183,6 +183,19 @@ class SampleSource:
                 f"give a dict or tuple with {[s.name for s in self.inputs]}",
             )
         return [raw]
+
+
+def float_cast_hint(dtype: np.dtype[Any], sample_ndim: int) -> str:
+    """What to do with non-float data for a float32 input. Only uint8 data of two or more axes
+    per sample (pixels) is told to scale by 1/255; integers such as token ids keep their values
+    (scaling them would destroy them)."""
+    if dtype == np.uint8 and sample_ndim >= 2:
+        return ("apply the model's preprocessing to the pixels, e.g. (x / 255).astype('float32') "
+                "for a model that takes 0-1 images")
+    if dtype.kind in "biu":
+        return ("cast it, keeping the values (token ids, indices, counts): x.astype('float32'), "
+                "or the model's own preprocessing")
+    return "give float32 numbers, with the model's preprocessing applied"
 
 
 def _check_shape(where: str, x: np.ndarray, spec: InputSpec) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from qdebug.tools.check.findings import ERROR, INFO, Finding
+from qdebug.tracer.data import float_cast_hint
 from qdebug.tracer.graph import LayerGraph
 
 
@@ -74,6 +75,6 @@ def check_data_dtype(arrays: list[np.ndarray], specs: list[Any], what: str) -> l
             found.append(Finding(
                 ERROR, "dtypes", name,
                 f"the {what} is {arr.dtype}, the model takes float32",
-                "apply the model's preprocessing, e.g. (x / 255).astype('float32')",
+                float_cast_hint(arr.dtype, arr.ndim - 1),
             ))
     return found
