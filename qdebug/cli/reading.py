@@ -96,8 +96,11 @@ def view(trace_path: Path, other_path: Path | None) -> None:
               show_default=True, metavar="F",
               help="Largest allowed drop of INT8 task accuracy against labels (fraction of "
               "samples; when both traces have labels).")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
-              show_default=True, help="text for the terminal, markdown for a PR, json for CI.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json", "github"]),
+              default="text", show_default=True,
+              help="text for the terminal, markdown for a PR, json for scripts, github for "
+              "GitHub Actions (an ::error annotation per regression; the markdown diff "
+              "appended to $GITHUB_STEP_SUMMARY when it is set).")
 @debug_option
 def diff(
     base: Path, new: Path, max_output_drop: float, max_layer_drop: float, max_top1_drop: float,
@@ -113,6 +116,7 @@ def diff(
     Examples:
       qdebug diff traces/before.h5 traces/after.h5
       qdebug diff base.h5 new.h5 --max-layer-drop 6 --format markdown >> $GITHUB_STEP_SUMMARY
+      qdebug diff base.h5 new.h5 --format github      # in a GitHub Actions step
     """
     from qdebug.analysis.trace_diff import Thresholds, diff_paths
     from qdebug.output.diff_render import RENDERERS
@@ -121,8 +125,32 @@ def diff(
         base, new,
         Thresholds(max_output_drop, max_layer_drop, max_top1_drop, max_accuracy_drop),
     )
-    (write if fmt == "json" else say)(RENDERERS[fmt](result).rstrip("\n"))
+    if fmt == "github":
+        from qdebug.output.diff_github import diff_github
+
+        write(diff_github(result))
+        _job_summary(RENDERERS["markdown"](result))
+    else:
+        (write if fmt == "json" else say)(RENDERERS[fmt](result).rstrip("\n"))
     sys.exit(1 if result.regressed else 0)
+
+
+def _job_summary(markdown: str) -> None:
+    """Append the markdown diff to the job summary file GitHub Actions names in
+    ``$GITHUB_STEP_SUMMARY`` (nothing without it); a file that cannot be written is a warning
+    annotation, not a failed diff."""
+    import os
+
+    from qdebug.output.diff_github import command
+
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(markdown.rstrip("\n") + "\n\n")
+    except OSError as exc:
+        write(command("warning", f"could not append to $GITHUB_STEP_SUMMARY ({exc.strerror})"))
 
 
 @cli.command()
