@@ -10,7 +10,14 @@ import pytest
 from click.testing import CliRunner
 
 import qdebug
-from qdebug.analysis.culprits import COARSE_SCORE, HEALTHY_LSB, MIN_SCORE, find_culprits
+from qdebug.analysis.culprits import (
+    COARSE_SCORE,
+    HEALTHY_LSB,
+    MIN_SCORE,
+    find_culprits,
+    is_healthy,
+    rank_layers,
+)
 from qdebug.cli import cli
 from qdebug.store.schema import STATUS_MATCHED, LayerRecord
 
@@ -28,8 +35,12 @@ def test_int16x8_culprits_quote_int16_figures(
                                  "--scheme", "int16x8", "--store-samples", "0"])
     assert r.exit_code == 0, r.output
     with qdebug.open(out) as tr:
-        culprits = tr.culprits()
         lm = tr.layer_metrics()
+        out_db = float(tr.output_metrics()["sqnr_db"][0])
+        # 16-bit activations leave a healthy output: nothing to act on
+        assert is_healthy(out_db) and tr.culprits() == []
+        culprits = rank_layers(tr.layers, lm, tr.layer_pooled_stats(), out_db,
+                               tr.outputs[0].layer)  # the ranking itself: its reasons
         assert culprits
         int16 = [c for c in culprits if tr.layers[c.index].dtype == "int16"]
         assert int16  # the digits model's culprits are 16-bit activations
@@ -88,7 +99,7 @@ def test_a_rounding_culprit_says_how_its_score_compares_with_the_output(
         "gain": np.array([nan, 1.0, 0.3]), "local_share": np.array([1.0, 1.0, 1.0]),
     }
     stats = {"sum_f2": np.ones(3), "sum_e2": 10 ** (-m["sqnr_db"] / 10)}
-    found = {c.layer: c for c in find_culprits(layers, m, stats, later_db)}
+    found = {c.layer: c for c in rank_layers(layers, m, stats, later_db)}
     assert words in found["d"].reason
     assert "100%" not in found["d"].reason
 
@@ -120,8 +131,14 @@ def test_the_first_culprit_is_the_layer_keeping_in_float_helps_most(tmp_path: Pa
     traced = qdebug.trace(str(tmp_path / "tok.keras"), str(tmp_path / "ids.npy"),
                           out=tmp_path / "tok.h5", quiet=True)
     with qdebug.open(traced) as tr:
-        culprits = tr.culprits()
-    assert culprits, "no culprit"
+        out_db = float(tr.output_metrics()["sqnr_db"][0])
+        # a healthy output (~53 dB): no culprit is listed, the summary says so
+        assert is_healthy(out_db) and tr.culprits() == []
+        culprits = rank_layers(tr.layers, tr.layer_metrics(), tr.layer_pooled_stats(), out_db,
+                               tr.outputs[0].layer)
+    assert "healthy: every output at 30 dB" in CliRunner().invoke(
+        cli, ["report", str(traced)]).stdout
+    assert culprits, "no layer ranked"
     best = max(ranked, key=lambda s: s.delta_db)
     assert culprits[0].layer == best.layer, (culprits, ranked)
     # keeping it in float removes about its score's share of the output's error power

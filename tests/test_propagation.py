@@ -14,6 +14,7 @@ import pytest
 
 import models
 import qdebug
+from qdebug.analysis.culprits import COARSE_SCORE, is_healthy
 from qdebug.store.reader import Trace
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
@@ -139,6 +140,12 @@ def test_deep_residual_story(tmp_path: Path) -> None:
     clipping = [c for c in culprits if c.kind == "clipping"]
     assert len(clipping) >= 2 and all("calibrated range" in c.reason for c in clipping)
     assert not [c for c in good.culprits() if c.kind == "clipping"]
+    # Well calibrated (27 dB, not healthy), the culprits name what is worth acting on: no
+    # layer whose error is rounding noise explaining a small share of the output's (b7_conv2
+    # and eight more were listed as "rounding noise 0.29 LSB — healthy")
+    assert good.culprits() and not is_healthy(float(good.output_metrics()["sqnr_db"][0]))
+    assert not [c for c in good.culprits() if "healthy" in c.reason]
+    assert all(c.score >= COARSE_SCORE for c in good.culprits() if c.kind == "rounding")
     lm = tiny.layer_metrics()
     assert all(lm["clip_share"][c.index] >= 0.3 for c in clipping)
     # Scores are shares of the output's error born at each layer: together they account for
