@@ -294,3 +294,65 @@ def test_xnnpack_trace_states_the_delegated_ops_and_the_kernel_difference(images
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def _dynamic_pair(d: Path) -> None:
+    """A float + INT8 ``.tflite`` pair whose largest tensors are dynamic: TILE by a count only
+    known at run time (the size of a WHERE), so before the first invoke LiteRT gives them shape
+    (1, 1); after it they are (1, 65536)."""
+    import tensorflow as tf
+
+    class Tiled(tf.Module):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.w = tf.Variable(rng.normal(size=(64, 8)).astype("float32") * 0.1)
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32, name="x")])
+        def __call__(self, x: Any) -> Any:
+            h = tf.nn.relu(tf.matmul(x, self.w))
+            n = tf.size(tf.where(x > -1e9))  # 128, data-dependent: not folded
+            t = tf.nn.relu(tf.tile(x, tf.stack([1, n * 8])) * 2.0)
+            return {"y": tf.reduce_mean(t, axis=1, keepdims=True)
+                    + tf.reduce_sum(h, axis=1, keepdims=True)}
+
+    m = Tiled()
+    x = np.random.default_rng(1).random((16, 64), dtype=np.float32)
+    np.save(d / "x.npy", x)
+    fn = m.__call__.get_concrete_function()
+    (d / "float.tflite").write_bytes(tf.lite.TFLiteConverter.from_concrete_functions(
+        [fn], m).convert())
+
+    def rep() -> Any:
+        for s in x:
+            yield [s[None]]
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], m)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    (d / "int8.tflite").write_bytes(conv.convert())
+
+
+def test_store_budget_is_sized_from_the_real_dynamic_tensors(tmp_path: Path) -> None:
+    """The store budget holds for dynamic tensors: samples are sized from the tensors after an
+    invoke, not from the (1, 1) LiteRT shows before it (which stored all 16 samples, ~10 MB,
+    under a 2 MB budget)."""
+    import h5py
+
+    _dynamic_pair(tmp_path)
+    budget = 2.0
+    r = CliRunner().invoke(cli, [
+        "trace", str(tmp_path / "float.tflite"), "--tflite", str(tmp_path / "int8.tflite"),
+        "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "t.h5"),
+        "--store-budget", str(budget)])
+    assert r.exit_code == 0, r.stderr
+    with h5py.File(tmp_path / "t.h5") as f:
+        count = int(f["samples/index"].shape[0])
+        arrays = [f[f"activations/{k}/{n}"] for k in f["activations"]
+                  for n in f[f"activations/{k}"]]
+        arrays += [f[f"samples/inputs/{k}"] for k in f["samples/inputs"]]
+        per = sum(a.size * a.dtype.itemsize for a in arrays) / max(count, 1)
+        assert max(a.shape[1:] for a in arrays if a.ndim == 2)[0] == 65536  # the tiled tensor
+    assert 1 <= count < 16
+    assert count * per <= budget * 2**20 < (count + 1) * per  # as many as fit, no more
+    assert f"activations of {count} sample(s) stored ({per / 2**20:.1f} MB each" in r.stdout

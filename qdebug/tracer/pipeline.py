@@ -48,7 +48,7 @@ from qdebug.tracer.options import (
 from qdebug.tracer.progress import Phases
 from qdebug.tracer.segment_runner import SegmentRunner
 from qdebug.tracer.shard_data import shard_source
-from qdebug.tracer.sides import Sides
+from qdebug.tracer.sides import Sides, stored_sizes
 from qdebug.tracer.tfenv import import_tf
 from qdebug.tracer.trace_loop import TracePlan, op_local_layers, trace_samples
 from qdebug.tracer.verify import (
@@ -236,7 +236,10 @@ class Tracer:
         }
         if opt.store_budget_mb is None:
             opt.store_budget_mb = max(0.0, AUTO_BUDGET_MB - len(int8_bytes) / 2**20)
-        stored = self._stored_count(records, int8, local is not None, specs)
+        sample_bytes = (sum(np.asarray(x).nbytes for x in first[0]) if first
+                        else input_bytes(specs))
+        stored = self._stored_count(records, int8, local is not None, specs,
+                                    first[0] if first else None)
         if shard is not None:
             attrs.update(shard.info.attrs())
             attrs[ATTR_STORE] = stored  # what this run kept: the merge's budget
@@ -290,7 +293,7 @@ class Tracer:
                 kept = set(range(self.first_sample,
                                  self.first_sample + min(writer.store_samples, data.taken or 0)))
                 writer.write_layer_worst(measurer.layer_worst.finish(
-                    data, input_cap(input_bytes(specs), opt.store_budget_mb or 0.0), kept,
+                    data, input_cap(sample_bytes, opt.store_budget_mb or 0.0), kept,
                     self.first_sample))
                 warnings = list(dict.fromkeys(data.warnings + calib.warnings + opt.warnings))
                 kernels = (
@@ -308,20 +311,26 @@ class Tracer:
                 )
 
     def _stored_count(
-        self, records: list[LayerRecord], int8: LiteModel, local: bool, specs: list[InputSpec]
+        self, records: list[LayerRecord], int8: LiteModel, local: bool, specs: list[InputSpec],
+        sample: list[np.ndarray] | None,
     ) -> int:
         """``--store-samples``, or as many samples (at most 16) as the size budget allows:
-        per sample, every measured row's float32 reference, raw tensor and f(x̂)."""
+        per sample, its inputs and every measured row's float32 reference, raw tensor and
+        f(x̂), sized from the real tensors of ``sample`` (the first; dynamic shapes are known
+        only after an invoke)."""
         opt = self.opt
         if opt.store_samples is not None:
             return opt.store_samples
+        rows = [r.tensor_index for r in records if r.measured and r.tensor_index >= 0]
+        real = (stored_sizes(int8, rows, sample, [s.name for s in specs])
+                if sample is not None else None)
         per = 0
-        for r in records:
-            if r.measured and r.tensor_index >= 0:
-                info = int8.tensors[r.tensor_index]
-                size = int(np.prod(info.shape[1:], dtype=np.int64))
-                per += size * (4 + info.dtype.itemsize + (4 if local else 0))
-        per += sum(4 * int(np.prod([d or 1 for d in s.shape], dtype=np.int64)) for s in specs)
+        for t in rows:
+            info = int8.tensors[t]
+            size = real[t] if real is not None else int(np.prod(info.shape[1:], dtype=np.int64))
+            per += size * (4 + info.dtype.itemsize + (4 if local else 0))
+        per += (sum(np.asarray(x).nbytes for x in sample) if sample is not None
+                else input_bytes(specs))
         budget = opt.store_budget_mb or 0.0
         count = min(16, int(budget * 2**20 // max(per, 1)))
         if count < 16:

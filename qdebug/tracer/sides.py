@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -79,6 +79,20 @@ def quantize_like_litert(x: np.ndarray, qp: QuantParams, dtype: np.dtype) -> np.
 def _one(value: np.ndarray) -> np.ndarray:
     """A tensor's value without its batch dimension of 1."""
     return value[0] if value.shape[:1] == (1,) else value
+
+
+def stored_sizes(
+    lite: LiteModel, tensors: Iterable[int], sample: list[np.ndarray], input_names: list[str]
+) -> dict[int, int] | None:
+    """Elements per sample of each tensor as the trace stores it (a leading batch axis of 1
+    dropped, a tensor without one whole), from the real tensors after running ``sample``: a
+    dynamic tensor's shape before the first invoke can be 1 where it is millions. None when
+    the model cannot run the sample (the trace loop then says why)."""
+    try:
+        lite.invoke([sample[p] for p in lite_input_order(lite, input_names)])
+        return {t: int(_one(lite.view(t)).size) for t in tensors}
+    except (RuntimeError, ValueError):
+        return None
 
 
 class _Rows:
