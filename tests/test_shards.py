@@ -248,7 +248,7 @@ def test_shards_as_ray_tasks_on_a_local_cluster(shards: Path, workers1: Path) ->
 
 def test_workers_forward_every_trace_option_but_their_own() -> None:
     from qdebug.cli import trace
-    from qdebug.tracer.shards import forwarded_args
+    from qdebug.cli.sharding import forwarded_args
 
     ctx = trace.make_context("trace", [
         "m.keras", "--data", "x.npy", "--workers", "2", "--ray", "local", "--out", "o.h5",

@@ -134,7 +134,7 @@ def trace(
     if labels != "data":
         precheck_path(labels, "labels", "give labels.npy, file.npz[:key], or 'data'")
     from qdebug.store.sharding import parse_shard
-    from qdebug.tracer.shards import run_sharded
+    from qdebug.cli.sharding import run_sharded
 
     shard_spec = parse_shard(shard) if shard is not None else None
     sharded = run_sharded(click.get_current_context(), workers, ray_address, shard_spec, quiet)

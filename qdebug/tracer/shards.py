@@ -1,4 +1,5 @@
 """``qdebug trace --workers N``: the N shards of a trace run as local processes, then merged.
+(Reading the command line for them is the CLI's: ``qdebug.cli.sharding``.)
 
 Each worker is ``qdebug trace … --shard K/N`` in its own interpreter and converts the model
 itself: conversion is deterministic (same model, same first ``--calib-samples`` calibration
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import click
 import numpy as np
 
 from qdebug.errors import QdebugError
@@ -31,8 +30,6 @@ from qdebug.store.sharding import ShardSpec
 from qdebug.tracer.merge import merge_traces
 from qdebug.tracer.progress import Phases
 
-#: Options of ``qdebug trace`` that the parent handles and never forwards to a worker.
-PARENT_ONLY = {"out", "workers", "shard", "ray_address", "fmt", "quiet", "debug"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
@@ -50,21 +47,6 @@ def resolve_workers(text: str) -> int:
     if n < 1:
         raise QdebugError(f"--workers {text!r} is not a positive number", "give e.g. 2, or auto")
     return n
-
-
-def forwarded_args(ctx: click.Context) -> list[str]:
-    """The ``qdebug trace`` options the user gave, as a worker's command line (without MODEL,
-    ``--out``, ``--workers``, ``--shard``, ``--ray`` and the output format)."""
-    args: list[str] = []
-    for param in ctx.command.params:
-        if not isinstance(param, click.Option) or param.name in PARENT_ONLY:
-            continue
-        value = ctx.params.get(param.name or "")
-        if value is None or value is False or value == "" or value == ():
-            continue
-        flag = max(param.opts, key=len)
-        args += [flag] if param.is_flag else [flag, str(value)]
-    return args
 
 
 def count_samples(data: str, limit: int | None) -> int | None:
@@ -177,36 +159,3 @@ def _wait(workers: list[_Worker], show: Callable[[_Worker, str], None]) -> None:
                 text = w.log.name and Path(str(w.log.name)).read_text("utf-8", "replace")
                 raise QdebugError(f"shard {w.spec} failed: {error_line(text or '')}")
             show(w, f"shard {w.spec} ({took:.1f}s)")
-
-
-def run_sharded(
-    ctx: click.Context, workers: str, ray_address: str | None, spec: ShardSpec | None,
-    quiet: bool,
-) -> Path | None:
-    """``qdebug trace`` with ``--workers N`` (N > 1) or ``--ray``: the merged trace's path;
-    None when the trace runs in this process (one worker, or ``--shard``)."""
-    n = resolve_workers(workers)
-    if ray_address is None and n == 1:
-        return None
-    if spec is not None:
-        raise QdebugError(
-            "--shard traces one slice, --workers and --ray run every slice and merge them",
-            "give one or the other",
-        )
-    p = ctx.params
-    model = str(p["model"])
-    args = forwarded_args(ctx)
-    out = Path(p["out"]) if p.get("out") else default_out(model)
-    command = "qdebug " + " ".join(shlex.quote(a) for a in ctx.meta.get("qdebug.argv", []))
-    quiet = quiet or p.get("fmt") == "json"
-    if ray_address is not None:
-        from qdebug.tracer.ray_shards import trace_on_ray
-
-        given = ctx.get_parameter_source("workers") != click.core.ParameterSource.DEFAULT
-        auto = not given or workers.strip().lower() == "auto"
-        return trace_on_ray(model, args, out, shards=None if auto else n, address=ray_address,
-                            quiet=quiet, command_line=command)
-    n = shard_count(n, str(p["data"]), p.get("samples"), int(p.get("batch_size") or 1))
-    if n == 1:
-        return None
-    return run_local(model, args, n, out, quiet=quiet, command_line=command)
