@@ -9,7 +9,8 @@ import numpy as np
 
 #: Datasets that must be equal bit for bit (same batches, same computations).
 EXACT = ("metrics/layers/per_sample", "metrics/outputs/per_sample", "metrics/outputs/top1_match",
-         "samples/index", "samples/inputs", "activations", "samples/worst", "analysis/ranges",
+         "samples/index", "samples/inputs", "activations", "samples/worst",
+         "samples/layer_worst", "analysis/ranges",
          "analysis/segment_check", "analysis/weights", "model", "layers", "outputs", "ops")
 #: Datasets equal to float rounding (sums added in another order).
 CLOSE = ("metrics/layers/pooled", "metrics/outputs/pooled", "metrics/ops/pooled",

@@ -23,11 +23,16 @@ class LayerWorstSamples:
     sqnr_db: np.ndarray
     index: np.ndarray
     inputs: list[list[np.ndarray]]
+    cap: int = 0
+    """How many samples' inputs the run could keep (attribute ``cap``; 0: not recorded): a
+    merge of shards keeps as many as the whole run would."""
 
 
 def write(f: Any, worst: LayerWorstSamples, input_names: Sequence[str]) -> None:
     """Write ``worst`` under ``/samples/layer_worst`` of the open h5py file ``f``."""
     g = f.require_group(KEY)
+    if worst.cap:
+        g.attrs["cap"] = int(worst.cap)
     g.create_dataset("layers", data=np.asarray(worst.layers, dtype=np.int64))
     g.create_dataset("sqnr_db", data=np.asarray(worst.sqnr_db, dtype=np.float64))
     g.create_dataset("index", data=np.asarray(worst.index, dtype=np.int64))

@@ -172,6 +172,16 @@ class SampleReads(CheckedFile):
         return idx
 
     @guarded("the worst samples per layer")
+    def layer_worst_cap(self) -> int | None:
+        """How many samples' inputs the run could keep as layers' worst (``cap`` of
+        ``/samples/layer_worst``); None when not recorded."""
+        g = self._f.get(LAYER_WORST)
+        cap = g.attrs.get("cap") if g is not None else None
+        if isinstance(cap, int | np.integer) and not isinstance(cap, bool) and 0 <= cap <= 4096:
+            return int(cap)
+        return None
+
+    @guarded("the worst samples per layer")
     def input_samples(self) -> np.ndarray:
         """Every sample whose inputs the trace keeps (stored, or a layer's worst), sorted."""
         both = np.concatenate([self.stored_samples, self._layer_worst_index()])

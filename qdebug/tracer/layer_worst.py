@@ -7,11 +7,13 @@ second pass over the data, which runs no model."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Sequence
 
 import numpy as np
 
+from qdebug.errors import TraceFileError
 from qdebug.store.layer_worst import LayerWorstSamples
+from qdebug.store.reader import Trace
 
 #: Worst samples kept per layer.
 K = 4
@@ -47,20 +49,8 @@ class LayerWorst:
         return [[(-s, -v) for v, s in sorted(h, reverse=True)] for h in self._heaps]
 
     def select(self, cap: int, skip: set[int]) -> list[int]:
-        """The samples whose inputs to keep: every layer's worst first, then its second worst,
-        …, until ``cap`` distinct samples; samples in ``skip`` (whose inputs the trace stores
-        already) cost nothing."""
-        chosen: list[int] = []
-        seen = set(skip)
-        ranked = self.ranked()
-        for rank in range(self.k):
-            for per in ranked:
-                if rank < len(per) and per[rank][0] not in seen:
-                    if len(chosen) >= cap:
-                        return sorted(chosen)
-                    seen.add(per[rank][0])
-                    chosen.append(per[rank][0])
-        return sorted(chosen)
+        """The samples whose inputs to keep (``select``)."""
+        return select(self.ranked(), self.k, cap, skip)
 
     def finish(
         self, data: Iterable[list[np.ndarray]], cap: int, skip: set[int], first: int = 0
@@ -83,7 +73,78 @@ class LayerWorst:
                 if i >= last:
                     break
         index = np.array([s for s in chosen if s in inputs], dtype=np.int64)
-        return LayerWorstSamples(layers, sqnr, index, [inputs[int(s)] for s in index])
+        return LayerWorstSamples(layers, sqnr, index, [inputs[int(s)] for s in index], cap)
+
+
+def select(
+    ranked: Sequence[Sequence[tuple[int, float]]], k: int, cap: int, skip: set[int],
+    available: Container[int] | None = None,
+) -> list[int]:
+    """The samples whose inputs to keep: every layer's worst first, then its second worst,
+    …, until ``cap`` distinct samples; samples in ``skip`` (whose inputs the trace stores
+    already) cost nothing, samples not ``available`` (when given) are passed over."""
+    chosen: list[int] = []
+    seen = set(skip)
+    for rank in range(k):
+        for per in ranked:
+            if rank < len(per) and per[rank][0] not in seen:
+                if available is not None and per[rank][0] not in available:
+                    continue
+                if len(chosen) >= cap:
+                    return sorted(chosen)
+                seen.add(per[rank][0])
+                chosen.append(per[rank][0])
+    return sorted(chosen)
+
+
+def merge(
+    shards: Sequence[Trace], skip: set[int], input_names: Sequence[str]
+) -> LayerWorstSamples | None:
+    """``/samples/layer_worst`` of a merged run: per layer, the ``K`` worst of every shard's
+    worst (lowest SQNR first, ties: lower sample), and the inputs of as many of them as the
+    whole run would keep (``select`` with the shards' recorded ``cap``; those in ``skip``,
+    stored by the merged trace, cost nothing). None when no shard has the table."""
+    n_layers = len(shards[0].layers)
+    pooled: list[list[tuple[float, int]]] = [[] for _ in range(n_layers)]
+    holder: dict[int, Trace] = {}
+    caps, seen = [], 0
+    found = False
+    for t in shards:
+        kept = [int(s) for s in t.input_samples()]
+        for s in kept:
+            holder.setdefault(s, t)
+        seen = max(seen, len(set(kept) - set(t.stored_samples.tolist())))
+        caps.append(t.layer_worst_cap())
+        for i in range(n_layers):
+            rows = t.layer_worst_samples(i)
+            found |= bool(rows)
+            pooled[i].extend((v, s) for s, v in rows)
+    if not found:
+        return None
+    ranked = [[(s, v) for v, s in sorted(p)[:K]] for p in pooled]
+    layers = np.full((n_layers, K), -1, dtype=np.int64)
+    sqnr = np.full((n_layers, K), np.nan)
+    for j, per in enumerate(ranked):
+        for r, (s, v) in enumerate(per):
+            layers[j, r], sqnr[j, r] = s, v
+    # the run's cap when the shards recorded it (the same in each), else the most any kept
+    cap = min(CAP, max(c for c in caps if c is not None)) if None not in caps else seen
+    chosen = select(ranked, K, cap, skip, holder)
+    inputs = []
+    for s in chosen:
+        given = holder[s].inputs(s)
+        missing = [n for n in input_names if n not in given]
+        if missing:
+            raise TraceFileError(
+                f"{holder[s].path} is a damaged trace: the kept inputs of sample {s} lack "
+                f"{missing}", "re-create it with `qdebug trace`, or ask for the file again")
+        inputs.append([given[n] for n in input_names])
+    shapes = {tuple(np.shape(x) for x in row) for row in inputs}
+    if len(shapes) > 1:
+        raise TraceFileError(
+            "the shards keep inputs of different shapes for their worst samples",
+            "merge the shards of one `qdebug trace … --shard K/N` command")
+    return LayerWorstSamples(layers, sqnr, np.array(chosen, dtype=np.int64), inputs, cap)
 
 
 def input_cap(input_bytes: int, budget_mb: float) -> int:

@@ -31,6 +31,7 @@ from qdebug.errors import ShardMismatchError, TraceFileError
 from qdebug.store.reader import MAX_ROWS, Trace
 from qdebug.store.sharding import ATTR_TFLITE_SHA256, SHARD_ATTRS, ShardInfo, shard_info
 from qdebug.store.writer import TraceWriter, check_target
+from qdebug.tracer import layer_worst
 
 #: Worst samples a trace keeps (the tracer's ``Measurer.worst_k``).
 WORST_K = 8
@@ -237,6 +238,7 @@ def _write(shards: list[_Shard], out: Path, budget: int, command_line: str) -> P
                     _analysis(shards, files, input_names), _weights(shards[0], files[0])
                 )
             _merge_labels(shards, writer)
+            _merge_layer_worst(shards, writer, budget, input_names)
         warnings: list[str] = []
         for s in shards:
             for w in s.trace.meta.get("warnings") or []:
@@ -425,6 +427,17 @@ def _weights(s: _Shard, f: h5py.File) -> list[SimpleNamespace]:
             channel_sqnr_db=ch["sqnr_db"], channel_range=ch["range"],
         ))
     return rows
+
+
+def _merge_layer_worst(
+    shards: list[_Shard], writer: TraceWriter, budget: int, input_names: list[str]
+) -> None:
+    """``/samples/layer_worst`` of the whole run (``layer_worst.merge``); the samples the
+    merged trace stores (the first ``budget`` the shards store) need no kept input."""
+    stored = np.concatenate([s.trace.stored_samples for s in shards])[:budget]
+    worst = layer_worst.merge([s.trace for s in shards], set(stored.tolist()), input_names)
+    if worst is not None:
+        writer.write_layer_worst(worst)
 
 
 def _merge_labels(shards: list[Any], writer: TraceWriter) -> None:
