@@ -223,10 +223,15 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.asarray(num, dtype=np.float64) / np.asarray(den, dtype=np.float64)
 
 
-def _db(signal: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """10·log10(signal / noise), +inf for no noise."""
+def sqnr_from_sums(signal: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """10·log10(signal / noise) in float64: +inf for no noise, −inf for noise on no signal, NaN
+    for neither. The one home of SQNR in dB (docs/metrics.md): every SQNR qdebug reports, of a
+    layer, an op, a channel, a weight or a sample, is this of its Σf² and Σe²."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.asarray(10.0 * np.log10(_ratio(signal, noise)))
+
+
+_db = sqnr_from_sums
 
 
 def _lsb(noise: np.ndarray, count: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
@@ -379,7 +384,7 @@ def channel_metrics(sums: dict[str, np.ndarray], count: float) -> dict[str, np.n
     c = len(sums["sum_f2"])
     per = count / c if c and math.isfinite(count) and count > 0 else math.nan
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["sqnr_db"] = np.asarray(10 * np.log10(sums["sum_f2"] / sums["sum_e2"]))
+        out["sqnr_db"] = sqnr_from_sums(sums["sum_f2"], sums["sum_e2"])
         out["count"] = np.full(c, per)
         out["clip_fraction"] = np.asarray(sums["clipped"] / per)
         if "saturated" in sums:

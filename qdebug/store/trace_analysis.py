@@ -55,8 +55,7 @@ class AnalysisReads(SampleReads):
             return None
         f2 = self._float(f"{key}/sum_f2", (None,))
         e2 = self._float(f"{key}/sum_e2", (len(f2),))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.asarray(10 * np.log10(f2 / e2))
+        return metrics.sqnr_from_sums(f2, e2)
 
     @guarded("the segment check")
     def segment_check(self) -> np.ndarray | None:

@@ -12,6 +12,7 @@ from collections.abc import Container, Iterable, Sequence
 import numpy as np
 
 from qdebug.errors import TraceFileError
+from qdebug.metrics import sqnr_from_sums
 from qdebug.store.layer_worst import LayerWorstSamples
 from qdebug.store.reader import Trace
 
@@ -31,8 +32,7 @@ class LayerWorst:
     def note(self, first: int, layer_stats: dict[str, np.ndarray]) -> None:
         """One batch's statistics (samples, layers); samples are numbered from ``first``."""
         f2, e2 = layer_stats["sum_f2"], layer_stats["sum_e2"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sq = 10 * np.log10(f2 / e2)
+        sq = sqnr_from_sums(f2, e2)
         sq = np.where(np.isneginf(sq), -1e9, sq)  # error on a zero signal: worst of all
         for j, heap in enumerate(self._heaps):
             col = sq[:, j]

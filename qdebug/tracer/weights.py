@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qdebug.metrics import sqnr_from_sums
 from qdebug.store.schema import LayerRecord
 from qdebug.tracer.litert import LiteModel, OpInfo
 
@@ -61,8 +62,7 @@ def _weighted_op(lite: LiteModel, tensor: int, owned: set[int]) -> OpInfo | None
 
 
 def _sqnr(f: np.ndarray, e: np.ndarray, axis: tuple[int, ...] | None) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.asarray(10 * np.log10((f * f).sum(axis=axis) / (e * e).sum(axis=axis)))
+    return sqnr_from_sums((f * f).sum(axis=axis), (e * e).sum(axis=axis))
 
 
 def weight_stats(records: list[LayerRecord], twin: LiteModel, int8: LiteModel) -> list[WeightStats]:

@@ -1,0 +1,20 @@
+"""The code's own shape: facts with one home stay in it (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "qdebug"
+
+
+def test_sqnr_in_db_is_computed_in_metrics_only() -> None:
+    """10·log10(Σf²/Σe²) has one home, ``metrics.sqnr_from_sums``: a second copy would drift
+    (float32 against float64, another answer for no noise)."""
+    homes = [
+        f"{p.relative_to(PACKAGE)}:{n}"
+        for p in sorted(PACKAGE.rglob("*.py"))
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"\blog10\(", line) and p.name != "metrics.py"
+    ]
+    assert homes == [], homes
