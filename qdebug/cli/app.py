@@ -5,6 +5,7 @@ disk or a closed pipe, and ``--debug``. The commands live in ``tracing``, ``read
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import sys
@@ -42,8 +43,33 @@ def _quiet_exit(code: int) -> NoReturn:
 
 
 def _say_err(line: str) -> None:
+    from qdebug.output.glyphs import fit, stream_encoding
+
     with contextlib.suppress(OSError, ValueError):  # a closed terminal (SIGHUP) takes stderr
-        click.echo(line, err=True)
+        click.echo(fit(line, stream_encoding(sys.stderr)), err=True)
+
+
+def _too_many_files(exc: BaseException) -> str | None:
+    """The one line for an error caused by the open-files limit (``ulimit -n``), wherever it
+    struck (opening a trace, a model, a module): the file is not at fault, so "check
+    permissions" or "damaged" would send the user the wrong way."""
+    seen: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(seen) < 8 and cause not in seen:
+        seen.append(cause)
+        if isinstance(cause, OSError) and cause.errno in (errno.EMFILE, errno.ENFILE):
+            name = f" opening {os.fsdecode(cause.filename)}" if cause.filename else ""
+            if cause.errno == errno.ENFILE:
+                return (f"too many open files in the system{name}: close programs that hold "
+                        "many files, or raise the system's limit (fs.file-max)")
+            import resource
+
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            limit = "" if soft == resource.RLIM_INFINITY else f" (this shell allows {soft})"
+            return (f"too many open files{name}{limit}. Raise the limit, e.g. `ulimit -n 4096`, "
+                    "and run again")
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _fail(message: str, debug: bool) -> NoReturn:
@@ -80,15 +106,64 @@ def _stdout_failed(exc: OSError) -> QdebugError:
 def say(text: str) -> None:
     """Print ``text`` for people on stdout: control characters from traces and models shown
     as escapes, a full disk or a closed pipe answered with one line."""
-    write(printable_lines(text))
+    show(printable_lines(text))
+
+
+def show(text: str, nl: bool = True) -> None:
+    """Print ``text`` for people (already made printable, e.g. by Rich) on stdout: characters
+    its encoding lacks (a latin-1 or ASCII stdout) as ASCII look-alikes (``output.glyphs``)."""
+    from qdebug.output.glyphs import fit, stream_encoding
+
+    write(fit(text, stream_encoding(sys.stdout)), nl=nl)
 
 
 def write(text: str, nl: bool = True) -> None:
-    """Print ``text`` as it is (JSON, CSV for scripts) on stdout."""
+    """Print ``text`` as it is (JSON, CSV for scripts) on stdout; characters its encoding lacks
+    are written as backslash escapes (``prepare_streams``)."""
     try:
         click.echo(text, nl=nl)
     except OSError as exc:
         raise _stdout_failed(exc) from exc
+
+
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is an open terminal (``sys.stdin`` is None when started with
+    ``<&-``)."""
+    try:
+        return stream is not None and bool(stream.isatty())
+    except (OSError, ValueError):
+        return False
+
+
+def prepare_streams() -> None:
+    """Set up the standard streams before any command runs.
+
+    - A closed standard stream (``>&-``) gets ``/dev/null`` on its descriptor, so that no file
+      qdebug opens later takes number 0, 1 or 2 (where a library's own prints would land in
+      the trace). A closed stdout is then refused: the command's output has nowhere to go.
+    - stdout writes the characters its encoding lacks (``PYTHONIOENCODING=latin-1``, a file
+      name that is not UTF-8) as backslash escapes instead of failing; text for people is
+      given ASCII look-alikes first (``show``).
+    """
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, os.O_RDWR)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+    if 1 in closed:
+        _say_err("qdebug: error: the standard output is closed (>&-). Send it to a file or "
+                 "to /dev/null instead (> out.txt).")
+        sys.exit(EXIT_BAD_INPUT)
+    out = sys.stdout
+    if isinstance(out, io.TextIOWrapper) and out.errors == "strict":
+        with contextlib.suppress(ValueError, OSError):
+            out.reconfigure(errors="backslashreplace")
 
 
 class _Group(click.Group):
@@ -110,7 +185,7 @@ class _Group(click.Group):
                     warnings.simplefilter("ignore", RuntimeWarning)
                 return super().invoke(ctx)
         except QdebugError as exc:
-            _fail(exc.one_line(), debug)
+            _fail(_too_many_files(exc) or exc.one_line(), debug)
         except click.UsageError as exc:
             _usage_error(exc)
         except KeyboardInterrupt:
@@ -126,8 +201,9 @@ class _Group(click.Group):
         except Exception as exc:
             text = " ".join(str(exc).split())[:300]
             _fail(
-                f"unexpected {type(exc).__name__}: {text} (run with --debug for the traceback, "
-                "and please report it)",
+                _too_many_files(exc)
+                or f"unexpected {type(exc).__name__}: {text} (run with --debug for the "
+                "traceback, and please report it)",
                 debug,
             )
 
@@ -159,6 +235,9 @@ def say_err(line: str) -> None:
 
 #: Width of the text summary when stdout is not a terminal.
 PIPE_WIDTH = 200
+#: The narrowest summary: below it Rich drops whole columns (the layer names) or, at
+#: ``COLUMNS=0``, prints nothing; a narrower terminal wraps the longer lines itself.
+MIN_WIDTH = 60
 
 
 def summary_text(tr: Any) -> str:
@@ -172,6 +251,7 @@ def summary_text(tr: Any) -> str:
     # Piped or redirected (no terminal, no COLUMNS): lines as long as their content, not
     # folded at Rich's default of 80 columns in the middle of a layer name.
     width = screen.width if screen.is_terminal or "COLUMNS" in os.environ else PIPE_WIDTH
+    width = max(width, MIN_WIDTH)
     buffer = io.StringIO()
     print_summary(tr, Console(file=buffer, width=width, force_terminal=screen.is_terminal,
                               color_system=screen.color_system))  # type: ignore[arg-type]
@@ -188,10 +268,11 @@ def print_result(path: Any, fmt: str, quiet: bool) -> None:
 
             write(report_json(tr))
         elif not quiet:
-            write(summary_text(tr), nl=False)
+            show(summary_text(tr), nl=False)
 
 
 def main() -> None:
     """Console-script entry point."""
+    prepare_streams()
     cli(prog_name="qdebug")
 

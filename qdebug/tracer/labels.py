@@ -15,6 +15,8 @@ from qdebug.errors import DataError
 FROM_DATA = "data"
 #: Keys tried, in order, in an ``.npz`` given without ``:key``.
 NPZ_KEYS = ("labels", "label", "y", "targets", "target")
+#: Labels beyond this are refused as no class id of any model (they would wrap in int64).
+MAX_CLASS_ID = 2**31 - 1
 
 
 @dataclass
@@ -42,6 +44,15 @@ def to_classes(y: Any, where: str) -> np.ndarray:
         raise DataError(f"{where} holds non-integral labels", "give class ids")
     if arr.dtype.kind not in "biuf":
         raise DataError(f"{where} has dtype {arr.dtype}", "give integer class ids")
+    # 1e30 would wrap to -2**63 in int64 and be counted wrong without a word of the cause.
+    huge = np.flatnonzero((arr > MAX_CLASS_ID) | (arr < -MAX_CLASS_ID))
+    if huge.size:
+        i = int(huge[0])
+        value = f"{arr[i]:.6g}" if arr.dtype.kind == "f" else str(int(arr[i]))
+        raise DataError(
+            f"{where} holds {huge.size} label(s) that are not class ids (sample {i}: {value})",
+            "give class ids 0 … classes − 1, one per sample, or one-hot rows",
+        )
     return arr.astype(np.int64)
 
 
