@@ -356,3 +356,85 @@ def test_store_budget_is_sized_from_the_real_dynamic_tensors(tmp_path: Path) -> 
     assert 1 <= count < 16
     assert count * per <= budget * 2**20 < (count + 1) * per  # as many as fit, no more
     assert f"activations of {count} sample(s) stored ({per / 2**20:.1f} MB each" in r.stdout
+
+
+@pytest.fixture(scope="module")
+def deconv_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A float + float16-weights ``.tflite`` pair with MediaPipe's Convolution2DTransposeBias
+    custom op, built here (tests/custom_ops.py)."""
+    import custom_ops
+
+    return custom_ops.write_pair(tmp_path_factory.mktemp("deconv"))
+
+
+def test_custom_op_xnnpack_runs_is_traced(deconv_pair: tuple[Path, Path, Path]) -> None:
+    """A valid .tflite with a custom op LiteRT runs through XNNPACK (it was refused: "unresolved
+    custom op … builtin ops only"): it traces, the custom op is a measured row like any other,
+    and the delegate's own DELEGATE nodes are no rows."""
+    import h5py
+
+    float_tfl, half_tfl, x = deconv_pair
+    out = x.parent / "deconv.h5"
+    r = CliRunner().invoke(cli, ["trace", str(float_tfl), "--tflite", str(half_tfl),
+                                 "--data", str(x), "--out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    with qdebug.open(str(out)) as tr:
+        types = [o.op_type for o in tr.ops]
+        assert "DELEGATE" not in types
+        row = types.index("Convolution2DTransposeBias")
+        assert tr.ops[row].status == "measured"
+        sq = tr.op_metrics()["sqnr_db"][row]
+        assert math.isfinite(sq) and sq > 40  # float16 weights against float32: small error
+        assert [r.class_name for r in tr.layers] == ["CONV_2D", "Convolution2DTransposeBias",
+                                                     "CONV_2D", "LOGISTIC"]
+    with h5py.File(out) as f:  # the deployed model's output equals LiteRT's own
+        assert f.attrs["complete"]
+
+
+def test_ops_inside_a_delegate_partition_are_hidden_and_named(
+        deconv_pair: tuple[Path, Path, Path]) -> None:
+    """Where XNNPACK fuses several ops into one partition (here: without preserving every
+    tensor), the tensors inside it are never written — LiteRT refuses to read them — and
+    exactly those ops are marked hidden, named in the note, and out of the measured rows."""
+    from qdebug.tracer.litert import LiteModel, kernel_notes
+    from qdebug.tracer.matching import align_tensors
+    from qdebug.tracer.oprows import build_op_table
+
+    float_tfl, _, x = deconv_pair
+    content = float_tfl.read_bytes()
+    fused, every = LiteModel(content, preserve=False), LiteModel(content, preserve=True)
+    assert fused.custom_ops == ("Convolution2DTransposeBias",) and fused.xnnpack
+    sample = [np.load(x)[0]]
+    fused.invoke(sample)
+    every.invoke(sample)
+    hidden = fused.hidden_tensors()
+    assert hidden
+    for op in fused.model_ops():
+        for t in op.outputs:
+            if t in hidden:
+                with pytest.raises(ValueError, match="null"):
+                    fused.get(t)
+            else:
+                np.testing.assert_allclose(fused.get(t), every.get(t), atol=1e-5)
+    assert every.hidden_tensors() == set()  # preserving every tensor: one partition per op
+    table = build_op_table(fused, every, align_tensors(every, fused))
+    assert {r.tensor_index for r in table.rows if r.status == "hidden"} == hidden
+    assert not set(table.measured()) & {i for i, r in enumerate(table.rows)
+                                         if r.tensor_index in hidden}
+    (note,) = kernel_notes(fused, every)[:1]
+    assert "custom op Convolution2DTransposeBias" in note and "XNNPACK" in note
+    assert f"the values of {len(fused.hidden_ops())} op(s)" in note
+    for op in fused.hidden_ops():
+        assert f"{op.op_type} #{op.index}" in note
+    assert "every op's output could be observed" in kernel_notes(every, every)[0]
+
+
+def test_a_custom_op_no_kernel_has_is_named(deconv_pair: tuple[Path, Path, Path]) -> None:
+    """A custom op neither the builtin kernels nor XNNPACK implement: one line naming it."""
+    from qdebug.errors import TfliteModelError
+    from qdebug.tracer.litert import LiteModel
+
+    content = deconv_pair[0].read_bytes().replace(b"Convolution2DTransposeBias",
+                                                  b"Convolution2DTransposeBiaz")
+    with pytest.raises(TfliteModelError, match="custom op 'Convolution2DTransposeBiaz'"):
+        LiteModel(content, preserve=True)

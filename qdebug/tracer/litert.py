@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,16 @@ from qdebug.metrics import QuantParams
 
 #: Ops that only move values between float and integer at the edges of quantized regions.
 EDGE_OPS = ("QUANTIZE", "DEQUANTIZE")
+
+#: Custom ops LiteRT's builtin kernels lack and its XNNPACK delegate implements (MediaPipe's,
+#: e.g. in its selfie segmentation and hand models): a model with them runs on XNNPACK.
+XNNPACK_CUSTOM_OPS = ("Convolution2DTransposeBias", "MaxPoolingWithArgmax2D", "MaxUnpooling2D")
+
+#: The node a delegate puts in place of the ops it runs (listed after them by LiteRT).
+DELEGATE = "DELEGATE"
+
+#: Ops named one by one in a note; more are counted.
+_NAMED = 12
 
 
 @dataclass(frozen=True)
@@ -60,24 +71,19 @@ class LiteModel:
     """
 
     def __init__(self, content: bytes, *, preserve: bool = True, xnnpack: bool = False) -> None:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        resolver = (
-            OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        )
+        self.xnnpack = xnnpack
+        """Whether XNNPACK runs the ops it supports (asked for, or needed by a custom op)."""
         try:
-            self.interp = Interpreter(
-                model_content=content,
-                experimental_preserve_all_tensors=preserve,
-                experimental_op_resolver_type=resolver,
-                num_threads=1,
-            )
-            self.interp.allocate_tensors()
+            self.interp = _interpreter(content, preserve, xnnpack)
         except (ValueError, RuntimeError) as exc:
-            raise TfliteModelError(
-                f"LiteRT cannot load the .tflite model: {str(exc).splitlines()[0][:200]}",
-                "give a valid .tflite file with builtin ops only",
-            ) from exc
+            custom = _unresolved_custom_op(exc)
+            if xnnpack or custom not in XNNPACK_CUSTOM_OPS:
+                raise _load_error(exc, custom) from exc
+            try:  # a custom op XNNPACK implements: the model is valid, XNNPACK runs it
+                self.interp = _interpreter(content, preserve, True)
+            except (ValueError, RuntimeError) as again:
+                raise _load_error(again, _unresolved_custom_op(again)) from again
+            self.xnnpack = True
         self.details: dict[int, dict[str, Any]] = {
             int(d["index"]): d for d in self.interp.get_tensor_details()
         }
@@ -102,7 +108,10 @@ class LiteModel:
         ]
         self.input_details = self.interp.get_input_details()
         self.output_details = self.interp.get_output_details()
-        self.producer = {t: op for op in self.ops for t in op.outputs}
+        self.producer = {t: op for op in self.ops if op.op_type != DELEGATE for t in op.outputs}
+        self.custom_ops = tuple(sorted({op.op_type for op in self.ops
+                                        if op.op_type in XNNPACK_CUSTOM_OPS}))
+        """Custom ops of the model that only XNNPACK runs (empty for builtin-only models)."""
 
     @property
     def input_indices(self) -> list[int]:
@@ -143,8 +152,13 @@ class LiteModel:
         return self.interp.tensor(index)()
 
     def compute_ops(self) -> list[OpInfo]:
-        """Ops other than the QUANTIZE/DEQUANTIZE that connect float and integer regions."""
-        return [op for op in self.ops if op.op_type not in EDGE_OPS]
+        """Ops other than the QUANTIZE/DEQUANTIZE that connect float and integer regions (and
+        the DELEGATE nodes a delegate adds, which stand for ops listed already)."""
+        return [op for op in self.ops if op.op_type not in EDGE_OPS and op.op_type != DELEGATE]
+
+    def model_ops(self) -> list[OpInfo]:
+        """The model's own ops, without the DELEGATE nodes a delegate adds."""
+        return [op for op in self.ops if op.op_type != DELEGATE]
 
     def float_islands(self) -> list[OpInfo]:
         """Compute ops whose outputs are float32 in an otherwise integer model."""
@@ -193,14 +207,15 @@ class LiteModel:
             return "float16 weights, float activations: the error measured is the weights' alone"
         return "float (not quantized)"
 
-    def delegated_ops(self) -> list[int]:
-        """Indices of the ops a delegate took over: for each DELEGATE node, the ops on the
-        paths from its inputs to its outputs (its partition of the graph)."""
-        producer = {t: op for op in self.ops if op.op_type != "DELEGATE" for t in op.outputs}
-        taken: set[int] = set()
+    def _partitions(self) -> list[tuple[OpInfo, set[int]]]:
+        """Each DELEGATE node with the indices of the ops it took over: those on the paths
+        from its inputs to its outputs (its partition of the graph)."""
+        producer = {t: op for op in self.ops if op.op_type != DELEGATE for t in op.outputs}
+        found: list[tuple[OpInfo, set[int]]] = []
         for node in self.ops:
-            if node.op_type != "DELEGATE":
+            if node.op_type != DELEGATE:
                 continue
+            taken: set[int] = set()
             stop = set(node.inputs)
             stack = [t for t in node.outputs if t not in stop]
             while stack:
@@ -209,4 +224,108 @@ class LiteModel:
                     continue
                 taken.add(op.index)
                 stack.extend(t for t in op.inputs if t >= 0 and t not in stop)
-        return sorted(taken)
+            found.append((node, taken))
+        return found
+
+    def delegated_ops(self) -> list[int]:
+        """Indices of the ops a delegate took over."""
+        return sorted({i for _, taken in self._partitions() for i in taken})
+
+    def hidden_tensors(self) -> set[int]:
+        """Tensors computed inside a delegate's partition that are not among its outputs: the
+        delegate never writes them back, so their values cannot be observed (what reads there
+        is stale memory, not the op's value)."""
+        by_index = {op.index: op for op in self.ops}
+        hidden: set[int] = set()
+        for node, taken in self._partitions():
+            shown = set(node.outputs)
+            hidden |= {t for i in taken for t in by_index[i].outputs if t not in shown}
+        return hidden
+
+    def hidden_ops(self) -> list[OpInfo]:
+        """Ops whose output values cannot be observed (``hidden_tensors``)."""
+        hidden = self.hidden_tensors()
+        return [op for op in self.ops
+                if op.op_type != DELEGATE and any(t in hidden for t in op.outputs)]
+
+
+def _interpreter(content: bytes, preserve: bool, xnnpack: bool) -> Any:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = (
+        OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    interp = Interpreter(
+        model_content=content,
+        experimental_preserve_all_tensors=preserve,
+        experimental_op_resolver_type=resolver,
+        num_threads=1,
+    )
+    interp.allocate_tensors()
+    return interp
+
+
+def _unresolved_custom_op(exc: BaseException) -> str | None:
+    """The custom op LiteRT had no kernel for (its "unresolved custom op: NAME")."""
+    m = re.search(r"unresolved custom op: ([\w.\-/]+?)\.?(?:\s|$)", str(exc))
+    return m.group(1) if m else None
+
+
+def _load_error(exc: BaseException, custom: str | None) -> TfliteModelError:
+    if custom is not None:
+        return TfliteModelError(
+            f"the .tflite model uses the custom op {custom!r}, which neither LiteRT's builtin "
+            "kernels nor its XNNPACK delegate implement, so no interpreter here can run it",
+            "give the model without that op (or with builtin ops in its place); custom ops "
+            f"qdebug can run through XNNPACK: {', '.join(XNNPACK_CUSTOM_OPS)}",
+        )
+    return TfliteModelError(
+        f"LiteRT cannot load the .tflite model: {str(exc).splitlines()[0][:200]}",
+        "give a valid .tflite file with builtin ops only",
+    )
+
+
+def _names(lite: LiteModel, ops: list[OpInfo]) -> str:
+    shown = [f"{op.op_type} #{op.index} ({lite.tensors[op.outputs[0]].name})"
+             if op.outputs else f"{op.op_type} #{op.index}" for op in ops[:_NAMED]]
+    more = f" and {len(ops) - _NAMED} more" if len(ops) > _NAMED else ""
+    return ", ".join(shown) + more
+
+
+def kernel_notes(int8: LiteModel, twin: LiteModel) -> list[str]:
+    """What a trace must say when a custom op made a model run on XNNPACK: which kernels gave
+    the values, and exactly which ops' values could not be observed (kept out of rankings)."""
+    notes: list[str] = []
+    for side, lite in (("deployed", int8), ("float", twin)):
+        if not lite.custom_ops:
+            continue
+        hidden = lite.hidden_ops()
+        text = (
+            f"the {side} model has the custom op {', '.join(lite.custom_ops)}, which LiteRT's "
+            "builtin kernels lack: it runs on the XNNPACK delegate, which implements it, and so "
+            "does every op XNNPACK supports (their values are XNNPACK's kernels', not the "
+            "reference kernels')"
+        )
+        if hidden:
+            text += (
+                f"; the values of {len(hidden)} op(s) computed inside XNNPACK's fused "
+                "partitions could not be observed (a delegate writes back only a partition's "
+                f"outputs) and are kept out of every ranking: {_names(lite, hidden)}"
+            )
+        else:
+            text += "; every op's output could be observed"
+        notes.append(text)
+    return notes
+
+
+def kernels_text(int8: LiteModel, deploy: LiteModel | None) -> str:
+    """The trace's ``kernels`` attribute: which kernels gave the values."""
+    if int8.custom_ops:
+        return (
+            f"xnnpack for every op it supports: the custom op {', '.join(int8.custom_ops)} has "
+            "no builtin kernel; the builtin reference kernels run the rest"
+        )
+    if deploy is not None:
+        return ("xnnpack (deployment) outputs compared with the builtin reference kernels, "
+                "which give every op's values")
+    return "builtin (deterministic)"

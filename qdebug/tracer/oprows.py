@@ -14,6 +14,7 @@ import numpy as np
 
 from qdebug.metrics import QuantParams
 from qdebug.store.schema import (
+    OP_HIDDEN,
     OP_INTEGER,
     OP_MEASURED,
     OP_UNMAPPED,
@@ -76,18 +77,23 @@ def build_op_table(int8: LiteModel, twin: LiteModel, mapping: dict[int, int]) ->
     """
     to_twin = {q: t for t, q in mapping.items()}
     graph_inputs = set(int8.input_indices)
+    # Inside a delegate's partition (a custom op made the model run on XNNPACK) a tensor that
+    # is not among the partition's outputs is never written: its op cannot be observed.
+    hidden, twin_hidden = int8.hidden_tensors(), twin.hidden_tensors()
     rows: list[OpRecord] = []
     twin_tensor: dict[int, int] = {}
     row_of_tensor: dict[int, int] = {}
     input_rows: set[int] = set()
     seen: dict[str, int] = {}
-    for op in int8.ops:
+    for op in int8.model_ops():
         if not op.outputs:
             continue
         t = op.outputs[0]
         info = int8.tensors[t]
         if info.qp is None and info.dtype.kind in "biu":
             status = OP_INTEGER
+        elif t in hidden or to_twin.get(t) in twin_hidden:
+            status = OP_HIDDEN
         elif t in to_twin and twin.tensors[to_twin[t]].dtype == np.float32:
             status = OP_MEASURED
         else:
