@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 import models
 import qdebug
+from qdebug.analysis.culprits import rank_layers
 from qdebug.cli import cli
 from qdebug.tools.fix_search import Searcher, Target, one_at_a_time, search_fix, worst_accumulated
 from test_cli_trace import _assert_one_line_error
@@ -137,6 +138,11 @@ def test_sensitivity_on_a_model_without_layers_says_so_and_exits_1(tmp_path: Pat
                                  str(tmp_path / "x.npy"), "--layers", "2"])
     assert r.exit_code == 1, r.stderr
     assert "no layer could be kept in float alone" in r.stdout
+    j = CliRunner().invoke(cli, ["sensitivity", sub, "--data", str(tmp_path / "x.npy"),
+                                 "--layers", "2", "--format", "json"])
+    assert j.exit_code == 1, j.stderr  # the JSON form gave exit 0 and an empty list
+    got = json.loads(j.stdout)
+    assert got["layers"] == [] and "no layer could be kept in float alone" in got["reason"]
 
 
 def test_fix_cli_prints_the_set_and_the_command(digits_file: Path) -> None:
@@ -180,6 +186,20 @@ def test_qat_model_traces_fake_quant_against_deployed_int8(tmp_path: Path) -> No
         assert tr.layer_metrics()["sqnr_db"][i] > 20  # inf: simulation = deployment there
         om = tr.output_metrics()
         assert 20 < om["sqnr_db"][0] < 80 and om["top1_agreement"][0] > 0.8
+        # Local error is against the fake-quant model's own op (f(x̂) fake-quantized), the
+        # reference of the accumulated error too: no layer's local error exceeds its
+        # accumulated one by more than cancellation explains (a conv fed the exactly simulated
+        # input read 29.8 dB local under 63.1 dB accumulated: its output's rounding, which the
+        # fake-quant reference has, counted as its own error).
+        lm = tr.layer_metrics()
+        assert tr.meta["op_local_error"] == "numeric-verify model"
+        both = [j for j in range(len(tr.layers)) if tr.layers[j].status == "matched"
+                and np.isfinite(lm["local_sqnr_db"][j]) and np.isfinite(lm["sqnr_db"][j])]
+        assert both and all(lm["local_sqnr_db"][j] > lm["sqnr_db"][j] - 1.0 for j in both)
+        # so the ranking's scores are shares again (they reached 10,793× the output's)
+        ranked = rank_layers(tr.layers, lm, tr.layer_pooled_stats(), float(om["sqnr_db"][0]),
+                             tr.outputs[0].layer)
+        assert ranked and all(c.score < 2 for c in ranked)
     from qdebug.tools.qat import compare_qat_to_float
 
     rows = {r.float_layer: r for r in compare_qat_to_float(qat, model, digits_cnn.data()[:32])}

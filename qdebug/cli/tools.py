@@ -182,19 +182,20 @@ def sensitivity(
         progress=None if fmt == "json" else (lambda line: say_err(line)),
         **_search_options(calib, samples, trust_model_code),
     )
-    if fmt == "json":
+    why = ("no layer could be kept in float alone: the trace has no Keras layer to keep (a "
+           "model traced as ops: subclassed, a plain SavedModel) or none with ops of its own")
+    if fmt == "json":  # the same verdict and exit code as the text form
         write(dumps({
             "baseline_output_sqnr_db": base.output_sqnr_db,
             "layers": [
                 {"layer": s.layer, "output_sqnr_db": s.output_sqnr_db, "delta_db": s.delta_db}
                 for s in ranked
             ],
+            **({} if ranked else {"reason": why}),
         }))
-        return
+        sys.exit(0 if ranked else 1)
     if not ranked:
-        say(f"baseline output SQNR {base.output_sqnr_db:.1f} dB; no layer could be kept in "
-            "float alone: the trace has no Keras layer to keep (a model traced as ops: "
-            "subclassed, a plain SavedModel) or none with ops of its own")
+        say(f"baseline output SQNR {base.output_sqnr_db:.1f} dB; {why}")
         sys.exit(1)
     lines = [f"baseline output SQNR {base.output_sqnr_db:.1f} dB; each layer alone in float:"]
     lines += [f"  {printable(s.layer):<32} {s.output_sqnr_db:6.1f} dB  ({s.delta_db:+.1f})"
