@@ -24,7 +24,7 @@ from qdebug.tracer.litert import LiteModel
 from qdebug.tracer.matching import quantized_input
 from qdebug.tracer.op_view import signature_names
 from qdebug.tracer.oprows import OpTable
-from qdebug.tracer.verify import LocalRefs
+from qdebug.tracer.verify import LocalRefs, fake_quant_params, fake_quantize
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -166,6 +166,8 @@ class Sides:
         (float outputs, which its quantized tensors do not cover); filled with ``from_verify``."""
         self._pool: ThreadPoolExecutor | None = None
         """The thread running the twin and the plain model beside the quantized side."""
+        self.fake_quant = fake_quant_params(twin, table) if local is not None else {}
+        """Op rows whose local reference is fake-quantized (a QAT model's twin)."""
 
     def close(self) -> None:
         """Stop the reference thread (``run`` starts it again if called)."""
@@ -320,7 +322,9 @@ class Sides:
                     self._checked = True
                     self._map_verify()
                 for row, t in self.local.float_tensor.items():
-                    per_local.put(row, i, _one(self.local.model.view(t)))
+                    fq = self.fake_quant.get(row)  # no name may keep the interpreter's view
+                    per_local.put(row, i, _one(fake_quantize(self.local.model.view(t), fq))
+                                  if fq else _one(self.local.model.view(t)))
                 if not from_verify:
                     agree = agree and all(
                         np.array_equal(self.int8.view(t), self.local.model.view(v))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qdebug.metrics import QuantParams
 from qdebug.tracer.litert import LiteModel
 from qdebug.tracer.oprows import OpTable
 from qdebug.tracer.tfenv import captured_output
@@ -111,6 +112,37 @@ def strip_verify_ops(content: bytes) -> tuple[bytes, list[tuple[int, int]]] | No
         return bytes(buf), pairs
     except Exception:  # an unexpected flatbuffer: run the model as the converter built it
         return None
+
+
+def fake_quant_params(twin: LiteModel, table: OpTable) -> dict[int, QuantParams]:
+    """Per op row whose float reference is fake-quantized — a quantization-aware-trained
+    model's twin, where the op's output passes through QUANTIZE → DEQUANTIZE and the row's
+    twin tensor is that DEQUANTIZE's output — the quantization of that pair.
+
+    The verify model's float copy of such an op gives the op's value *before* the fake
+    quantization, against which the output's own rounding would count as local error while
+    the accumulated error (against the fake-quantized value) does not contain it: the local
+    reference is then the fake-quant model's own op, f(x̂) fake-quantized with these
+    parameters (``fake_quantize``)."""
+    out: dict[int, QuantParams] = {}
+    for row, t in table.twin_tensor.items():
+        dq = twin.producer.get(t)
+        if dq is None or dq.op_type != "DEQUANTIZE" or not dq.inputs:
+            continue
+        q = twin.producer.get(dq.inputs[0])
+        qp = twin.tensors[dq.inputs[0]].qp
+        if q is not None and q.op_type == "QUANTIZE" and qp is not None:
+            out[row] = qp
+    return out
+
+
+def fake_quantize(values: np.ndarray, qp: QuantParams) -> np.ndarray:
+    """``values`` quantized with ``qp`` and dequantized again, as LiteRT's QUANTIZE (round half
+    away from zero, clamped to the integer range) and DEQUANTIZE compute them."""
+    x = np.asarray(values, dtype=np.float32) / np.float32(qp.scale)
+    r = np.sign(x) * np.floor(np.abs(x) + np.float32(0.5))
+    raw = np.clip(r + qp.zero_point, qp.qmin, qp.qmax)
+    return ((raw - qp.zero_point) * np.float32(qp.scale)).astype(np.float32)
 
 
 def verify_op_pairs(verify: LiteModel) -> list[tuple[int, int]]:
