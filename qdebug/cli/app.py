@@ -143,8 +143,10 @@ def prepare_streams() -> None:
       the trace). A closed stdout is then refused: the command's output has nowhere to go.
     - stdout writes the characters its encoding lacks (``PYTHONIOENCODING=latin-1``, a file
       name that is not UTF-8) as backslash escapes instead of failing; text for people is
-      given ASCII look-alikes first (``show``).
+      given ASCII look-alikes first (``show``). stderr (progress, messages) gets look-alikes.
     """
+    import qdebug.output.glyphs  # noqa: F401  (registers the "qdebug-text" error handler)
+
     closed = []
     for fd in (0, 1, 2):
         try:
@@ -164,6 +166,19 @@ def prepare_streams() -> None:
     if isinstance(out, io.TextIOWrapper) and out.errors == "strict":
         with contextlib.suppress(ValueError, OSError):
             out.reconfigure(errors="backslashreplace")
+    err = sys.stderr  # progress and messages, for people: look-alikes ('✓' -> 'ok')
+    if isinstance(err, io.TextIOWrapper) and not _is_utf(err.encoding):
+        with contextlib.suppress(ValueError, OSError):
+            err.reconfigure(errors="qdebug-text")
+
+
+def _is_utf(encoding: str) -> bool:
+    import codecs
+
+    try:
+        return codecs.lookup(encoding).name.startswith("utf")
+    except LookupError:
+        return False
 
 
 class _Group(click.Group):
