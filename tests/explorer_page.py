@@ -74,13 +74,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def explore_server(trace: Path, folder: Path, *, timeout: float = 180) -> Iterator[str]:
-    """``qdebug explore TRACE --no-browser`` running; yields the URL it printed."""
+def explore_server(trace: Path, folder: Path | None, *, timeout: float = 180,
+                   extra: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                   stderr: Any = subprocess.DEVNULL) -> Iterator[str]:
+    """``qdebug explore TRACE --no-browser [--dir FOLDER] EXTRA`` running; yields the URL it
+    printed (with its token). Stopped with SIGTERM on leaving."""
     port = free_port()
+    where = ["--dir", str(folder)] if folder is not None else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "qdebug", "explore", str(trace), "--port", str(port),
-         "--no-browser", "--dir", str(folder)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+         "--no-browser", *where, *extra],
+        stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, env=env,
     )
     try:
         url = ""
@@ -106,7 +110,8 @@ def explore_server(trace: Path, folder: Path, *, timeout: float = 180) -> Iterat
 
 def with_layers_expanded(url: str) -> str:
     """The URL with Model Explorer's own UI state asking for every layer expanded, so each op
-    is a node of its own (``___all___`` is the web app's marker for "expand all")."""
+    is a node of its own (``___all___`` is the web app's marker for "expand all"); qdebug's
+    token kept."""
     base, _, query = url.partition("?")
     params = urllib.parse.parse_qs(query)
     data: dict[str, Any] = json.loads(params["data"][0])
@@ -115,7 +120,8 @@ def with_layers_expanded(url: str) -> str:
         "selectedGraphId": "", "selectedCollectionLabel": "", "widthFraction": 1,
         "selected": True,
     }]}
-    return f"{base}?data={urllib.parse.quote(json.dumps(data))}"
+    token = urllib.parse.quote(params["token"][0])
+    return f"{base}?token={token}&data={urllib.parse.quote(json.dumps(data))}"
 
 
 @dataclass

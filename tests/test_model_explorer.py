@@ -94,8 +94,10 @@ def test_explore_serves_the_int8_model_with_overlays(op_trace: Path, tmp_path: P
         body = json.dumps({"extensionId": "builtin_tflite_flatbuffer", "cmdId": "convert",
                            "modelPath": str(model), "settings": {},
                            "deleteAfterConversion": False}).encode()
-        req = urllib.request.Request(f"{url.split('/?')[0]}/apipost/v1/send_command", body,
-                                     {"Content-Type": "application/json"})
+        token = urllib.parse.parse_qs(url.partition("?")[2])["token"][0]
+        req = urllib.request.Request(
+            f"{url.split('/?')[0]}/apipost/v1/send_command?token={token}", body,
+            {"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=60) as resp:
             graph = resp.read().decode()
     keys = json.loads((tmp_path / model.name.replace("_int8.tflite", ".json")).read_text())

@@ -221,28 +221,69 @@ def export(
 
 @cli.command()
 @click.argument("trace_path", metavar="TRACE", type=click.Path(path_type=Path))
-@click.option("--host", default="localhost", show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--host", default="localhost", show_default=True,
+              help="Address to listen on. Anything but localhost, 127.0.0.1 or ::1 (e.g. "
+              "0.0.0.0) is reachable from other machines: a warning says so.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port to listen on (default: the first free one from 8080 to 8099).")
 @click.option("--no-browser", is_flag=True, help="Print the URL; do not open a browser.")
 @click.option("--dir", "folder", type=click.Path(path_type=Path), metavar="FOLDER",
-              help="Where to write the .tflite and the node data (default: a temporary folder).")
+              help="Keep the .tflite and the node data in FOLDER, named after the model "
+              "(default: a temporary folder, removed when the server stops).")
+@click.option("--force", is_flag=True, help="Replace existing files in --dir.")
 @debug_option
 def explore(
-    trace_path: Path, host: str, port: int, no_browser: bool, folder: Path | None
+    trace_path: Path, host: str, port: int | None, no_browser: bool, folder: Path | None,
+    force: bool,
 ) -> None:
     """Open the trace's INT8 model in Google's Model Explorer, coloured by qdebug's numbers.
 
     Node-data overlays: accumulated SQNR, local SQNR and error gain of every op (pick one in
     Model Explorer's node data panel). Needs the explorer extra: pip install 'qdebug[explorer]'.
 
+    The server is qdebug's own and serves the trace's model and node data, nothing else (no
+    other file, no upload). It answers only requests for localhost, 127.0.0.1, [::1] (or
+    --host) on its port that carry the random token of the URL it prints (a cookie after the
+    first page), so other web pages cannot use it. Files in --dir are named after the model
+    (cleaned: no path separators, no leading dot, at most 200 bytes) and never replace a file
+    without --force. Ctrl-C stops it. Details: docs/robustness.md.
+
     \b
     Examples:
       qdebug explore traces/run1.h5
       qdebug explore traces/run1.h5 --port 8090 --no-browser
+      qdebug explore traces/run1.h5 --dir me/ --no-browser   # keep the files
     """
+    from qdebug.cli.app import say_err
+    from qdebug.cli.signals import Stopped
+    from qdebug.output.explore import Served
     from qdebug.output.explore import explore as run_explorer
 
-    run_explorer(trace_path, host=host, port=port, open_browser=not no_browser, folder=folder)
+    ready: list[Served] = []
+
+    def on_ready(served: Served) -> None:
+        if served.warning:
+            say_err(f"qdebug: warning: {served.warning}")
+        say(f"Model Explorer on {trace_path.name}'s INT8 model, with qdebug's overlays:")
+        write(served.url)
+        say("Press Ctrl+C to stop.")
+        ready.append(served)
+
+    def left(served: Served) -> str:
+        if served.temporary:
+            return "its temporary files are removed"
+        return "kept " + ", ".join(str(p) for p in served.files)
+
+    try:
+        run_explorer(trace_path, host=host, port=port, open_browser=not no_browser,
+                     folder=folder, force=force, on_ready=on_ready)
+    except Stopped as exc:
+        if not ready:
+            raise
+        say_err(f"qdebug: explore stopped by {exc.name}; {left(ready[0])}")
+        sys.exit(exc.exit_code)
+    if ready:
+        say_err(f"qdebug: explore stopped; {left(ready[0])}")
 
 
 @cli.command()

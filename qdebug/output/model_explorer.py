@@ -105,6 +105,11 @@ def overlay_paths(out: Path, suffixes: list[str]) -> dict[str, Path]:
     return {s: stem.with_name(stem.name + s + ".json") for s in suffixes}
 
 
+def encode_node_data(body: dict[str, Any]) -> bytes:
+    """One node-data set as the bytes of its file."""
+    return json.dumps(body, indent=2).encode()
+
+
 def write_node_data(trace: Trace, out: Path, *, force: bool = False) -> list[Path]:
     """Write every overlay beside ``out``; returns the files written (accumulated SQNR
     first)."""
@@ -119,6 +124,6 @@ def write_node_data(trace: Trace, out: Path, *, force: bool = False) -> list[Pat
     for p in paths.values():
         check_export_target(p, force)
     for suffix, body in data.items():
-        text = json.dumps(body, indent=2).encode()
+        text = encode_node_data(body)
         write_atomic(paths[suffix], lambda fh, text=text: fh.write(text), force)  # type: ignore[misc]
     return list(paths.values())
