@@ -1024,22 +1024,33 @@ def confirm_culprit(res: Result, out: Path, samples: int, timeout: float) -> Non
         res.culprit_note = healthy[0] if healthy else ""
         return
     res.first_culprit = str(culprits[0].get("layer"))
+    head = rep_text.read_text().splitlines()[:1]
+    if head and "no Keras layer graph" in head[0]:  # sensitivity keeps Keras layers in float
+        res.culprit_note = ("an op, not a Keras layer, that sensitivity cannot keep in float: "
+                            + head[0].strip())
+        return
     model = res.argv[4]
     data = res.argv[res.argv.index("--data") + 1]
     argv = [sys.executable, "-m", "qdebug", "sensitivity", model, "--data", data,
-            "--layers", str(SENSITIVITY_LAYERS), "-n", str(samples), "--format", "json"]
+            "--layers", str(SENSITIVITY_LAYERS), "-n", str(samples)]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, env=_env(),
                               timeout=timeout * 3, check=False, cwd=ROOT)
     except subprocess.TimeoutExpired:
         res.culprit_note = f"sensitivity: timeout after {timeout * 3:.0f} s"
         return
-    if proc.returncode != 0:
-        res.culprit_note = f"sensitivity exit {proc.returncode}: {_first_error(proc.stderr)}"
+    if proc.returncode != 0:  # 1: no candidate could be tried, and it says why on stdout
+        why = proc.stdout.strip() if proc.returncode == 1 else _first_error(proc.stderr)
+        res.culprit_note = f"sensitivity exit {proc.returncode}: {why}"
         return
-    ranked = json.loads(proc.stdout).get("layers", [])
-    res.sensitivity = [[r["layer"], r["delta_db"]] for r in ranked]
-    res.culprit_confirmed = res.first_culprit in [r["layer"] for r in ranked[:CONFIRM_TOP]]
+    # its text answer (--format json exits 0 without a ranking where the text exits 1)
+    res.sensitivity = [[m.group(1), float(m.group(2))] for m in map(_SENS_ROW.match,
+                       proc.stdout.splitlines()) if m]
+    res.culprit_confirmed = res.first_culprit in [r[0] for r in res.sensitivity[:CONFIRM_TOP]]
+
+
+_SENS_ROW = re.compile(r"^  (\S.*?)\s+\S+ dB  \(([+-]?(?:\d+\.\d+|inf))\)$")
+"""A row of ``qdebug sensitivity``'s text answer: layer, output SQNR, (change in dB)."""
 
 
 def _measure(entry: Entry, res: Result, out: Path, samples: int, timeout: float) -> None:

