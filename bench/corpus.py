@@ -1012,7 +1012,8 @@ CONFIRM_TOP = 3
 def confirm_culprit(res: Result, out: Path, samples: int, timeout: float) -> None:
     """Run ``qdebug sensitivity`` on a traced model and record whether the trace's first
     culprit is among the ``CONFIRM_TOP`` layers whose keeping in float buys the most output
-    SQNR; where it cannot be checked, record why in the trace's or the command's own words."""
+    SQNR (of n < 4 tried: among the n - 1 best, so it must beat one); where it cannot be
+    checked, record why in the trace's or the command's own words."""
     rep_json, rep_text = out / f"{res.name}.report.json", out / f"{res.name}.report.txt"
     if res.exit != 0 or not rep_json.exists():
         return
@@ -1044,9 +1045,21 @@ def confirm_culprit(res: Result, out: Path, samples: int, timeout: float) -> Non
         res.culprit_note = f"sensitivity exit {proc.returncode}: {why}"
         return
     # its text answer (--format json exits 0 without a ranking where the text exits 1)
-    res.sensitivity = [[m.group(1), float(m.group(2))] for m in map(_SENS_ROW.match,
-                       proc.stdout.splitlines()) if m]
-    res.culprit_confirmed = res.first_culprit in [r[0] for r in res.sensitivity[:CONFIRM_TOP]]
+    res.sensitivity = parse_sensitivity(proc.stdout)
+    res.culprit_confirmed = confirmed(res.first_culprit, res.sensitivity)
+
+
+def confirmed(culprit: str, ranked: list[list[Any]]) -> bool:
+    """``culprit`` is among the ``CONFIRM_TOP`` best of sensitivity's ``[layer, delta_db]``
+    ranking; never vacuously: of n ≤ ``CONFIRM_TOP`` tried it must be among the n - 1 best."""
+    top = min(CONFIRM_TOP, max(1, len(ranked) - 1))
+    return culprit in [r[0] for r in ranked[:top]]
+
+
+def parse_sensitivity(text: str) -> list[list[Any]]:
+    """``qdebug sensitivity``'s text answer as ``[layer, delta_db]`` rows, best first."""
+    return [[m.group(1), float(m.group(2))] for m in map(_SENS_ROW.match, text.splitlines())
+            if m]
 
 
 _SENS_ROW = re.compile(r"^  (\S.*?)\s+\S+ dB  \(([+-]?(?:\d+\.\d+|inf))\)$")

@@ -167,3 +167,21 @@ def test_real_model_first_culprit_is_confirmed_by_sensitivity(
         assert "no Keras layer graph" in res.culprit_note, res.culprit_note
         return
     assert res.culprit_confirmed, (res.first_culprit, res.sensitivity)
+
+
+def test_the_culprit_check_reads_sensitivity_and_is_never_vacuous() -> None:
+    """The runner's reading of `qdebug sensitivity`'s text answer (its exact row format) and
+    its rule: among the three best, but of two tried the culprit must be the first."""
+    corpus = _corpus()
+    text = (
+        "baseline output SQNR 19.9 dB; each layer alone in float:\n"
+        "  lstm_2                             23.7 dB  (+3.8)\n"
+        "  lstm_1                             23.4 dB  (+3.5)\n"
+    )
+    ranked = corpus.parse_sensitivity(text)
+    assert ranked == [["lstm_2", 3.8], ["lstm_1", 3.5]]
+    assert corpus.confirmed("lstm_2", ranked)
+    assert not corpus.confirmed("lstm_1", ranked)
+    six = [[f"l{i}", 6.0 - i] for i in range(6)]
+    assert corpus.confirmed("l2", six) and not corpus.confirmed("l3", six)
+    assert not corpus.confirmed("gone", [])
