@@ -144,3 +144,75 @@ def test_the_first_culprit_is_the_layer_keeping_in_float_helps_most(tmp_path: Pa
     # keeping it in float removes about its score's share of the output's error power
     removed = 1 - 10 ** (-best.delta_db / 10)
     assert abs(removed - culprits[0].score) < 0.15, (removed, culprits[0].score)
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_a_layer_of_many_ops_is_named_by_its_ops(tmp_path: Path, digits_data) -> None:  # type: ignore[no-untyped-def]
+    """A subclassed CNN wrapped in a functional model is one layer owning every op: its
+    culprits are its ops, as for the bare model (traced as ops), with the same scores and
+    reasons (the wrapped model's one culprit was the whole layer, 0.96)."""
+    spec = _subclassed_cnn_factory(tmp_path)
+    np.save(tmp_path / "x.npy", digits_data[:128])
+    np.save(tmp_path / "calib.npy", digits_data[300:302])  # ranges that clip: not healthy
+    found = {}
+    for name in ("bare", "wrapped"):
+        out = tmp_path / f"{name}.h5"
+        r = CliRunner().invoke(cli, ["trace", f"{spec}:{name}", "--data", str(tmp_path / "x.npy"),
+                                     "--calib", str(tmp_path / "calib.npy"), "--out", str(out),
+                                     "-q"])
+        assert r.exit_code == 0, r.output
+        with qdebug.open(out) as tr:
+            om = tr.output_metrics()
+            # ≥ 30 dB, but flipping answers: a classifier that does so is not healthy
+            assert not is_healthy(float(om["sqnr_db"][0]), float(om["top1_agreement"][0]))
+            found[name] = (tr.culprits(), [r.name for r in tr.layers], {o.name for o in tr.ops})
+    (bare, _, _), (wrapped, layer_names, op_names) = found["bare"], found["wrapped"]
+    assert "net" in layer_names and len(layer_names) == 2  # the input and the wrapped model
+    assert wrapped and all(c.layer in op_names and c.layer != "net" for c in wrapped)
+    assert all(layer_names[c.index] == "net" and "of layer 'net'" in c.reason for c in wrapped)
+    assert [c.kind for c in wrapped] == [c.kind for c in bare]
+    np.testing.assert_allclose([c.score for c in wrapped], [c.score for c in bare], rtol=1e-6)
+    assert [c.reason.split(": ", 1)[1] for c in wrapped] == [c.reason for c in bare]
+    r = CliRunner().invoke(cli, ["report", str(tmp_path / "wrapped.h5")])
+    assert r.exit_code == 0 and wrapped[0].layer in r.stdout
+
+
+def _subclassed_cnn_factory(folder: Path) -> str:
+    """Write a subclassed keras.Model (three convs with a residual add, pooling, two Dense),
+    trained on scikit-learn's digits, as ``folder/subcnn.py``, with factories ``bare`` (the
+    subclassed model) and ``wrapped`` (it, called inside a functional model: one layer of
+    every op); return the file's path."""
+    path = folder / "subcnn.py"
+    path.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / 'examples')!r})\n"
+        "import keras\n\n"
+        "class Net(keras.Model):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(name='net')\n"
+        "        L = keras.layers\n"
+        "        self.c1 = L.Conv2D(16, 3, padding='same', activation='relu')\n"
+        "        self.c2 = L.Conv2D(16, 3, padding='same', activation='relu')\n"
+        "        self.pool = L.MaxPooling2D()\n"
+        "        self.c3 = L.Conv2D(32, 3, padding='same', activation='relu')\n"
+        "        self.gap = L.GlobalAveragePooling2D()\n"
+        "        self.fc = L.Dense(32, activation='relu')\n"
+        "        self.out = L.Dense(10, activation='softmax')\n"
+        "    def call(self, x):\n"
+        "        h = self.c1(x)\n"
+        "        h = h + self.c2(h)\n"
+        "        return self.out(self.fc(self.gap(self.c3(self.pool(h)))))\n\n"
+        "def bare():\n"
+        "    import digits_cnn\n"
+        "    keras.utils.set_random_seed(0)\n"
+        "    net = Net()\n"
+        "    net.compile('adam', 'sparse_categorical_crossentropy')\n"
+        "    net.fit(digits_cnn.data(), digits_cnn.labels(), epochs=3, batch_size=64, verbose=0)\n"
+        "    return net\n\n"
+        "def wrapped():\n"
+        "    net = bare()\n"
+        "    x = keras.Input((8, 8, 1), name='image')\n"
+        "    return keras.Model(x, net(x), name='wrapped')\n"
+    )
+    return str(path)

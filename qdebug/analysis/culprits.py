@@ -9,7 +9,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from qdebug.analysis.segments import build_segments, source_of
-from qdebug.store.schema import STATUS_INPUT, Culprit, CulpritKind, LayerRecord
+from qdebug.store.schema import (
+    STATUS_INPUT,
+    STATUS_MATCHED,
+    Culprit,
+    CulpritKind,
+    LayerRecord,
+    OpRecord,
+)
 
 #: Rounding of in-range values alone gives 1/√12 ≈ 0.29 LSB of the tensor's own grid, whatever
 #: its bits; up to this is "healthy".
@@ -33,11 +40,20 @@ MIN_SCORE = 0.01
 #: amplitude or less, what int8 rounding of the output's own values costs on a trained model
 #: (the digits CNN 39 dB, a token classifier 53 dB), so no layer is worth acting on.
 HEALTHY_OUTPUT_DB = 30.0
+#: ... and, for a classifier, at least this top-1 agreement (a 30.4 dB output flipping 11 % of
+#: the answers is not healthy).
+HEALTHY_TOP1 = 0.99
+#: A culprit layer made of more ops than this is named by its ops (a subclassed model wrapped
+#: in a functional one is one layer of all the model's ops).
+MANY_OPS = 3
 
 
-def is_healthy(output_sqnr_db: float) -> bool:
-    """Whether an output's SQNR leaves nothing worth acting on (``HEALTHY_OUTPUT_DB``)."""
-    return bool(output_sqnr_db >= HEALTHY_OUTPUT_DB)  # NaN: unknown, never healthy
+def is_healthy(output_sqnr_db: float, top1_agreement: float = math.nan) -> bool:
+    """Whether an output leaves nothing worth acting on: SQNR ≥ ``HEALTHY_OUTPUT_DB`` and,
+    where it is a classifier (``top1_agreement`` not NaN), agreement ≥ ``HEALTHY_TOP1``."""
+    if not output_sqnr_db >= HEALTHY_OUTPUT_DB:  # NaN: unknown, never healthy
+        return False
+    return math.isnan(top1_agreement) or top1_agreement >= HEALTHY_TOP1
 
 
 def _nsr(sqnr_db: float) -> float:
@@ -52,16 +68,80 @@ def find_culprits(
     output_sqnr_db: float,
     output_layer: str = "",
     limit: int = 8,
+    *,
+    top1_agreement: float = math.nan,
+    ops: Sequence[OpRecord] = (),
+    op_m: dict[str, np.ndarray] | None = None,
+    op_stats: dict[str, np.ndarray] | None = None,
 ) -> list[Culprit]:
     """The layers worth acting on, ranked (``rank_layers``): none when the output is healthy
     (``is_healthy``), and never a layer whose error is rounding noise explaining little of the
-    output's (``CulpritKind.ROUNDING`` under ``COARSE_SCORE``: a healthy layer)."""
-    if is_healthy(output_sqnr_db):
+    output's (``CulpritKind.ROUNDING`` under ``COARSE_SCORE``: a healthy layer). A culprit
+    layer of more than ``MANY_OPS`` measured ops is replaced by its ops that are culprits
+    (``op_culprits``): their ``layer`` is the op's name, their ``index`` the layer's row."""
+    if is_healthy(output_sqnr_db, top1_agreement):
         return []
     ranked = rank_layers(layers, m, stats, output_sqnr_db, output_layer, limit=len(layers))
+    if ops and op_m is not None and op_stats is not None:
+        ranked = _by_ops(ranked, layers, ops, op_m, op_stats, output_sqnr_db, output_layer)
     worth = [c for c in ranked
              if not (c.kind == CulpritKind.ROUNDING and c.score < COARSE_SCORE)]
     return worth[:limit]
+
+
+def op_rows(ops: Sequence[OpRecord], layers: Sequence[LayerRecord]) -> list[LayerRecord]:
+    """The measured ops as rows of a layer table, so that ``rank_layers`` ranks ops: named by
+    the op, ``inbound`` the measured ops they consume, a model input's QUANTIZE an input row."""
+    measured = {i for i, o in enumerate(ops) if o.measured}
+    input_ops = {i for r in layers if r.status == STATUS_INPUT for i in r.ops}
+    return [
+        LayerRecord(
+            name=o.name, class_name=o.op_type,
+            inbound=[ops[j].name for j in o.inputs if j in measured],
+            status=STATUS_INPUT if i in input_ops else STATUS_MATCHED,
+            tensor_name=o.tensor_name, tensor_index=o.tensor_index, op_type=o.op_type,
+            dtype=o.dtype, scale=o.scale, zero_point=o.zero_point, match_rel_error=0.0,
+            float_island=o.dtype == "float32", ops=[i],
+        )
+        for i, o in enumerate(ops) if i in measured
+    ]
+
+
+def _by_ops(
+    ranked: list[Culprit],
+    layers: Sequence[LayerRecord],
+    ops: Sequence[OpRecord],
+    op_m: dict[str, np.ndarray],
+    op_stats: dict[str, np.ndarray],
+    output_sqnr_db: float,
+    output_layer: str,
+) -> list[Culprit]:
+    """``ranked`` with each layer of many ops replaced by its own ops' culprits, ranked over
+    the op graph the same way (the share of the output's error born at each op)."""
+    many = {c.index for c in ranked
+            if sum(1 for i in layers[c.index].ops if ops[i].measured) > MANY_OPS}
+    if not many:
+        return ranked
+    rows = op_rows(ops, layers)
+    keep = [r.ops[0] for r in rows]
+    pick = np.array(keep, dtype=np.int64)
+    m = {k: np.asarray(v)[pick] for k, v in op_m.items()}
+    stats = {k: np.asarray(v)[pick] for k, v in op_stats.items()}
+    by_name = {r.name: i for i, r in enumerate(layers)}
+    out_rec = layers[by_name[output_layer]] if output_layer in by_name else None
+    out_op = next((ops[i].name for i in (out_rec.ops if out_rec else [])
+                   if ops[i].tensor_index == out_rec.tensor_index), "") if out_rec else ""
+    owner = {o.name: by_name.get(o.layer, -1) for o in ops}
+    found = rank_layers(rows, m, stats, output_sqnr_db, out_op, limit=len(rows))
+    expanded = [c for c in ranked if c.index not in many]
+    for c in found:
+        layer = owner.get(c.layer, -1)
+        if layer in many:
+            expanded.append(Culprit(c.layer, layer, c.kind, c.score,
+                                    f"op {rows[c.index].op_type} of layer "
+                                    f"{layers[layer].name!r}: {c.reason}"))
+    expanded.sort(key=lambda c: c.score, reverse=True)
+    return expanded
 
 
 def rank_layers(

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from qdebug.analysis.accuracy import accuracy
-from qdebug.analysis.culprits import COARSE_DB, HEALTHY_OUTPUT_DB, is_healthy
+from qdebug.analysis.culprits import COARSE_DB, HEALTHY_OUTPUT_DB, HEALTHY_TOP1, is_healthy
 from qdebug.output.fmt import db_unit, printable
 from qdebug.output.report_json import worst_layers
 from qdebug.store.reader import Trace
@@ -116,9 +116,11 @@ def print_summary(trace: Trace, console: Console) -> None:
             console.print(
                 f"  {_safe(c.layer):<24} {c.score:5.2f}  {_safe(c.reason)}", soft_wrap=True
             )
-    elif trace.outputs and all(is_healthy(float(v)) for v in om["sqnr_db"]):
+    elif trace.outputs and all(is_healthy(float(v), float(t)) for v, t in
+                               zip(om["sqnr_db"], om["top1_agreement"], strict=True)):
         console.print(
-            f"[green]healthy[/]: every output at {HEALTHY_OUTPUT_DB:.0f} dB SQNR or more, so no "
+            f"[green]healthy[/]: every output at {HEALTHY_OUTPUT_DB:.0f} dB SQNR or more "
+            f"(classifiers agreeing on {HEALTHY_TOP1:.0%} of the answers or more), so no "
             f"{every} is worth acting on (no culprits)"
         )
     console.print(f"trace: {_safe(str(trace.path))} ({size_note(trace)})")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Protocol
@@ -228,14 +228,30 @@ class Culprit:
     """One line for people."""
 
 
-#: Ranks the culprits of a finished trace: (layer table, pooled layer metrics, pooled
-#: statistics, first output's SQNR in dB, first output's layer) → culprits, best first. The
-#: writer is given one (``qdebug.analysis.culprits.find_culprits``) so that the store does
-#: not rank.
-CulpritRanker = Callable[
-    [Sequence[LayerRecord], dict[str, np.ndarray], dict[str, np.ndarray], float, str],
-    Sequence[Culprit],
-]
+#: The member of an ``qdebug export --inputs`` ``.npz`` holding each row's position in the
+#: traced data (``int64``, one per sample); ``qdebug trace --data`` passes over it.
+SAMPLE_INDEX = "qdebug_sample_index"
+
+
+class CulpritRanker(Protocol):
+    """Ranks the culprits of a finished trace: (layer table, pooled layer metrics, pooled
+    statistics, first output's SQNR in dB, first output's layer; its top-1 agreement, the op
+    table with its pooled metrics and statistics) → culprits, best first. The writer is given
+    one (``qdebug.analysis.culprits.find_culprits``) so that the store does not rank."""
+
+    def __call__(
+        self,
+        layers: Sequence[LayerRecord],
+        m: dict[str, np.ndarray],
+        stats: dict[str, np.ndarray],
+        output_sqnr_db: float,
+        output_layer: str = "",
+        *,
+        top1_agreement: float = ...,
+        ops: Sequence[OpRecord] = ...,
+        op_m: dict[str, np.ndarray] | None = ...,
+        op_stats: dict[str, np.ndarray] | None = ...,
+    ) -> Sequence[Culprit]: ...
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ class AnalysisReads(SampleReads):
             return []
         index = np.asarray(self._read(f"{key}/index", (None,), "iu"), dtype=np.int64)
         n = len(index)
-        if n > len(self.layers) or np.any((index < 0) | (index >= len(self.layers))):
+        # a layer of many ops may be named by several of its ops: one row per op at most
+        bound = len(self.layers) + len(getattr(self, "ops", None) or ())
+        if n > bound or np.any((index < 0) | (index >= len(self.layers))):
             raise self._corrupt(f"{key} names layers the trace does not have")
         layer, kind, reason = (self._strings(f"{key}/{c}", n) for c in ("layer", "kind", "reason"))
         score = self._float(f"{key}/score", (n,))

@@ -448,16 +448,22 @@ class TraceWriter:
         user_metrics.write(f["metrics/layers"], self.custom_metrics, self._layer_stats.sums, scales)
         user_metrics.write(f["metrics/outputs"], self.custom_metrics, self._output_stats.sums,
                            out_scales)
+        op_m: dict[str, np.ndarray] | None = None
         if self._op_stats is not None:
-            self._op_stats.finish(np.array([o.scale for o in self.ops], dtype=np.float64))
+            op_m = self._op_stats.finish(np.array([o.scale for o in self.ops], dtype=np.float64))
             write_table(f.create_group("ops"), self.ops, OP_COLUMNS)
         out_sqnr = float(out_m["sqnr_db"][0]) if self.outputs else float("nan")
+        top1 = float("nan")
+        if self.outputs and self.outputs[0].classifier and self._top1.shape[0]:
+            top1 = float(np.mean(self._top1[:, 0] == 1))
         sums = self._layer_stats.sums
         if sums and self.rank_culprits is not None:
             out_layer = self.outputs[0].layer if self.outputs else ""
-            self._write_culprits(
-                self.rank_culprits(self.layers, layer_m, sums, out_sqnr, out_layer)
-            )
+            op_sums = self._op_stats.sums if self._op_stats is not None else None
+            self._write_culprits(self.rank_culprits(
+                self.layers, layer_m, sums, out_sqnr, out_layer, top1_agreement=top1,
+                ops=self.ops or (), op_m=op_m, op_stats=op_sums or None,
+            ))
         n = self._stored
         for group in (f["samples/inputs"], *[g for g in f["activations"].values()]):
             for ds in group.values():
