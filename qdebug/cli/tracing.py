@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,8 @@ def trace(
         from qdebug.store.writer import check_target
 
         check_target(out)
+    else:
+        _check_default_folder()
     kept = layer_list(keep_float)
     if tflite is not None and (kept or scheme != "int8"):
         raise QdebugError(
@@ -133,8 +136,12 @@ def trace(
         precheck_path(spec, "data", "give .npy, .npz, an image folder, or module:function")
     if labels != "data":
         precheck_path(labels, "labels", "give labels.npy, file.npz[:key], or 'data'")
-    from qdebug.store.sharding import parse_shard
+    if labels is not None and labels != "data":
+        from qdebug.tracer.labels import load_labels
+
+        load_labels(labels)  # labels that are no class ids: refused before TensorFlow loads
     from qdebug.cli.sharding import run_sharded
+    from qdebug.store.sharding import parse_shard
 
     shard_spec = parse_shard(shard) if shard is not None else None
     sharded = run_sharded(click.get_current_context(), workers, ray_address, shard_spec, quiet)
@@ -162,6 +169,19 @@ def trace(
                 shlex.quote(a) for a in click.get_current_context().meta.get("qdebug.argv", [])
             ),
         ))
+
+
+def _check_default_folder() -> None:
+    """Without --out a trace goes to ``traces/``: a file or a dangling link of that name is
+    refused before TensorFlow loads, not after the conversion."""
+    from qdebug.tracer.options import default_trace_path
+
+    folder = default_trace_path("model").parent
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise QdebugError(
+            f"cannot write the trace in {folder}/: {folder} is not a folder",
+            f"give --out PATH, or move {folder} away",
+        )
 
 
 def _trace_run(loaded: Any, data: str, out: Path | None, fmt: str, quiet: bool,
@@ -205,4 +225,14 @@ def merge(
         shlex.quote(a) for a in click.get_current_context().meta.get("qdebug.argv", [])
     )
     path = merge_traces(shards, out, store_samples=store_samples, command_line=command)
-    print_result(path, fmt, quiet)
+    try:
+        print_result(path, fmt, quiet)
+    except BaseException as exc:
+        # A merge whose summary could not be given (a full disk, a closed pipe, Ctrl-C) leaves
+        # nothing behind: its trace goes too.
+        with contextlib.suppress(OSError):
+            path.unlink()
+        if isinstance(exc, QdebugError):
+            raise QdebugError(f"{exc.message}; the merged trace {path} was not kept",
+                              exc.hint) from exc
+        raise
