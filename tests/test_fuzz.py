@@ -358,6 +358,56 @@ def escape_cases() -> Iterator[tuple[str, Mutation]]:
             yield f"{owner}@{key}+escape{i}", _set_attr(owner, key, f"x{esc}")
 
 
+def _string_datasets() -> list[str]:
+    with h5py.File(FIXTURE) as f:
+        names: list[str] = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset)
+                     and h5py.check_string_dtype(o.dtype) is not None else None)
+    return names
+
+
+def _bigger(shape: tuple[int, ...], target: int, itemsize: int) -> tuple[int, ...]:
+    """``shape`` with its last axis grown until it declares about ``target`` bytes (first
+    axes kept: the tables still add up)."""
+    if not shape:
+        return (target // itemsize,)
+    rest = max(int(np.prod(shape[:-1])), 1) * itemsize
+    return (*shape[:-1], max(shape[-1], target // rest))
+
+
+def _unwritten(key: str) -> Mutation:
+    def mutate(p: Path) -> None:
+        with h5py.File(p, "r") as f:
+            shape, dtype = f[key].shape, f[key].dtype
+        if dtype.kind not in "biuf":
+            dtype = np.dtype(np.float32)
+        ht.unwritten_chunks(key, _bigger(shape, 256 << 20, dtype.itemsize), dtype.str)(p)
+
+    return mutate
+
+
+#: Where the deep-nesting cases put their groups, and how deep (a trace has 5 levels).
+DEEP_PLACES = ("deep", "layers/deep", "activations/0/deep", "metrics/layers/deep")
+DEPTHS = (33, 200, 2000, 10_000)
+#: Strings this wide are within the reader's bounds (64 KiB each).
+WITHIN_BOUNDS = 60 << 10
+
+
+def bomb_cases() -> Iterator[tuple[str, Mutation]]:
+    """Deep nesting, compressed-string bombs (every string column as gzip-compressed
+    fixed-length strings) and declared-size bombs (every dataset declaring ~256 MiB over
+    compressed chunks never written): all must be refused quickly, without the memory."""
+    for place in DEEP_PLACES:
+        for depth in DEPTHS:
+            yield f"{place}:nested {depth} deep", ht.deep_groups(depth, place)
+    for key in _string_datasets():
+        for width in (1 << 20, WITHIN_BOUNDS):
+            yield f"{key}:compressed strings of {width:,} bytes", ht.compressed_strings(
+                key, width)
+    for key in _datasets():
+        yield f"{key}:declares 256 MiB never written", _unwritten(key)
+
+
 def _subset(cases: Iterator[tuple[str, Mutation]], every: int) -> Iterator[tuple[str, Mutation]]:
     for i, case in enumerate(cases):
         if i % every == 0:
@@ -443,6 +493,17 @@ def test_escapes_never_reach_outputs_for_people(tmp_path: Path) -> None:
     _check(run_cases(iter(cases), tmp_path), len(cases) * 9 // 10)
 
 
+def test_bombs_are_refused_without_the_memory(tmp_path: Path) -> None:
+    cases = list(_subset(bomb_cases(), 4))
+    kinds = {name.split(":")[-1].split()[0] for name, _ in cases}
+    assert kinds == {"nested", "compressed", "declares"}, kinds
+    result = run_cases(iter(cases), tmp_path)
+    _check(result, len(cases))
+    # Every nesting is refused at open; a bomb in a dataset these reads never touch (an
+    # activation of a layer not exercised, 60 KiB strings within the bounds) reads clean.
+    assert result.refused >= sum("nested" in name for name, _ in cases) + len(cases) // 2
+
+
 @settings(max_examples=30, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
@@ -472,21 +533,34 @@ def _long(cases: list[tuple[str, Mutation]], tmp: Path, what: str) -> None:
     _check(result, len(cases) * 9 // 10)
 
 
-@pytest.mark.fuzz_long
-def test_long_fuzz_bytes(tmp_path: Path) -> None:
-    _long(list(byte_cases(2000, 300, seed=1)), tmp_path, "flipped bytes and truncation")
+@pytest.fixture
+def every(request: pytest.FixtureRequest) -> int:
+    """``--long-fuzz-every N``: run every N-th case of the long fuzz (1: all)."""
+    return max(int(request.config.getoption("--long-fuzz-every")), 1)
 
 
 @pytest.mark.fuzz_long
-def test_long_fuzz_structure(tmp_path: Path) -> None:
-    _long(list(structural_cases()), tmp_path, "datasets and attributes")
+def test_long_fuzz_bytes(tmp_path: Path, every: int) -> None:
+    _long(list(_subset(byte_cases(2000, 300, seed=1), every)), tmp_path,
+          "flipped bytes and truncation")
 
 
 @pytest.mark.fuzz_long
-def test_long_fuzz_outside_and_escapes(tmp_path: Path) -> None:
-    outside = list(outside_cases())
+def test_long_fuzz_structure(tmp_path: Path, every: int) -> None:
+    _long(list(_subset(structural_cases(), every)), tmp_path, "datasets and attributes")
+
+
+@pytest.mark.fuzz_long
+def test_long_fuzz_bombs(tmp_path: Path, every: int) -> None:
+    cases = list(_subset(bomb_cases(), every))
+    _long(cases, tmp_path, "deep nesting, compressed-string and declared-size bombs")
+
+
+@pytest.mark.fuzz_long
+def test_long_fuzz_outside_and_escapes(tmp_path: Path, every: int) -> None:
+    outside = list(_subset(outside_cases(), every))
     result = run_cases(iter(outside), tmp_path, thorough=True)
     assert result.clean == 0, "a trace referring outside itself was read"
-    _long(outside + list(escape_cases()), tmp_path,
+    _long(outside + list(_subset(escape_cases(), every)), tmp_path,
           "outside references (external storage and links, FIFOs, virtual datasets, plugin "
           "filters) and terminal escapes")

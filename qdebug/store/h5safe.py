@@ -44,12 +44,21 @@ BUILTIN_FILTERS = frozenset({
 })
 #: More links than this is not a trace (a trace has a few per layer) and would take long to walk.
 MAX_LINKS = 1_000_000
+#: Deeper paths than this are not a trace (qdebug writes 5 levels); the walk stops there, so a
+#: file of thousands of nested groups is refused at once (HDF5's own recursive visit crashed on
+#: 10,000 levels and took 16 s on 5,000).
+MAX_DEPTH = 32
 
 _HINT = "a qdebug trace never refers outside itself; ask for a trace written by `qdebug trace`"
 
 
 def _refusal(path: Path, where: str, what: str) -> TraceFileError:
     return TraceFileError(f"{path} is not a self-contained trace: {where} {what}", _HINT)
+
+
+def _not_a_trace(path: Path, what: str) -> TraceFileError:
+    return TraceFileError(f"{path} {what}, far more than a trace", "give a trace written by "
+                          "`qdebug trace`")
 
 
 def _dataset_problem(ds: Any) -> str | None:
@@ -74,54 +83,62 @@ CHECKED_ON_READ = ("activations/",)
 _ON_READ = tuple(p.encode() for p in CHECKED_ON_READ)
 
 
+def _links(f: h5py.File, group: bytes, budget: int) -> list[tuple[bytes, int, int]]:
+    """The links of one group (name, link type, address of a hard link's object), at most
+    ``budget + 1`` of them; never follows any."""
+    found: list[tuple[bytes, int, int]] = []
+
+    def collect(name: bytes, info: Any) -> int | None:
+        # h5py reuses ``info`` for every link; nothing here raises (h5py's callback must not).
+        found.append((name, info.type, info.u))
+        return 1 if len(found) > budget else None
+
+    gid = f.id if not group else h5py.h5g.open(f.id, group)
+    try:
+        gid.links.iterate(collect, info=True)
+    except SystemError as exc:  # h5py's report of a failure inside HDF5's iteration
+        raise RuntimeError(f"cannot walk the file's links ({exc})") from exc
+    return found
+
+
 def refuse_outside_references(f: h5py.File, path: Path) -> None:
     """Raise ``TraceFileError`` when any link of ``f`` leaves the file (external or
     user-defined links) or any dataset takes its bytes from elsewhere (external storage,
     virtual datasets) or through a filter that is not built in — except the storage of
-    datasets under ``CHECKED_ON_READ``, checked before they are read. Reads only metadata."""
-    found: list[BaseException] = []
+    datasets under ``CHECKED_ON_READ``, checked before they are read. Reads only metadata.
+
+    The walk is iterative, one group at a time, and bounded before it goes further: more than
+    ``MAX_LINKS`` links or a path deeper than ``MAX_DEPTH`` is refused. A group reached by
+    several hard links is walked once."""
     count = 0
-
-    def visit(name: bytes, info: Any) -> int | None:
-        # An exception must not leave h5py's callback (it would surface as a SystemError).
-        try:
-            return check(name, info)
-        except BaseException as exc:  # re-raised after the walk
-            found.append(exc)
-            return 1
-
-    def check(name: bytes, info: Any) -> int | None:
-        nonlocal count
-        count += 1
-        where = repr(name.decode("utf-8", "replace"))
-        if count > MAX_LINKS:
-            found.append(TraceFileError(
-                f"{path} holds more than {MAX_LINKS:,} objects, far more than a trace",
-                "give a trace written by `qdebug trace`",
-            ))
-            return 1
-        if info.type == h5py.h5l.TYPE_SOFT:
-            return None  # a path inside this file; what it names is visited by its hard link
-        if info.type != h5py.h5l.TYPE_HARD:
-            kind = "an external link" if info.type == h5py.h5l.TYPE_EXTERNAL else "a user link"
-            found.append(_refusal(path, where, f"is {kind} (it points into another file)"))
-            return 1
-        if name.startswith(_ON_READ):
-            return None
-        obj = h5py.h5o.open(f.id, name)
-        if isinstance(obj, h5py.h5d.DatasetID):
-            problem = _dataset_problem(obj)
-            if problem:
-                found.append(_refusal(path, where, problem))
-                return 1
-        return None
-
-    try:
-        f.id.links.visit(visit, info=True)
-    except SystemError as exc:  # h5py's report of a failure inside HDF5's iteration
-        raise RuntimeError(f"cannot walk the file's links ({exc})") from exc
-    if found:
-        raise found[0]
+    seen: set[int] = set()
+    todo: list[tuple[bytes, int]] = [(b"", 0)]  # groups to walk: path, depth
+    while todo:
+        group, depth = todo.pop()
+        for name, link, addr in _links(f, group, MAX_LINKS - count):
+            count += 1
+            full = group + b"/" + name if group else name
+            where = repr(full.decode("utf-8", "replace")[:200])
+            if count > MAX_LINKS:
+                raise _not_a_trace(path, f"holds more than {MAX_LINKS:,} objects")
+            if link == h5py.h5l.TYPE_SOFT:
+                continue  # a path inside this file; what it names is visited by its hard link
+            if link != h5py.h5l.TYPE_HARD:
+                kind = "an external link" if link == h5py.h5l.TYPE_EXTERNAL else "a user link"
+                raise _refusal(path, where, f"is {kind} (it points into another file)")
+            if depth + 1 > MAX_DEPTH:
+                top = full.split(b"/")[0].decode("utf-8", "replace")[:60]
+                raise _not_a_trace(path, f"nests groups more than {MAX_DEPTH} levels deep "
+                                         f"(under {top!r})")
+            kind = h5py.h5o.get_info(f.id, full).type
+            if kind == h5py.h5o.TYPE_GROUP:
+                if addr not in seen:
+                    seen.add(addr)
+                    todo.append((full, depth + 1))
+            elif kind == h5py.h5o.TYPE_DATASET and not full.startswith(_ON_READ):
+                problem = _dataset_problem(h5py.h5o.open(f.id, full))
+                if problem:
+                    raise _refusal(path, where, problem)
 
 
 #: Largest table a trace may declare (rows); beyond it the file is refused as corrupt.
@@ -131,6 +148,15 @@ MAX_SAMPLES = 100_000_000
 #: Largest single array read from a trace; a trace declaring more for one read is refused
 #: (per-layer reads such as ``layer_sample_metrics(name, layer=i)`` stay far below it).
 MAX_READ_BYTES = 1 << 30
+#: What one open trace may read in all — the declared bytes of every dataset it reads, each
+#: counted once however often it is read — is at most this many times the file's size (traces
+#: written by qdebug declare about as many bytes as they take: 0.1 to 1.1 times) …
+TOTAL_READ_RATIO = 64
+#: … and at least this much, whatever the file's size.
+TOTAL_READ_FLOOR = 256 << 20
+#: Widest fixed-length string a trace may hold (qdebug writes variable-length strings, whose
+#: bytes the file stores uncompressed; fixed-length ones may be compressed a thousandfold).
+MAX_STRING_BYTES = 64 << 10
 
 #: What h5py and numpy raise on a damaged file or a value of the wrong kind.
 READ_ERRORS: tuple[type[BaseException], ...] = (
@@ -199,6 +225,11 @@ def _address_space() -> int | None:
     return None
 
 
+class BeyondDeclaredSize(MemoryError):
+    """A read hit ``memory_cap``'s limit: the file made HDF5 allocate far more than it
+    declares (a damaged trace), unlike a ``MemoryError`` of the machine's own limit."""
+
+
 @contextlib.contextmanager
 def memory_cap(extra: int) -> Iterator[None]:
     """While reading from a trace, allow the process at most ``extra`` more bytes of address
@@ -232,6 +263,12 @@ def memory_cap(extra: int) -> Iterator[None]:
             old = None
     try:
         yield
+    except MemoryError as exc:
+        if old is None:  # the machine's or the user's limit (ulimit -v), not ours
+            raise
+        raise BeyondDeclaredSize(
+            f"the read needed more than {extra / 2**20:.0f} MiB, far more than its declared size"
+        ) from exc
     finally:
         with _cap_lock:
             _cap_depth -= 1
@@ -287,6 +324,13 @@ class CheckedFile:
     _f: h5py.File
 
     def _damaged(self, what: str, exc: BaseException) -> TraceFileError:
+        if isinstance(exc, MemoryError) and not isinstance(exc, BeyondDeclaredSize):
+            return TraceFileError(
+                f"out of memory reading {what} from {self.path} (the memory left to this "
+                "process ran out; the trace's declared sizes are within qdebug's bounds)",
+                "free memory or raise the limit (ulimit -v), or read the trace on a larger "
+                "machine",
+            )
         detail = " ".join(str(exc).split())[:200]
         return TraceFileError(
             f"{self.path} is a damaged trace: cannot read {what} ({type(exc).__name__}: {detail})",
@@ -317,6 +361,11 @@ class CheckedFile:
         )
         if not ok:
             raise self._corrupt(f"{key} has dtype {dtype}, expected {kind_name(kinds)}")
+        if dtype.kind == "S" and dtype.itemsize > MAX_STRING_BYTES:
+            raise self._corrupt(
+                f"{key} holds strings of {dtype.itemsize:,} bytes each "
+                f"(at most {MAX_STRING_BYTES:,})"
+            )
         if key.lstrip("/").startswith(CHECKED_ON_READ):
             problem = _dataset_problem(obj.id)
             if problem:
@@ -334,15 +383,50 @@ class CheckedFile:
         return got
 
     def _check_storage(self, ds: h5py.Dataset) -> None:
-        """Refuse an uncompressed dataset that declares more bytes than the file stores for it
-        (an absurd shape over unwritten chunks would otherwise be allocated on read)."""
+        """Refuse a dataset that declares more than the file stores for it: an uncompressed
+        one holding fewer bytes than it declares, a compressed one some of whose chunks were
+        never written (qdebug writes every chunk; an absurd shape over unwritten chunks would
+        otherwise be allocated, or exported, as fill values)."""
         declared = int(np.prod(ds.shape or (), dtype=np.float64)) * ds.dtype.itemsize
-        if declared and ds.id.get_create_plist().get_nfilters() == 0:
+        if not declared:
+            return
+        if ds.id.get_create_plist().get_nfilters() == 0:
             stored = ds.id.get_storage_size()
             if stored < declared:
                 raise self._corrupt(
                     f"{ds.name} declares {declared:,} bytes but the file holds {stored:,}"
                 )
+        elif ds.chunks:
+            chunks = int(np.prod([-(-n // c) for n, c in zip(ds.shape, ds.chunks, strict=True)],
+                                 dtype=np.float64))
+            written = ds.id.get_num_chunks()
+            if written < chunks:
+                raise self._corrupt(
+                    f"{ds.name} declares {declared:,} bytes but {chunks - written:,} of its "
+                    f"{chunks:,} compressed chunks were never written"
+                )
+
+    def _charge(self, ds: h5py.Dataset) -> None:
+        """Count what ``ds`` declares (once per dataset) against what this trace may read in
+        all: ``TOTAL_READ_RATIO`` times the file's size, at least ``TOTAL_READ_FLOOR``."""
+        charged = self.__dict__.setdefault("_charged", {})
+        key = ds.name
+        if key in charged:
+            return
+        self._check_storage(ds)
+        declared = int(float(np.prod(ds.shape or (), dtype=np.float64)) * ds.dtype.itemsize)
+        size = int(self._f.id.get_filesize())
+        limit = max(TOTAL_READ_FLOOR, TOTAL_READ_RATIO * size)
+        total = sum(charged.values()) + declared
+        if total > limit:
+            raise TraceFileError(
+                f"{self.path} declares more data than it can hold: reading {key.lstrip('/')} "
+                f"brings what it declares to {_size(total)} for a file of {_size(size)} "
+                f"(at most {TOTAL_READ_RATIO} times its size, and at least "
+                f"{_size(TOTAL_READ_FLOOR)})",
+                "a trace written by `qdebug trace` compresses far less: ask for the file again",
+            )
+        charged[key] = declared
 
     def _read(
         self, key: str, shape: tuple[int | None, ...], kinds: str = NUMERIC, sel: Any = ()
@@ -355,6 +439,8 @@ class CheckedFile:
         rows = got
         if isinstance(sel, int):
             rows = got[1:]
+        elif isinstance(sel, slice) and got:
+            rows = (len(range(*sel.indices(got[0]))), *got[1:])
         elif isinstance(sel, tuple) and len(sel) == 2 and isinstance(sel[1], int):
             rows = got[:1]
         nbytes = float(np.prod(rows, dtype=np.float64)) * ds.dtype.itemsize
@@ -364,10 +450,42 @@ class CheckedFile:
                 f"(limit {MAX_READ_BYTES / 2**30:.0f} GiB)",
                 "read it in parts with h5py, or re-create a smaller trace",
             )
-        if sel == ():
-            self._check_storage(ds)
+        self._charge(ds)
         with memory_cap(int(3 * nbytes) + MARGIN):
             return np.asarray(ds[sel])
+
+    # -- checked reads for other layers (``qdebug merge`` copies a shard's arrays) ---------------
+
+    def read_vector(self, key: str, length: int | None = None) -> np.ndarray:
+        """The 1-D numeric dataset ``key`` as float64 (``length`` rows, or any up to
+        ``MAX_ROWS``), checked as every read of the trace is."""
+        with self._reading(key):
+            ds = self._dataset(key)
+            if len(ds.shape or ()) == 1 and ds.shape[0] > MAX_ROWS:
+                raise self._corrupt(f"{key} declares {ds.shape[0]:,} rows")
+            return self._float(key, (length,))
+
+    def read_strings(self, key: str, length: int) -> list[str]:
+        """The ``length`` strings of ``key``, checked as every read of the trace is."""
+        with self._reading(key):
+            return self._strings(key, length)
+
+    def read_part(self, key: str, shape: tuple[int | None, ...], sel: Any) -> np.ndarray:
+        """The selection ``sel`` (rows, or a column) of the numeric dataset ``key`` of
+        ``shape``, as float64, checked as every read of the trace is."""
+        with self._reading(key):
+            return self._float(key, shape, sel)
+
+    @contextlib.contextmanager
+    def _reading(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except TraceFileError:
+            raise
+        except READ_ERRORS as exc:
+            if _our_bug(exc):
+                raise
+            raise self._damaged(key, exc) from exc
 
     def _float(self, key: str, shape: tuple[int | None, ...], sel: Any = ()) -> np.ndarray:
         return np.asarray(self._read(key, shape, NUMERIC, sel), dtype=np.float64)
@@ -417,6 +535,14 @@ class CheckedFile:
                     values = [bool(v) for v in raw]
             data[col] = values
         return [cls(**{c: data[c][i] for c in columns}) for i in range(rows)]
+
+
+def _size(n: float) -> str:
+    """A byte count for people: 466 kB, 2.1 GiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("kB", 1000)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} bytes"
 
 
 def kind_name(kinds: str) -> str:

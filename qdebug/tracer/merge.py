@@ -5,8 +5,9 @@ concatenated in sample order and pooled again batch by batch (the batches of the
 pooled op statistics and per-channel sums add, ranges take min/max. Every pooled metric, the
 worst samples and the culprits are derived again from those sums by the trace writer itself.
 
-Shards are read through ``Trace`` (which validates untrusted files); raw h5py only copies the
-validated per-sample tables and ``/analysis`` arrays. Pure h5py + numpy: no TensorFlow.
+Shards are untrusted files: every array of theirs is read through ``Trace``'s checked reads
+(kind, shape, declared size, what a trace may read in all); raw h5py only lists the groups
+and datasets a shard has. Pure h5py + numpy: no TensorFlow.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 from qdebug import metrics
 from qdebug.analysis.culprits import find_culprits
 from qdebug.errors import ShardMismatchError, TraceFileError
-from qdebug.store.reader import MAX_ROWS, Trace
+from qdebug.store.reader import Trace
 from qdebug.store.sharding import ATTR_TFLITE_SHA256, SHARD_ATTRS, ShardInfo, shard_info
 from qdebug.store.writer import TraceWriter, check_target
 from qdebug.tracer import layer_worst
@@ -207,11 +208,11 @@ def _write(shards: list[_Shard], out: Path, budget: int, command_line: str) -> P
     input_names = [str(n) for n in t0.meta.get("input_names") or []]
     attrs = {k: v for k, v in t0.meta.items() if k not in _DROP}
     attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    attrs["command_line"] = command_line or "qdebug merge " + " ".join(
+    attrs["command_line"] = _utf8(command_line or "qdebug merge " + " ".join(
         str(s.path) for s in shards
-    )
+    ))
     attrs["merged_from"] = [
-        {"file": str(s.path), "shard": str(s.info.spec), "start": s.info.start,
+        {"file": _utf8(str(s.path)), "shard": str(s.info.spec), "start": s.info.start,
          "count": s.info.count, "command_line": s.trace.meta.get("command_line", "")}
         for s in shards
     ]
@@ -256,25 +257,33 @@ def _write(shards: list[_Shard], out: Path, budget: int, command_line: str) -> P
         )
 
 
+def _utf8(text: str) -> str:
+    """``text`` as UTF-8 can store it: a file name that is not UTF-8 (bytes Python keeps as
+    surrogates) is recorded with U+FFFD where its bytes were not text."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _copy_statistics(s: _Shard, f: h5py.File, writer: TraceWriter) -> None:
     """Per-sample statistics and top-1 flags in the batches the shard was traced in (the
     batches of the whole run: pooled sums then add up in the same order); the shard's pooled
     op statistics once (ops have no per-sample rows)."""
-    layers = f["metrics/layers/per_sample"]
-    outs = f["metrics/outputs/per_sample"]
-    top1 = f["metrics/outputs/top1_match"]
-    ops: dict[str, np.ndarray] | None = None
-    if s.trace.ops:
-        pooled = f["metrics/ops/pooled"]
-        ops = {k: np.asarray(pooled["stat_" + k][()], dtype=np.float64)[None, :]
-               for k in metrics.STATS if "stat_" + k in pooled}
+    t = s.trace
+    layers, outs = "metrics/layers/per_sample", "metrics/outputs/per_sample"
     n, bs = s.info.count, s.info.batch_size
+    wide, n_out = (n, len(t.layers)), (n, len(t.outputs))
+    ops: dict[str, np.ndarray] | None = None
+    if t.ops:
+        pooled = "metrics/ops/pooled"
+        ops = {k: t.read_vector(f"{pooled}/stat_{k}", len(t.ops))[None, :]
+               for k in metrics.STATS if "stat_" + k in f[pooled]}
+    layer_stats = [k for k in metrics.STATS if k in f[layers]]
+    out_stats = [k for k in metrics.STATS if k in f[outs]]
     for a in range(0, n, bs):
-        b = min(n, a + bs)
+        rows = slice(a, min(n, a + bs))
         writer.add_batch(
-            {k: np.asarray(layers[k][a:b], dtype=np.float64) for k in metrics.STATS if k in layers},
-            {k: np.asarray(outs[k][a:b], dtype=np.float64) for k in metrics.STATS if k in outs},
-            np.nan_to_num(np.asarray(top1[a:b], dtype=np.float64)).astype(np.int8),
+            {k: t.read_part(f"{layers}/{k}", wide, rows) for k in layer_stats},
+            {k: t.read_part(f"{outs}/{k}", n_out, rows) for k in out_stats},
+            np.nan_to_num(t.read_part("metrics/outputs/top1_match", n_out, rows)).astype(np.int8),
             ops if a == 0 and ops else None,
         )
 
@@ -305,21 +314,9 @@ def _copy_stored(
             left -= 1
 
 
-def _vector(path: Path, f: h5py.File, key: str, length: int | None = None) -> np.ndarray:
-    """A validated 1-D numeric dataset of ``/analysis`` as float64."""
-    ds = f.get(key)
-    if not isinstance(ds, h5py.Dataset) or ds.ndim != 1 or ds.dtype.kind not in "biuf":
-        raise _damaged(path, f"{key} is missing or not a 1-D numeric dataset")
-    if (length is not None and ds.shape[0] != length) or ds.shape[0] > MAX_ROWS:
-        raise _damaged(path, f"{key} has shape {ds.shape}, expected ({length},)")
-    return np.asarray(ds[()], dtype=np.float64)
-
-
-def _strings(path: Path, f: h5py.File, key: str, length: int) -> list[str]:
-    ds = f.get(key)
-    if not isinstance(ds, h5py.Dataset) or ds.shape != (length,):
-        raise _damaged(path, f"{key} is missing or of another length")
-    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in ds[()]]
+def _vector(s: _Shard, key: str, length: int | None = None) -> np.ndarray:
+    """A checked 1-D numeric dataset of the shard as float64."""
+    return s.trace.read_vector(key, length)
 
 
 def _analysis(shards: list[_Shard], files: list[h5py.File], names: list[str]) -> dict[str, Any]:
@@ -329,10 +326,9 @@ def _analysis(shards: list[_Shard], files: list[h5py.File], names: list[str]) ->
     out: dict[str, Any] = {}
     for key, pick in (("float_min", np.fmin), ("float_max", np.fmax),
                       ("int8_min", np.fmin), ("int8_max", np.fmax)):
-        vals = [_vector(s.path, f, f"analysis/ranges/{key}", n_layers)
-                for s, f in zip(shards, files, strict=True)]
+        vals = [_vector(s, f"analysis/ranges/{key}", n_layers) for s in shards]
         out[key] = pick.reduce(vals)
-    out["segment_check"] = _vector(shards[0].path, files[0], "analysis/segment_check", n_layers)
+    out["segment_check"] = _vector(shards[0], "analysis/segment_check", n_layers)
     channels: dict[int, SimpleNamespace] = {}
     for s, f in zip(shards, files, strict=True):
         group = f.get("analysis/channels")
@@ -342,11 +338,11 @@ def _analysis(shards: list[_Shard], files: list[h5py.File], names: list[str]) ->
             if not (name.isdigit() and int(name) < n_layers):
                 raise _damaged(s.path, f"analysis/channels/{name} names no layer")
             key = f"analysis/channels/{name}"
-            f2 = _vector(s.path, f, f"{key}/sum_f2")
-            e2 = _vector(s.path, f, f"{key}/sum_e2", len(f2))
-            clipped = _vector(s.path, f, f"{key}/clipped", len(f2))
+            f2 = _vector(s, f"{key}/sum_f2")
+            e2 = _vector(s, f"{key}/sum_e2", len(f2))
+            clipped = _vector(s, f"{key}/clipped", len(f2))
             saturated = (
-                _vector(s.path, f, f"{key}/saturated", len(f2))
+                _vector(s, f"{key}/saturated", len(f2))
                 if f"{key}/saturated" in f
                 else None
             )
@@ -387,9 +383,10 @@ def _worst(
             raise _damaged(s.path, "worst samples lie outside the shard's slice")
         if any(n not in inputs for n in names):
             raise _damaged(s.path, "the worst samples' inputs are incomplete")
-        g = f["metrics/outputs/per_sample"]
-        stats = {k: np.asarray(g[k][:, 0], dtype=np.float64)[rows]
-                 for k in metrics.ACCUMULATED_STATS if k in g}
+        g = "metrics/outputs/per_sample"
+        shape = (s.trace.n_samples, len(s.trace.outputs))
+        stats = {k: s.trace.read_part(f"{g}/{k}", shape, (slice(None), 0))[rows]
+                 for k in metrics.ACCUMULATED_STATS if k in f[g]}
         sqnr = metrics.derive(stats)["sqnr_db"]
         for j, sample in enumerate(idx.tolist()):
             value = float(sqnr[j])
@@ -403,13 +400,13 @@ def _worst(
 def _weights(s: _Shard, f: h5py.File) -> list[SimpleNamespace]:
     """The weight statistics of the first shard (weights are the same in every shard)."""
     g = "analysis/weights"
-    layer = _vector(s.path, f, f"{g}/layer").astype(np.int64)
+    layer = _vector(s, f"{g}/layer").astype(np.int64)
     n = len(layer)
-    tensor = _strings(s.path, f, f"{g}/tensor_name", n)
-    axis = _vector(s.path, f, f"{g}/channel_axis", n).astype(np.int64)
-    sqnr = _vector(s.path, f, f"{g}/sqnr_db", n)
-    max_err = _vector(s.path, f, f"{g}/max_abs_error", n)
-    outliers = _strings(s.path, f, f"{g}/outlier_channels", n)
+    tensor = s.trace.read_strings(f"{g}/tensor_name", n)
+    axis = _vector(s, f"{g}/channel_axis", n).astype(np.int64)
+    sqnr = _vector(s, f"{g}/sqnr_db", n)
+    max_err = _vector(s, f"{g}/max_abs_error", n)
+    outliers = s.trace.read_strings(f"{g}/outlier_channels", n)
     rows = []
     for j in range(n):
         if not 0 <= layer[j] < len(s.trace.layers):
