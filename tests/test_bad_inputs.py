@@ -10,6 +10,7 @@ as a full disk fails with ENOSPC: no root, no tmpfs, no monkeypatching.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
 import io
@@ -82,6 +83,8 @@ def tf_free(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "folder.h5").mkdir()
     (d / "afile").write_text("x")
     (d / "exists.tflite").write_text("keep me")
+    (d / "exists.png").write_text("keep me")
+    (d / "folder.png").mkdir()
     return d
 
 
@@ -116,6 +119,14 @@ TF_FREE_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("export no stored inputs", ["export", "{d}/nostore.h5", "--inputs", "{d}/i.npz"],
      ("stores no samples", "--store-samples")),
     ("export nothing", ["export", "{d}/good.h5"], ("nothing to export", "--tflite")),
+    ("plot into a missing folder", ["plot", "{d}/good.h5", "--out", "{d}/nowhere/c.png"],
+     ("nowhere", "does not exist")),
+    ("plot under a file", ["plot", "{d}/good.h5", "--out", "{d}/afile/c.png"],
+     ("afile", "is a file, not a folder")),
+    ("plot on a folder", ["plot", "{d}/good.h5", "--out", "{d}/folder.png"],
+     ("folder.png", "is a folder")),
+    ("plot over a file", ["plot", "{d}/good.h5", "--out", "{d}/exists.png"],
+     ("exists.png", "--force")),
     ("check missing model", ["check", "{d}/missing.keras"], ("missing.keras", "no such file")),
     ("check missing data", ["check", "{d}/good.h5", "--data", "{d}/missing.npy"],
      ("missing.npy", "no such file")),
@@ -243,6 +254,11 @@ def tf_files(tmp_path_factory: pytest.TempPathFactory, digits_model: Any,
         sys.modules.pop("gone_layers", None)
         (d / "gone_layers.py").unlink()
     small = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    small.save_weights(d / "small.weights.h5")  # Keras 3: weights only, no attributes
+    import tf_keras
+
+    tk = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2)])
+    tk.save_weights(d / "tk_weights.h5")  # tf_keras: keras_version, but no model_config
     (d / "other.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(small).convert())
     (d / "garbage.tflite").write_bytes(b"TFL3" + bytes(range(256)) * 4)
     (d / "afile").write_text("x")
@@ -312,6 +328,12 @@ TRACE_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
      ("custom.keras", "custom layer", "factory")),
     ("Lambda layer", ["lambda.keras", "--data", "v4.npy"],
      ("lambda.keras", "Lambda", "--trust-model-code", "factory")),
+    # weights without a model: said so, with the factory that rebuilds it (tf_keras said "No
+    # model config found in the file at <...GFile object at 0x...>", Keras 3 "not a Keras model")
+    ("tf_keras weights only", ["tk_weights.h5", "--data", "v4.npy"],
+     ("tk_weights.h5", "weights only", "load_weights", "my_model.py:build")),
+    ("Keras 3 weights only", ["small.weights.h5", "--data", "v4.npy"],
+     ("small.weights.h5", "weights only", "load_weights", "my_model.py:build")),
     ("tflite of another model", ["digits.keras", "--data", "x.npy", "--tflite", "other.tflite"],
      ("tflite", "input shape", "converted from this model")),
     ("tflite not a model", ["digits.keras", "--data", "x.npy", "--tflite", "garbage.tflite"],
@@ -471,3 +493,291 @@ def test_trace_to_a_full_disk_fails_cleanly(tf_files: Path, tmp_path: Path, limi
     )
     _assert_one_line_error(p.returncode, p.stderr, "cannot write the trace", "space")
     assert _left_behind(tmp_path) == []  # nor the folder made for it
+
+
+# -- round 3: the output streams and the environment (issue 25) ---------------------------------
+
+
+def _qdebug_proc(args: list[str], *, env: dict[str, str] | None = None,
+                 preexec: Callable[[], None] | None = None,
+                 cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    """The real command line in a process of its own, with its output as bytes."""
+    return subprocess.run([sys.executable, "-m", "qdebug", *args], capture_output=True,
+                          env={**os.environ, **(env or {})}, preexec_fn=preexec, cwd=cwd,
+                          timeout=120)
+
+
+STREAM_COMMANDS = [
+    ["report", str(FIXTURE)],
+    ["report", str(FIXTURE), "--format", "markdown"],
+    ["report", str(FIXTURE), "--format", "csv"],
+    ["view", str(FIXTURE)],
+    ["diff", str(FIXTURE), str(FIXTURE)],
+]
+#: A layer name no 8-bit encoding holds (an arrow and a CJK character).
+WIDE_NAME = "res_relu\u2192\u5c64"
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "ascii"])
+@pytest.mark.parametrize("args", STREAM_COMMANDS, ids=lambda a: " ".join(a[:1] + a[2:]))
+def test_a_stdout_without_utf8_gets_ascii_look_alikes(
+    args: list[str], encoding: str, tmp_path: Path
+) -> None:
+    """PYTHONIOENCODING=latin-1 (or an ASCII locale): the output is written, with look-alikes
+    for qdebug's glyphs and escapes for names the encoding lacks (was 'unexpected
+    UnicodeEncodeError', exit 2)."""
+    from tui_traces import copy_trace
+
+    renamed = str(copy_trace(tmp_path / "t.h5", names={5: WIDE_NAME}))
+    p = _qdebug_proc([renamed if a == str(FIXTURE) else a for a in args],
+                     env={"PYTHONIOENCODING": encoding})
+    assert p.returncode == 0 and p.stderr == b"", p.stderr
+    if "csv" in args:  # exact for scripts: the name's escape, nothing made up; click writes
+        if encoding == "ascii":  # UTF-8 where the encoding is ASCII (a locale left unset)
+            assert WIDE_NAME in p.stdout.decode("utf-8")
+        else:
+            assert "res_relu\\u2192\\u5c64" in p.stdout.decode(encoding)
+        return
+    text = p.stdout.decode(encoding)  # strict: every byte is in the encoding
+    assert "probs" in text and "\\u2588" not in text and "\\u2014" not in text
+    if args[0] == "diff":
+        assert f"{renamed} -> {renamed}" in text and "drop <= 1 dB" in text
+        return
+    assert "res_relu->\\u5c64" in text  # recognisable: the arrow's look-alike, the escape
+    if "--format" not in args:
+        assert "39.1 dB" in text and "rounding noise 0.30 LSB - healthy" in text
+
+
+def test_an_error_on_an_ascii_stderr_uses_look_alikes(tmp_path: Path) -> None:
+    """The one line on a stderr without UTF-8 (was ``\\u2192`` escapes in it)."""
+    p = _qdebug_proc(["report", str(tmp_path / "before\u2192after.h5")],
+                     env={"PYTHONIOENCODING": "ascii"})
+    _assert_one_line_error(p.returncode, p.stderr.decode("ascii"), "before->after.h5",
+                           "no such file")
+
+
+@pytest.mark.parametrize("args", [*STREAM_COMMANDS,
+                                  ["export", str(FIXTURE), "--tflite", "never.tflite"]],
+                         ids=lambda a: " ".join(a[:1] + a[2:3]))
+def test_a_closed_stdout_is_one_line_and_exit_2(args: list[str], tmp_path: Path) -> None:
+    """``>&-``: one line saying so, exit 2, nothing written (was 'unexpected AttributeError …
+    isatty' in view and report --format csv, and exit 0 with the output lost elsewhere)."""
+    p = _qdebug_proc(args, preexec=lambda: os.close(1), cwd=tmp_path)
+    _assert_one_line_error(p.returncode, p.stderr.decode(), "standard output is closed",
+                           "/dev/null")
+    assert _left_behind(tmp_path) == []
+
+
+def test_view_on_a_terminal_with_a_closed_stdin_prints_the_summary() -> None:
+    """stdout a terminal, stdin closed (``<&-``): the viewer would wait for keys that never
+    come, so the summary is printed (was 'unexpected AttributeError … isatty')."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        p = subprocess.run([sys.executable, "-m", "qdebug", "view", str(FIXTURE)],
+                           stdout=follower, stderr=subprocess.PIPE, preexec_fn=lambda: os.close(0),
+                           timeout=120)
+        os.close(follower)
+        follower = -1
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once everything written is read
+            while chunk := os.read(leader, 65536):
+                shown += chunk
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    assert p.returncode == 0 and p.stderr == b"", p.stderr
+    assert b"output probs: SQNR 39.1 dB" in shown
+
+
+@pytest.mark.parametrize("columns", ["0", "1", "20"])
+@pytest.mark.parametrize("command", ["report", "view"])
+def test_a_tiny_columns_still_prints_the_whole_summary(command: str, columns: str) -> None:
+    """COLUMNS=0 printed nothing and exited 0; narrow widths dropped the layer column."""
+    p = _qdebug_proc([command, str(FIXTURE)], env={"COLUMNS": columns})
+    assert p.returncode == 0 and p.stderr == b"", p.stderr
+    text = p.stdout.decode()
+    assert "output probs: SQNR 39.1 dB" in text
+    worst = text.split("worst layers", 1)[1]
+    assert all(name in worst for name in ("probs", "res_relu", "conv2"))  # the layer column
+
+
+#: Runs qdebug at the open-files limit: every descriptor the process may still open is taken
+#: before the command starts, as in a process that holds many files (``ulimit -n``).
+_AT_FILE_LIMIT = """
+import os, resource, sys
+import h5py, rich.console
+import qdebug.cli.reading, qdebug.store.reader, qdebug.output.summary, qdebug.output.glyphs
+from qdebug.cli import main
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+try:
+    while True:
+        os.open(os.devnull, os.O_RDONLY)
+except OSError:
+    pass
+sys.argv[0] = "qdebug"
+main()
+"""
+
+
+@pytest.mark.parametrize("args", [["report", str(FIXTURE)],
+                                  ["diff", str(FIXTURE), str(FIXTURE), "--format", "json"],
+                                  ["view", str(FIXTURE)]],
+                         ids=["report", "diff", "view"])
+def test_too_many_open_files_says_so(args: list[str]) -> None:
+    """At the open-files limit the trace cannot be opened: the line names the limit and how
+    to raise it (was '… cannot read ([Errno 24] …). Check permissions.')."""
+    p = subprocess.run([sys.executable, "-c", _AT_FILE_LIMIT, *args], capture_output=True,
+                       text=True, timeout=120)
+    _assert_one_line_error(p.returncode, p.stderr, "too many open files", "ulimit -n", "64")
+    assert "permission" not in p.stderr.lower() and "damaged" not in p.stderr
+
+
+def _non_utf8_copy(folder: Path) -> Path:
+    path = folder / os.fsdecode(b"r\xe9sum\xff.h5")  # latin-1 bytes: not UTF-8
+    shutil.copy(FIXTURE, path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["report", "diff"])
+def test_json_for_a_non_utf8_path_is_valid_utf8(tmp_path: Path, command: str) -> None:
+    """A trace path that is not UTF-8: the JSON is UTF-8 with each undecodable byte as ``\\xNN``
+    (held lone surrogates, '\\udcff', that strict parsers refuse)."""
+    path = _non_utf8_copy(tmp_path)
+    args = [command, str(path), *([str(FIXTURE)] if command == "diff" else []), "--format",
+            "json"]
+    p = _qdebug_proc(args, env={"PYTHONIOENCODING": "utf-8"})
+    assert p.returncode == 0, p.stderr
+    text = p.stdout.decode("utf-8")  # strict
+    assert "\\ud" not in text  # no surrogate escape anywhere
+    doc = json.loads(text)
+    field = doc["trace"] if command == "report" else doc["base"]
+    assert field == str(tmp_path / "r\\xe9sum\\xff.h5")
+    assert all(not 0xD800 <= ord(c) <= 0xDFFF for c in field)
+
+
+#: Prints whether TensorFlow was imported when the command ends (it exits through sys.exit
+#: when it was not; after TensorFlow, qdebug ends with os._exit and nothing is printed).
+_SAYS_IF_TF = """
+import atexit, sys
+atexit.register(lambda: print("TensorFlow imported:", "tensorflow" in sys.modules,
+                              file=sys.stderr))
+from qdebug.cli import main
+sys.argv[0] = "qdebug"
+main()
+"""
+
+
+@pytest.mark.tf
+def test_a_default_traces_that_is_a_file_is_refused_before_tensorflow(
+    tf_files: Path, tmp_path: Path
+) -> None:
+    """Without --out the trace goes to traces/: a file of that name was refused only after the
+    model was loaded and converted."""
+    (tmp_path / "traces").write_text("notes")
+    p = subprocess.run([sys.executable, "-c", _SAYS_IF_TF, "trace",
+                        str(tf_files / "digits.keras"), "--data", str(tf_files / "x.npy")],
+                       capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    lines = p.stderr.strip().splitlines()
+    assert lines[-1] == "TensorFlow imported: False", p.stderr
+    _assert_one_line_error(p.returncode, "\n".join(lines[:-1]), "traces", "not a folder",
+                           "--out")
+    assert (tmp_path / "traces").read_text() == "notes" and _left_behind(tmp_path) == ["traces"]
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("labels", [np.full(24, 1e30), np.arange(24, dtype=np.uint64) + 2**63],
+                         ids=["1e30", "uint64 past int64"])
+def test_labels_that_are_no_class_ids_are_refused(
+    tf_files: Path, tmp_path: Path, labels: np.ndarray
+) -> None:
+    """Labels of 1e30 for a 10-class output were accepted (wrapped to -2**63 in int64) and the
+    trace reported 0 % accuracy; now one line naming the file and the first bad sample."""
+    np.save(tmp_path / "huge.npy", labels)
+    code, _, err = _run(["trace", str(tf_files / "digits.keras"), "--data",
+                         str(tf_files / "x.npy"), "--labels", str(tmp_path / "huge.npy"),
+                         "--out", str(tmp_path / "o" / "t.h5")])
+    _assert_one_line_error(code, err, "huge.npy", "24 label(s)", "not class ids", "sample 0",
+                           "class ids 0")
+    assert _left_behind(tmp_path) == ["huge.npy"]
+
+
+# -- bounds on what a stranger's file makes qdebug read (no TensorFlow) ----------------------------
+
+
+def _shard(path: Path) -> Path:
+    """The fixture trace as the single shard 1/1 of its run (merge takes it)."""
+    shutil.copy(FIXTURE, path)
+    with h5py.File(path, "a") as f:
+        n = int(f.attrs["n_samples"])
+        f.attrs.update({"shard": "1/1", "shard_start": 0, "shard_count": n, "shard_total": n,
+                        "shard_batch_size": 16, "shard_store_samples": 4})
+    return path
+
+
+def test_merge_reads_a_shards_strings_through_the_checked_reads(tmp_path: Path) -> None:
+    import hostile_traces as ht
+
+    # 5 weight rows of 8 MiB strings, compressed: a 1 MB shard that merged into a 40 MB trace.
+    shard = _shard(tmp_path / "s.h5")
+    ht.compressed_strings("analysis/weights/outlier_channels", 8 << 20, b" ")(shard)
+    out = tmp_path / "o" / "m.h5"
+    code, _, err = _run(["merge", str(shard), "--out", str(out)])
+    _assert_one_line_error(code, err, "s.h5", "analysis/weights/outlier_channels",
+                           "bytes each")
+    assert _left_behind(tmp_path / "o") == []
+
+
+def test_merge_of_a_shard_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    name = os.fsencode(tmp_path) + b"/\xff\xfe-shard.h5"
+    _shard(Path(os.fsdecode(name)))
+    out = tmp_path / "m.h5"
+    p = subprocess.run([sys.executable, "-m", "qdebug", "merge", name, "--out", str(out),
+                        "--format", "json"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr  # it blamed disk space
+    with h5py.File(out) as f:
+        assert "\ufffd\ufffd-shard.h5" in f.attrs["command_line"]
+
+
+def test_merge_to_a_full_stdout_leaves_no_trace(tmp_path: Path) -> None:
+    shard = _shard(tmp_path / "s.h5")
+    out = tmp_path / "m.h5"
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([sys.executable, "-m", "qdebug", "merge", str(shard), "--out",
+                            str(out)], stdout=full, stderr=subprocess.PIPE, text=True,
+                           timeout=120)
+    _assert_one_line_error(p.returncode, p.stderr, "standard output", "m.h5 was not kept")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["s.h5"]
+
+
+_LOAD_UNDER_A_LIMIT = """
+import resource, sys
+from qdebug.errors import DataError
+from qdebug.tracer.data import InputSpec, load_data
+vm = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize:')][0]
+resource.setrlimit(resource.RLIMIT_AS, (vm + (200 << 20), resource.RLIM_INFINITY))
+spec = [InputSpec("x", (8, 8, 1))]
+src = load_data(sys.argv[1], spec, limit=16)
+print(sum(1 for _ in src), len(src))
+try:
+    load_data(sys.argv[1], spec)
+except DataError as exc:
+    print(exc.one_line())
+"""
+
+
+def test_npz_bomb_reads_only_the_samples_asked_for(tmp_path: Path) -> None:
+    import hostile_traces as ht
+
+    # 512 MiB of zeros in a 0.5 MB .npz; the process may grow by 200 MiB. --samples 16 reads
+    # 16 samples (4 kB); all of it is refused by name, before anything is inflated.
+    bomb = ht.npz_bomb(tmp_path / "bomb.npz", "x", (2 << 20, 8, 8, 1))
+    assert bomb.stat().st_size < 2 << 20
+    p = subprocess.run([sys.executable, "-c", _LOAD_UNDER_A_LIMIT, str(bomb)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    counted, refusal = p.stdout.splitlines()
+    assert counted == "16 16"
+    assert "bomb.npz[x]" in refusal and "zip bomb" in refusal and "--samples" in refusal

