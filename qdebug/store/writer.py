@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import re
 import sys
-import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import h5py
 import numpy as np
@@ -39,6 +36,14 @@ from qdebug.store.schema import (
     OutputRecord,
 )
 from qdebug.store.stats_table import GROW, StatsTable
+from qdebug.store.write_guard import (
+    _FAILED,
+    _constructing,
+    _quiet_h5py_dealloc,
+    _quiet_h5py_excepthook,
+    _writing,
+)
+from qdebug.store.write_guard import failed_writes as failed_writes  # the CLI asks it here
 from qdebug.user_metrics import UserMetric
 
 _STR = h5py.string_dtype("utf-8")
@@ -48,83 +53,6 @@ def check_target(path: Path) -> None:
     """Refuse a trace path that cannot or must not be written (checked before any work, and
     again here; see ``qdebug.store.outfile``)."""
     check_trace_target(Path(path))
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-_FAILED: list[Path] = []
-
-
-def failed_writes() -> list[Path]:
-    """Traces whose writing failed in this process. HDF5 cannot close such a file (the close
-    flushes, and fails again), and the library may crash at exit trying once more; the command
-    line therefore ends with ``os._exit`` after its one-line error when this is not empty."""
-    return list(_FAILED)
-
-
-def _write_failure(exc: BaseException) -> str:
-    """The operating system's reason in an h5py/HDF5 write error ("File too large", ...)."""
-    found = re.search(r"error message = '([^']*)'", str(exc))
-    if found:
-        return found.group(1)
-    return getattr(exc, "strerror", None) or " ".join(str(exc).split())[:120]
-
-
-def _writing(method: _F) -> _F:
-    """A failed write (disk full, file too large, I/O error) becomes one clear ``QdebugError``;
-    the partial file is then deleted by ``discard``."""
-
-    @functools.wraps(method)
-    def guarded(self: TraceWriter, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except (OSError, RuntimeError) as exc:
-            self._failed = True
-            _FAILED.append(self.path)
-            raise QdebugError(
-                f"cannot write the trace {self.path}: {_write_failure(exc)}",
-                "free some space, or choose another folder with --out",
-            ) from exc
-
-    return guarded  # type: ignore[return-value]
-
-
-def _constructing(init: _F) -> _F:
-    """A failure while the writer starts (the ``.tflite`` written to a full disk, a lock held
-    by another run) leaves nothing: no temporary file, no lock, no folder made for it."""
-
-    @functools.wraps(init)
-    def guarded(self: TraceWriter, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return init(self, *args, **kwargs)
-        except BaseException as exc:
-            self._abandon()
-            if isinstance(exc, OSError | RuntimeError | UnicodeError):
-                raise QdebugError(
-                    f"cannot write the trace {self.path}: {_write_failure(exc)}",
-                    "free some space, or choose another folder with --out",
-                ) from exc
-            raise
-
-    return guarded  # type: ignore[return-value]
-
-
-def _quiet_h5py_dealloc(unraisable: Any) -> None:
-    """When a write fails, h5py objects collected afterwards cannot flush either; their errors
-    (printed by Python as "Exception ignored in ...__dealloc__") would bury the one-line error."""
-    if isinstance(unraisable.exc_value, RuntimeError | OSError) and "dealloc" in str(
-        getattr(unraisable, "object", "")
-    ):
-        return
-    sys.__unraisablehook__(unraisable)
-
-
-def _quiet_h5py_excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
-    """Cython prints an exception in ``__dealloc__`` through ``sys.excepthook`` as well."""
-    if issubclass(kind, RuntimeError | OSError) and any(
-        fr.name.endswith("__dealloc__") for fr in traceback.extract_tb(tb)
-    ):
-        return
-    sys.__excepthook__(kind, exc, tb)
 
 
 def write_table(group: h5py.Group, rows: Sequence[Any], columns: Mapping[str, str]) -> None:

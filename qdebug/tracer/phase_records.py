@@ -1,0 +1,129 @@
+"""The frozen records the phases of a trace return (``qdebug.tracer.pipeline``), and the
+trace's root attributes made from them (docs/trace-format.md)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qdebug.store.schema import VIEW_LAYERS, VIEW_OPS, LayerRecord
+from qdebug.store.sharding import ATTR_STORE, ATTR_TFLITE_SHA256
+from qdebug.tracer import convert as conv
+from qdebug.tracer.data import InputSpec, SampleSource
+from qdebug.tracer.graph import LayerGraph
+from qdebug.tracer.labels import Labels
+from qdebug.tracer.litert import LiteModel
+from qdebug.tracer.loading import LoadedModel
+from qdebug.tracer.oprows import OpTable
+from qdebug.tracer.options import TraceOptions, software_versions
+from qdebug.tracer.segment_runner import SegmentRunner
+from qdebug.tracer.shard_data import ShardSlice
+from qdebug.tracer.verify import LocalRefs
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the run starts from: the model's form, its inputs, the data and calibration data."""
+
+    graph: LayerGraph | None
+    """The Keras layer graph; None for a model traced as ops."""
+    conv_model: Any
+    """What the converter takes (None for a float ``.tflite``)."""
+    specs: list[InputSpec]
+    float_bytes: bytes | None
+    """The float ``.tflite`` where there is one already (a model traced as ops)."""
+    data: SampleSource
+    calib: SampleSource
+    first: list[list[np.ndarray]]
+    """The verification samples (the data's first), on which layers are matched."""
+    shard: ShardSlice | None
+    labels: Labels | None
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [n.name for n in self.graph.nodes] if self.graph is not None else []
+
+    @property
+    def first_sample(self) -> int:
+        """Global position of the first traced sample (a shard's slice start)."""
+        return self.shard.info.start if self.shard is not None else 0
+
+
+@dataclass(frozen=True)
+class Converted:
+    """The deployed model, its float twin and the converter settings that made them."""
+
+    int8_bytes: bytes
+    twin_bytes: bytes
+    options: conv.ConversionOptions
+
+
+@dataclass(frozen=True)
+class Matched:
+    """The interpreters, the op table, and the layers (or ops) matched to tensors."""
+
+    int8: LiteModel
+    plain: LiteModel
+    deploy: LiteModel | None
+    twin: LiteModel
+    table: OpTable
+    local: LocalRefs | None
+    records: list[LayerRecord]
+    outputs: list[Any]
+    out_index: Any
+    runner: SegmentRunner | None
+    weights: Any
+
+
+
+def trace_attrs(
+    loaded: LoadedModel, opt: TraceOptions, prep: Prepared, converted: Converted,
+    matched: Matched, deployed: str, stored: int,
+) -> dict[str, Any]:
+    """The trace's root attributes (docs/trace-format.md)."""
+    attrs: dict[str, Any] = {
+        **software_versions(loaded.flavour),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "command_line": opt.command_line or " ".join(sys.argv),
+        "model_name": loaded.name,
+        "model_source": loaded.source,
+        "model_sha256": loaded.sha256,
+        "keras_flavour": loaded.flavour,
+        "data_source": prep.data.description,
+        "calib_source": (
+            prep.calib.description if opt.tflite is None
+            else f"none: {Path(str(opt.tflite)).name} was given, calibrated already"
+        ),
+        "tflite_source": str(opt.tflite) if opt.tflite else "converted",
+        "converter": (
+            {**converted.options.as_dict(), "calib_samples": prep.calib.taken}
+            if opt.tflite is None else {}
+        ),
+        "kernels": (
+            "xnnpack (deployment) outputs compared with the builtin reference kernels, "
+            "which give every op's values"
+            if matched.deploy is not None
+            else "builtin (deterministic)"
+        ),
+        "delegated_ops": matched.deploy.delegated_ops() if matched.deploy is not None else [],
+        "input_names": prep.input_names,
+        "view": VIEW_LAYERS if prep.graph is not None else VIEW_OPS,
+        "deployed": deployed,
+        "reference": "float twin (the converter's float model, op by op)",
+        "op_local_error": "numeric-verify model" if matched.local else "not available",
+    }
+    if prep.shard is not None:
+        attrs.update(prep.shard.info.attrs())
+        attrs[ATTR_STORE] = stored  # what this run kept: the merge's budget
+        attrs[ATTR_TFLITE_SHA256] = hashlib.sha256(converted.int8_bytes).hexdigest()
+    return attrs
