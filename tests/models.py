@@ -135,3 +135,89 @@ def subclassed_mlp_factory(folder: Path) -> str:
         "    return Net()\n"
     )
     return f"{folder / 'sub.py'}:build"
+
+
+def _keras(flavour: str) -> Any:
+    if flavour == "keras3":
+        import keras
+
+        return keras
+    import tf_keras
+
+    return tf_keras
+
+
+def wrapped_three_outputs(flavour: str) -> Any:
+    """A functional model wrapping a subclassed model that returns three tensors (4, 3 and 2
+    values over 6 features): one layer of the wrapper computes all three outputs."""
+    K = _keras(flavour)
+    K.utils.set_random_seed(4)
+
+    class Heads(K.Model):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__(name="heads")
+            self.body = K.layers.Dense(8, activation="relu")
+            self.a = K.layers.Dense(4)
+            self.b = K.layers.Dense(3)
+            self.c = K.layers.Dense(2)
+
+        def call(self, x: Any) -> Any:
+            h = self.body(x)
+            return self.a(h), self.b(h), self.c(h)
+
+    x = K.Input((6,), name="x")
+    return K.Model(x, list(Heads()(x)), name="three_heads")
+
+
+def any_size_subclassed(flavour: str, built_on: int = 64) -> Any:
+    """A subclassed conv net that takes images of any size (Conv2D → global pooling → Dense),
+    built once on ``built_on`` × ``built_on`` images."""
+    K = _keras(flavour)
+    K.utils.set_random_seed(5)
+
+    class AnySize(K.Model):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__(name="any_size")
+            self.conv = K.layers.Conv2D(4, 3, activation="relu")
+            self.pool = K.layers.GlobalAveragePooling2D()
+            self.head = K.layers.Dense(3)
+
+        def call(self, x: Any) -> Any:
+            return self.head(self.pool(self.conv(x)))
+
+    model = AnySize()
+    model(np.zeros((1, built_on, built_on, 3), np.float32))
+    return model
+
+
+def fixed_batch_savedmodel(folder: Path) -> Path:
+    """A tf_keras SavedModel whose serving signature fixes the batch at 1 (as audio and
+    on-device exports do), with a custom block that Keras revives from the saved functions
+    (which accept batch 1 only) rather than from a config: write it and return the folder."""
+    import tensorflow as tf
+    import tf_keras as K
+
+    K.utils.set_random_seed(6)
+
+    class Block(K.layers.Layer):  # type: ignore[misc,name-defined]
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.conv = K.layers.Conv1D(8, 3, padding="same")
+            self.norm = K.layers.BatchNormalization()
+
+        def call(self, x: Any, training: Any = None) -> Any:
+            return tf.nn.relu(self.norm(self.conv(x), training=training) + 0.1)
+
+    x = K.Input((16, 8), batch_size=1, name="audio")
+    h = K.layers.Conv1D(8, 3, padding="same", name="stem")(x)
+    h = Block(name="block")(h)
+    h = K.layers.GlobalAveragePooling1D(name="pool")(h)
+    model = K.Model(x, K.layers.Dense(4, activation="softmax", name="head")(h), name="fixed1")
+    rng = np.random.default_rng(6)
+    norm = model.get_layer("block").norm
+    norm.set_weights([rng.uniform(0.5, 1.5, 8).astype(np.float32),
+                      rng.normal(0, 0.1, 8).astype(np.float32),
+                      rng.normal(0, 0.2, 8).astype(np.float32),
+                      rng.uniform(0.5, 2.0, 8).astype(np.float32)])
+    model.save(folder)
+    return folder

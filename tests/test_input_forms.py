@@ -133,3 +133,51 @@ def test_integer_ids_for_a_float_input_are_told_to_cast_not_to_scale(tmp_path: P
         check = run_qdebug("check", tmp_path / f"{model}.keras", "--data", tmp_path / data)
         assert f"is {dtype}, the model takes float32" in check.stdout, check.stdout
         assert ("/ 255" in check.stdout) is scaled, check.stdout
+
+
+def test_keras3_unnamed_inputs_take_data_keyed_by_the_names_qdebug_asks_for(
+    tmp_path: Path,
+) -> None:
+    """Two unnamed keras.Input of one shape, built in Python: the data keyed by their input
+    layers' names (what qdebug asks for, as for the same model loaded from .keras) calibrates
+    the conversion (it failed with "conversion to INT8 failed: 'keras_tensor_1'", the
+    converter's signature using the tensor names), and each array reaches its own input."""
+    import keras
+
+    keras.utils.set_random_seed(10)
+    a, b = keras.Input((6,)), keras.Input((6,))
+    left = keras.layers.Dense(5, activation="relu")(a)
+    right = keras.layers.Dense(5, activation="tanh")(b)
+    model = keras.Model([a, b], keras.layers.Dense(3)(keras.layers.Concatenate()([left, right])))
+    names = [t._keras_history[0].name for t in model.inputs]
+    assert names[0] != model.inputs[0].name  # input_layer_N, its tensor keras_tensor_M
+    rng = np.random.default_rng(3)
+    data = {n: rng.normal(size=(16, 6)).astype(np.float32) * (1 + 4 * i)
+            for i, n in enumerate(names)}
+    np.savez(tmp_path / "x.npz", **data)
+    path = qdebug.trace(model, str(tmp_path / "x.npz"), out=tmp_path / "t.h5", quiet=True,
+                        store_samples=2)
+    with qdebug.open(str(path)) as tr:
+        assert tr.meta["input_names"] == names
+        assert all(r.status in ("matched", "input") for r in tr.layers)  # inputs not swapped
+        stored = tr.inputs(1)
+        for n in names:
+            np.testing.assert_array_equal(stored[n], data[n][1])
+
+
+@pytest.mark.parametrize("flavour", ["keras3", "tf_keras"])
+def test_a_subclassed_model_of_any_size_is_traced_at_the_datas_size(
+    flavour: str, tmp_path: Path
+) -> None:
+    """A subclassed model that takes any image size, built once on 64×64: data of 32×32 is
+    traced at 32×32 (it was refused: 'the model expects (N, 64, 64, 3)')."""
+    model = models.any_size_subclassed(flavour, built_on=64)
+    x = np.random.default_rng(4).uniform(size=(12, 32, 32, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    path = qdebug.trace(model, str(tmp_path / "x.npy"), out=tmp_path / "t.h5", quiet=True,
+                        store_samples=1)
+    with qdebug.open(str(path)) as tr:
+        assert tr.n_samples == 12
+        (stored,) = tr.inputs(0).values()
+        assert stored.shape == (32, 32, 3)
+        assert np.isfinite(tr.output_metrics()["sqnr_db"][0])

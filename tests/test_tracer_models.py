@@ -153,3 +153,64 @@ def test_sqnr_matches_an_independent_computation(traced) -> None:  # type: ignor
         assert om["sqnr_db"][j] == pytest.approx(expected[o.layer], abs=0.1)
         if o.classifier:
             assert om["top1_agreement"][j] == top1[o.layer]
+
+
+def _int8_outputs(tr: Trace, x: np.ndarray) -> dict[tuple[int, ...], np.ndarray]:
+    """The deployed model's dequantized outputs on every sample, keyed by their shape."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(
+        model_content=tr.tflite_bytes(),
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interp.allocate_tensors()
+    index = interp.get_input_details()[0]["index"]
+    per: dict[tuple[int, ...], list[np.ndarray]] = {}
+    for i in range(len(x)):
+        interp.set_tensor(index, x[i : i + 1])
+        interp.invoke()
+        for d in interp.get_output_details():
+            v = interp.get_tensor(d["index"]).astype(np.float64)
+            scale, zp = d["quantization"]
+            per.setdefault(tuple(d["shape"][1:]), []).append((v - zp) * scale if scale else v)
+    return {k: np.concatenate(v) for k, v in per.items()}
+
+
+@pytest.mark.parametrize("flavour", ["keras3", "tf_keras"])
+def test_a_layer_computing_several_outputs_gives_each_its_own(
+    flavour: str, tmp_path: Path
+) -> None:
+    """A functional model wrapping a subclassed model with three outputs: one layer computes
+    them all. The trace reads (its reader bounded the outputs by the layer count, 2, and
+    called a fresh trace damaged), and each output is measured on its own tensor (all three
+    were the first one's)."""
+    model = models.wrapped_three_outputs(flavour)
+    x = np.random.default_rng(8).normal(size=(20, 6)).astype(np.float32)
+    tr = _trace(model, [x], tmp_path / "t.h5")
+    assert [o.name for o in tr.outputs] == ["heads", "heads:1", "heads:2"]
+    assert {o.layer for o in tr.outputs} == {"heads"}
+    assert len({o.tensor_name for o in tr.outputs}) == 3
+    keras_outs = [np.asarray(v, np.float64) for v in model(x, training=False)]
+    int8 = _int8_outputs(tr, x)
+    sqnr = tr.output_metrics()["sqnr_db"]
+    for j, f in enumerate(keras_outs):
+        q = int8[f.shape[1:]]
+        expected = 10 * np.log10((f**2).sum() / ((f - q) ** 2).sum())
+        assert sqnr[j] == pytest.approx(expected, abs=0.1), tr.outputs[j].name
+
+
+def test_a_savedmodel_with_a_fixed_batch_is_called_at_its_batch(tmp_path: Path) -> None:
+    """A tf_keras SavedModel whose signature fixes batch 1, with a custom block Keras revives
+    from the saved functions: every Keras call (the probe on the first samples, the segment
+    re-run on batches of 8) is made at batch 1 (they crashed: 'Could not find matching
+    concrete function')."""
+    folder = models.fixed_batch_savedmodel(tmp_path / "saved")
+    x = np.random.default_rng(9).normal(size=(20, 16, 8)).astype(np.float32)
+    path = qdebug.trace(str(folder), x, out=tmp_path / "t.h5", quiet=True, batch_size=8)
+    with qdebug.open(str(path)) as tr:
+        status = {r.name: r.status for r in tr.layers}
+        assert status["block"] == "matched" and tr.n_samples == 20
+        assert tr.meta["segments"] > 0
+        i = [r.name for r in tr.layers].index("block")
+        local = tr.layer_metrics()["local_sqnr_db"][i]
+        assert np.isfinite(local) and local > 20  # the block's own error, from the re-run

@@ -162,8 +162,10 @@ class Trace(AnalysisReads):
             raise self._corrupt("a row refers to an op the table does not have")
         self.view = text(f.attrs.get("view", VIEW_LAYERS))
         n_layers = len(self.layers)
+        # One layer may compute several outputs (a subclassed model returning three tensors is
+        # one layer of its functional wrapper): the bound is the tables', not the layer count.
         self.outputs: list[OutputRecord] = self._read_table(
-            "outputs", OUTPUT_COLUMNS, OutputRecord, n_layers
+            "outputs", OUTPUT_COLUMNS, OutputRecord, MAX_ROWS
         )
         self._index = {r.name: i for i, r in enumerate(self.layers)}
         for part, width in (("layers", n_layers), ("outputs", len(self.outputs))):

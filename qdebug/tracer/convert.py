@@ -3,9 +3,10 @@ failures translated into the Keras layer and the fix."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,10 +95,7 @@ def _frozen_converter(model: Any) -> Any | None:
     if not inputs or isinstance(model, Path) or not callable(model) or has_recurrent(model):
         return None
     try:
-        specs = [
-            tf.TensorSpec(t.shape, dtype=t.dtype, name=str(t.name).split(":")[0])
-            for t in inputs
-        ]
+        specs = [tf.TensorSpec(t.shape, dtype=t.dtype, name=input_name(t)) for t in inputs]
         signature = specs if len(specs) == 1 else [specs]
         fn = tf.function(lambda x: model(x, training=False), input_signature=signature)
         conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
@@ -105,6 +103,16 @@ def _frozen_converter(model: Any) -> Any | None:
         return None
     conv.experimental_lower_to_saved_model = False
     return conv
+
+
+def input_name(tensor: Any) -> str:
+    """A model input's name as qdebug asks for it in the data: its input layer's
+    (``input_layer_1``), not the tensor's (Keras 3 names an unnamed input's tensor
+    ``keras_tensor_1``, and only a model loaded from a file has the two agree)."""
+    hist = getattr(tensor, "_keras_history", None)
+    layer = hist[0] if hist is not None else None
+    name = getattr(layer, "name", None) or str(getattr(tensor, "name", "input"))
+    return str(name).split(":")[0]
 
 
 def has_recurrent(model: Any) -> bool:
@@ -145,9 +153,35 @@ def _convert_keras(
                 return bytes(fast.convert()), EXPORT_FROZEN
         except Exception:
             pass  # the usual route below reports the real error
-    conv = _converter(model)
-    configure(conv)
-    return _run(conv, layer_names), EXPORT_SAVED_MODEL
+    with _inputs_named_as_layers(model):
+        conv = _converter(model)
+        configure(conv)
+        return _run(conv, layer_names), EXPORT_SAVED_MODEL
+
+
+@contextlib.contextmanager
+def _inputs_named_as_layers(model: Any) -> Iterator[None]:
+    """While converting, a Keras 3 model's input tensors carry their input layers' names.
+
+    The converter names a Keras 3 model's signature inputs after its input tensors: for an
+    unnamed ``keras.Input`` built in Python that is ``keras_tensor_1``, while qdebug (and the
+    same model loaded from a ``.keras`` file) calls it ``input_layer_1``; the calibration data,
+    keyed by the names qdebug asks for, then missed it."""
+    renamed: list[tuple[Any, str]] = []
+    if not isinstance(model, Path):
+        for t in list(getattr(model, "inputs", None) or []):
+            name, wanted = getattr(t, "name", None), input_name(t)
+            if isinstance(name, str) and ":" not in name and name != wanted:
+                try:
+                    t.name = wanted
+                except AttributeError:  # tf_keras: tensor names are fixed, and already right
+                    continue
+                renamed.append((t, name))
+    try:
+        yield
+    finally:
+        for t, name in renamed:
+            t.name = name
 
 
 def layer_names_in(text: str, layer_names: Iterable[str]) -> list[str]:

@@ -3,6 +3,7 @@ order, and a probe that computes every layer's output in one compiled call."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,8 @@ def _node_inputs(layer: Any) -> list[Any]:
 
 
 def _is_model(layer: Any) -> bool:
+    """A nested functional or sequential model (a tf_keras subclassed model has
+    ``_is_graph_network`` too, False: its layers are Python code, it is one layer)."""
     return (
         hasattr(layer, "layers")
         and hasattr(layer, "inputs")
@@ -76,7 +79,7 @@ def _is_model(layer: Any) -> bool:
             "Sequential",
             "Model",
         )
-    ) or (hasattr(layer, "layers") and hasattr(layer, "_is_graph_network"))
+    ) or (hasattr(layer, "layers") and getattr(layer, "_is_graph_network", False) is True)
 
 
 def _shape(tensor: Any) -> list[int | None]:
@@ -108,6 +111,12 @@ class LayerGraph:
                     self._by_name[src].consumers.append(n.name)
         self.input_names = [self._names[id(_history_layer(t))] for t in model.inputs]
         self.output_names = [self._names[id(_history_layer(t))] for t in _outputs(model)]
+        """The layer computing each model output (a layer returning several tensors, such as
+        a wrapped subclassed model or an LSTM with ``return_state``, appears once per output)."""
+        self.output_keys = _output_keys(model, self.output_names)
+        """Each output's own name: its layer's for the layer's first tensor, ``layer:k`` for
+        its k-th; the probe's value of that output is under this key."""
+        self.output_shapes = [_shape(t) for t in _outputs(model)]
 
     def _visit(self, model: Any, prefix: str) -> None:
         if not has_graph(model):
@@ -166,6 +175,16 @@ class LayerGraph:
         return []
 
     @property
+    def batch(self) -> int | None:
+        """The batch size the model's inputs fix (a SavedModel saved with ``batch_size=1``,
+        whose restored functions accept no other), else None."""
+        for t in self.model.inputs:
+            dims = _shape(t)
+            if dims and dims[0] is not None:
+                return dims[0]
+        return None
+
+    @property
     def names_by_id(self) -> dict[int, str]:
         """id(layer object) → qualified layer name."""
         return self._names
@@ -173,6 +192,30 @@ class LayerGraph:
     def node(self, name: str) -> LayerNode:
         """The node of a qualified layer name."""
         return self._by_name[name]
+
+
+def in_fixed_batches(
+    fn: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
+    inputs: list[np.ndarray],
+    size: int | None,
+) -> dict[str, np.ndarray]:
+    """``fn(inputs)``, called on batches of exactly ``size`` samples when the model fixes its
+    batch size (the last one padded with copies of its last sample, the results cut back)."""
+    n = len(inputs[0]) if inputs else 0
+    if size is None or size <= 0 or n == size:
+        return fn(inputs)
+    parts: list[dict[str, np.ndarray]] = []
+    for start in range(0, n, size):
+        chunk = [x[start:start + size] for x in inputs]
+        short = size - len(chunk[0])
+        if short:
+            chunk = [np.concatenate([c, np.repeat(c[-1:], short, axis=0)]) for c in chunk]
+        parts.append(fn(chunk))
+    out: dict[str, np.ndarray] = {}
+    for key, first in parts[0].items():
+        batched = first.ndim > 0 and first.shape[0] == size
+        out[key] = np.concatenate([p[key] for p in parts])[:n] if batched else first
+    return out
 
 
 def input_dtype(tensor: Any) -> str:
@@ -183,6 +226,18 @@ def input_dtype(tensor: Any) -> str:
 
 def _outputs(model: Any) -> list[Any]:
     return _flatten_tensors(model.outputs)
+
+
+def _output_keys(model: Any, layers: list[str]) -> list[str]:
+    keys: list[str] = []
+    for t, layer in zip(_outputs(model), layers, strict=True):
+        hist = getattr(t, "_keras_history", None)
+        k = int(hist[2]) if hist is not None and len(hist) > 2 else 0
+        key = layer if k == 0 else f"{layer}:{k}"
+        while key in keys:  # the same tensor given twice as an output
+            key += "'"
+        keys.append(key)
+    return keys
 
 
 class Probe:
@@ -221,6 +276,11 @@ class Probe:
             out = getattr(n.layer, "output", None)
             names.append(n.name)
             tensors.append(_first_tensor(out))
+        if not prefix:  # a layer's later outputs, where the model returns them
+            for key, t in zip(self.graph.output_keys, _outputs(model), strict=True):
+                if key not in names:
+                    names.append(key)
+                    tensors.append(t)
         sub = K.Model(model.inputs, tensors)
         return sub, names, nested
 
@@ -244,10 +304,13 @@ class Probe:
         """Every layer's output (nested models' own value included) for a batch."""
         import tensorflow as tf
 
-        feeds = [
-            tf.convert_to_tensor(x, dtype=d) for x, d in zip(inputs, self._dtypes, strict=True)
-        ]
-        values = {k: np.asarray(v) for k, v in self._run(*feeds).items()}
+        def run(chunk: list[np.ndarray]) -> dict[str, np.ndarray]:
+            feeds = [
+                tf.convert_to_tensor(x, dtype=d) for x, d in zip(chunk, self._dtypes, strict=True)
+            ]
+            return {k: np.asarray(v) for k, v in self._run(*feeds).items()}
+
+        values = in_fixed_batches(run, inputs, self.graph.batch)
         for n in self.graph.nodes:
             if n.is_model and n.inbound:
                 values[n.name] = values[n.inbound[0]]

@@ -76,12 +76,13 @@ def output_records(
     twin: LiteModel,
     twin_vals: dict[int, np.ndarray],
 ) -> tuple[list[OutputRecord], list[int]]:
-    """Each Keras output's record and the LiteRT output position that carries it."""
+    """Each Keras output's record and the LiteRT output position that carries it (a position
+    no earlier output took, where two fit as well: an LSTM's output and its state ``h``)."""
     outs: list[OutputRecord] = []
     positions: list[int] = []
     twin_out = twin.output_indices
-    for j, name in enumerate(graph.output_names):
-        k = np.asarray(keras_vals[name], dtype=np.float64).reshape(len(keras_vals[name]), -1)
+    for j, (key, layer) in enumerate(zip(graph.output_keys, graph.output_names, strict=True)):
+        k = np.asarray(keras_vals[key], dtype=np.float64).reshape(len(keras_vals[key]), -1)
         errs = []
         for t in twin_out:
             v = twin_vals.get(t)
@@ -92,7 +93,11 @@ def output_records(
                 float(np.linalg.norm(k - v.reshape(k.shape)))
                 / max(float(np.linalg.norm(k)), 1e-12)
             )
-        pos = int(np.argmin(errs)) if errs and np.isfinite(min(errs)) else j
+        pos = j
+        if errs and np.isfinite(min(errs)):
+            best = min(errs)
+            fits = [p for p, e in enumerate(errs) if e <= best + 1e-6]
+            pos = next((p for p in fits if p not in positions), fits[0])
         positions.append(pos)
         q_index = int8.output_indices[pos]
         info = int8.tensors[q_index]
@@ -101,11 +106,11 @@ def output_records(
             op = int8.producer.get(q_index)
             if op is not None and op.op_type == "DEQUANTIZE":
                 qp = int8.tensors[op.inputs[0]].qp
-        shape = [d for d in graph.node(name).output_shape]
+        shape = graph.output_shapes[j]
         outs.append(
             OutputRecord(
-                name=name,
-                layer=name,
+                name=key,
+                layer=layer,
                 tensor_name=info.name,
                 scale=qp.scale if qp else float("nan"),
                 zero_point=qp.zero_point if qp else 0,

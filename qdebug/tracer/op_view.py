@@ -92,7 +92,12 @@ def op_outputs(
 
 
 def _peek_shape(data_spec: Any) -> tuple[int, ...] | None:
-    """The per-sample shape of a ``.npy``/``.npz`` data file, without reading it."""
+    """The per-sample shape of a ``.npy``/``.npz`` data file (without reading it) or of an
+    array given to the Python API."""
+    if isinstance(data_spec, np.ndarray):
+        return tuple(data_spec.shape[1:]) if data_spec.ndim > 1 else None
+    if not isinstance(data_spec, str | Path):
+        return None
     path = Path(str(data_spec))
     try:
         if path.suffix == ".npy" and path.is_file():
@@ -122,13 +127,31 @@ def _built_shape(model: Any) -> tuple[int, ...] | None:
 
 def wrap_subclassed(model: Any, data_spec: Any) -> Any:
     """A subclassed model called on a ``keras.Input`` of the data's shape: a functional model
-    the converter accepts (its layers stay Python code, so the trace shows its ops)."""
-    shape = _built_shape(model) or _peek_shape(data_spec)
-    if shape is None:
+    the converter accepts (its layers stay Python code, so the trace shows its ops).
+
+    The data's shape comes first: a model that takes any image size is traced at the size of
+    the data, not the one it was first built on; the built shape is used where the data's
+    shape is unknown (a data function) or the model refuses it."""
+    built, peeked = _built_shape(model), _peek_shape(data_spec)
+    shapes = [s for s in (peeked, built) if s is not None]
+    if not shapes:
         raise ModelLoadError(
             f"model {model.name!r} is subclassed and has no input shape",
             "call model.build(input_shape) in its factory, or give the data as .npy/.npz",
         )
+    if peeked is not None and built is not None and (
+        len(peeked) != len(built) or peeked == built
+    ):
+        shapes = [built]  # another rank: the data is wrong, which its check will say
+    for shape in shapes[:-1]:
+        try:
+            return _wrap(model, shape)
+        except Exception:  # the model refuses this size: the one it was built on
+            continue
+    return _wrap(model, shapes[-1])
+
+
+def _wrap(model: Any, shape: tuple[int, ...]) -> Any:
     import keras
 
     name = _call_argument(model)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from qdebug.analysis.segments import Segment
-from qdebug.tracer.graph import LayerGraph, LayerNode
+from qdebug.tracer.graph import LayerGraph, LayerNode, in_fixed_batches
 
 
 def _map(value: Any, fn: Callable[[Any], Any]) -> Any:
@@ -72,8 +72,13 @@ class SegmentRunner:
         return out
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """f(feeds) for every segment output."""
-        return {k: v.numpy() for k, v in self._fn(feeds).items()}
+        """f(feeds) for every segment output (in the batches the model fixes, if it does)."""
+        names = list(feeds)
+
+        def run(chunk: list[np.ndarray]) -> dict[str, np.ndarray]:
+            return {k: v.numpy() for k, v in self._fn(dict(zip(names, chunk, strict=True))).items()}
+
+        return in_fixed_batches(run, [feeds[k] for k in names], self.graph.batch)
 
 
 def _takes_training(layer: Any) -> bool:
