@@ -212,16 +212,33 @@ def _is_factory(spec: str) -> bool:
 
 
 def _h5_keras_version(path: Path) -> str:
+    """The Keras version that saved an ``.h5`` model; refuses a file of weights only."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
             v = f.attrs.get("keras_version", "")
-            return v.decode() if isinstance(v, bytes) else str(v)
+            version = v.decode() if isinstance(v, bytes) else str(v)
+            # tf_keras's save_weights: its version and layer names, no model_config; Keras 3's
+            # (.weights.h5): groups 'layers' and 'vars', no attributes at all.
+            weights_only = "model_config" not in f.attrs and (
+                "layer_names" in f.attrs
+                or (not version and isinstance(f.get("layers"), h5py.Group)
+                    and isinstance(f.get("vars"), h5py.Group))
+            )
     except OSError as exc:
         raise ModelLoadError(
             f"{path} is not a readable HDF5 model file ({exc})", "give a Keras .h5 or .keras file"
         ) from exc
+    if weights_only:
+        raise ModelLoadError(
+            f"{path} holds weights only (save_weights wrote no model config to rebuild the "
+            "model from)",
+            "build the model in a factory that loads them — def build(): model = make_model(); "
+            f"model.load_weights({str(path)!r}); return model — and give it as MODEL: "
+            "qdebug trace my_model.py:build",
+        )
+    return version
 
 
 def _translate_load_error(path: Path, exc: Exception) -> ModelLoadError:
