@@ -20,6 +20,8 @@ import qdebug
 from cli_helpers import run_qdebug
 from qdebug.cli import cli
 from qdebug.output.channels import SHOWN_CHANNELS
+from qdebug.store.schema import SAMPLE_INDEX
+from qdebug.tracer.data import InputSpec, load_data
 from qdebug.tui.app import create_app
 from qdebug.tui.screens.detail import LayerDetailScreen
 from test_cli_trace import _assert_one_line_error
@@ -226,6 +228,12 @@ def test_export_inputs_writes_the_layers_worst_samples_too(files: dict[str, Path
     assert f"inputs of samples {samples}" in res.stdout and worst <= set(samples)
     with np.load(out) as z:
         np.testing.assert_array_equal(z["image"], np.load(files["x"])[samples])
+        # the file says which sample of the data each row is (it said nothing before)
+        assert z[SAMPLE_INDEX].dtype == np.int64 and z[SAMPLE_INDEX].tolist() == samples
+    # and it is data for the model as it is: the index is no input, and no warning names it
+    src = load_data(out, [InputSpec("image", (8, 8, 1))])
+    assert not src.warnings
+    np.testing.assert_array_equal(np.stack([s[0] for s in src]), np.load(files["x"])[samples])
 
 
 @sync

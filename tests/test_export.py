@@ -28,7 +28,8 @@ def test_export_round_trips_the_exact_model_and_inputs(fixture_trace: Path, tmp_
         name = f["samples/inputs/0"].attrs["name"]
     assert model.read_bytes() == stored_model and model.read_bytes()[4:8] == b"TFL3"
     with np.load(inputs) as z:
-        assert list(z.keys()) == [name] == ["image"]
+        assert list(z.keys()) == [name, "qdebug_sample_index"] and name == "image"
+        assert z["qdebug_sample_index"].tolist() == list(range(8))  # which samples they are
         np.testing.assert_array_equal(z["image"], stored_inputs)
         assert z["image"].dtype == np.float32 and z["image"].shape == (8, 8, 8, 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz", "m.tflite"]

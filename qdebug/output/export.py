@@ -21,6 +21,7 @@ import numpy as np
 from qdebug.errors import QdebugError
 from qdebug.store.filekind import special_kind
 from qdebug.store.reader import Trace
+from qdebug.store.schema import SAMPLE_INDEX
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def export_trace(
 ) -> Exported:
     """Write the trace's INT8 ``.tflite`` bytes to ``tflite`` and the inputs it keeps (stored
     samples and each layer's worst), keyed by input name, to ``inputs`` (an ``.npz`` that
-    ``qdebug trace --data`` accepts; ``Exported.samples`` says which samples, in order).
+    ``qdebug trace --data`` accepts), with ``SAMPLE_INDEX``: which samples, in order (also
+    ``Exported.samples``).
 
     Both targets are checked before anything is written.
 
@@ -152,6 +154,9 @@ def export_trace(
     arrays = stored_inputs(trace) if inputs is not None else {}
     names = member_names(list(arrays))
     arrays = {names[k]: v for k, v in arrays.items()}
+    if inputs is not None and SAMPLE_INDEX not in arrays:
+        # which sample of the traced data each row is (qdebug trace --data ignores it)
+        arrays[SAMPLE_INDEX] = np.asarray(trace.input_samples(), dtype=np.int64)
     if tflite is not None:
         write_atomic(tflite, _bytes_writer(trace.tflite_bytes()), force)
     if inputs is not None:
