@@ -387,8 +387,14 @@ def test_custom_op_xnnpack_runs_is_traced(deconv_pair: tuple[Path, Path, Path]) 
         assert math.isfinite(sq) and sq > 40  # float16 weights against float32: small error
         assert [r.class_name for r in tr.layers] == ["CONV_2D", "Convolution2DTransposeBias",
                                                      "CONV_2D", "LOGISTIC"]
-    with h5py.File(out) as f:  # the deployed model's output equals LiteRT's own
+        # which kernels gave the values, and that nothing went unobserved, is said
+        assert "custom op Convolution2DTransposeBias" in tr.meta["kernels"]
+        (note,) = [w for w in tr.meta["warnings"] if "the deployed model has the custom op" in w]
+        assert "XNNPACK" in note and "every op's output could be observed" in note
+        assert not [o for o in tr.ops if o.status == "hidden"]
+    with h5py.File(out) as f:
         assert f.attrs["complete"]
+    assert "custom op Convolution2DTransposeBias" in r.stdout  # the summary's warning line
 
 
 def test_ops_inside_a_delegate_partition_are_hidden_and_named(

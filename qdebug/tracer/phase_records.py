@@ -18,7 +18,7 @@ from qdebug.tracer import convert as conv
 from qdebug.tracer.data import InputSpec, SampleSource
 from qdebug.tracer.graph import LayerGraph
 from qdebug.tracer.labels import Labels
-from qdebug.tracer.litert import LiteModel
+from qdebug.tracer.litert import LiteModel, kernels_text
 from qdebug.tracer.loading import LoadedModel
 from qdebug.tracer.oprows import OpTable
 from qdebug.tracer.options import TraceOptions, software_versions
@@ -109,12 +109,7 @@ def trace_attrs(
             {**converted.options.as_dict(), "calib_samples": prep.calib.taken}
             if opt.tflite is None else {}
         ),
-        "kernels": (
-            "xnnpack (deployment) outputs compared with the builtin reference kernels, "
-            "which give every op's values"
-            if matched.deploy is not None
-            else "builtin (deterministic)"
-        ),
+        "kernels": kernels_text(matched.int8, matched.deploy),
         "delegated_ops": matched.deploy.delegated_ops() if matched.deploy is not None else [],
         "input_names": prep.input_names,
         "view": VIEW_LAYERS if prep.graph is not None else VIEW_OPS,

@@ -28,7 +28,7 @@ from qdebug.tracer.labels import (
 from qdebug.tracer.labels import check_count as check_labels_count
 from qdebug.tracer.labels import resolve as resolve_labels
 from qdebug.tracer.layer_worst import input_cap
-from qdebug.tracer.litert import LiteModel
+from qdebug.tracer.litert import LiteModel, kernel_notes
 from qdebug.tracer.loading import TFLITE, LoadedModel, load_model, wrap_live_model
 from qdebug.tracer.matching import align_tensors, match_layers
 from qdebug.tracer.model_io import (
@@ -278,6 +278,7 @@ class Tracer:
             deployed += ", from quantization-aware training (fake-quant ranges)"
         if not matched.int8.quantized_activations():
             notes.append(f"the deployed model is {deployed}")
+        notes.extend(kernel_notes(matched.int8, matched.twin))  # custom ops run on XNNPACK
         return deployed
 
     def _finish(
