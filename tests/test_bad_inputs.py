@@ -271,6 +271,9 @@ def tf_files(tmp_path_factory: pytest.TempPathFactory, digits_model: Any,
     (d / "crc.npz").write_bytes(bytes(raw))
     with zipfile.ZipFile(d / "notnpy.npz", "w") as z:
         z.writestr("x.txt", "not an array")
+    import hostile_traces
+
+    hostile_traces.npz_bomb(d / "bomb.npz", "x", (2 << 20, 8, 8, 1))  # 512 MiB in 0.5 MB
     header = "{'descr': '<f4', 'fortran_order': False, 'shape': (-3, 8, 8, 1), }"
     header += " " * (117 - len(header)) + "\n"
     (d / "negative.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little")
@@ -367,6 +370,8 @@ TRACE_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("npz with a bad CRC", ["digits.keras", "--data", "crc.npz"], ("crc.npz", "CRC")),
     ("npz member not npy", ["digits.keras", "--data", "notnpy.npz"],
      ("notnpy.npz", "not a .npy array")),
+    ("npz zip bomb", ["digits.keras", "--data", "bomb.npz"],
+     ("bomb.npz[x]", "would inflate", "zip bomb", "--samples N")),
     ("npy negative shape", ["digits.keras", "--data", "negative.npy"],
      ("negative.npy", "not a readable .npy")),
     ("data function returns None", ["digits.keras", "--data", "funcs.py:none"],
