@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import qdebug
+from qdebug.analysis.culprits import is_healthy
 from qdebug.cli import cli
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
@@ -201,6 +202,13 @@ def test_float_and_int8_tflite_pair(images: Path) -> None:
         # no local error anywhere, so nothing says where error is born: no culprit (the
         # input's quantization was ranked "2.2× the output's" from an unknown reach)
         assert tr.culprits() == []
+        om = tr.output_metrics()
+        healthy = is_healthy(float(om["sqnr_db"][0]), float(om["top1_agreement"][0]))
+        path = tr.path
+    # ... and the summary says why (it said nothing under a broken output)
+    said = CliRunner().invoke(cli, ["report", str(path)]).stdout
+    assert ("healthy: every output" in said) if healthy else (
+        "no culprits: the trace measures no op's own error (a .tflite pair" in said)
     r = CliRunner().invoke(cli, ["trace", str(images / "float.tflite"), "--data",
                                  str(images / "x.npy"), "--out", str(images / "no.h5")])
     assert r.exit_code == 2 and "--tflite" in r.stderr and not (images / "no.h5").exists()
@@ -389,7 +397,8 @@ def test_custom_op_xnnpack_runs_is_traced(deconv_pair: tuple[Path, Path, Path]) 
                                                      "CONV_2D", "LOGISTIC"]
         # which kernels gave the values, and that nothing went unobserved, is said
         assert "custom op Convolution2DTransposeBias" in tr.meta["kernels"]
-        (note,) = [w for w in tr.meta["warnings"] if "the deployed model has the custom op" in w]
+        (note,) = [w for w in tr.meta["warnings"] if "custom op Convolution2DTransposeBias" in w]
+        assert note.startswith("the deployed and the float model have the custom op")
         assert "XNNPACK" in note and "every op's output could be observed" in note
         assert not [o for o in tr.ops if o.status == "hidden"]
     with h5py.File(out) as f:
@@ -427,7 +436,7 @@ def test_ops_inside_a_delegate_partition_are_hidden_and_named(
     assert {r.tensor_index for r in table.rows if r.status == "hidden"} == hidden
     assert not set(table.measured()) & {i for i, r in enumerate(table.rows)
                                          if r.tensor_index in hidden}
-    (note,) = kernel_notes(fused, every)[:1]
+    (note,) = kernel_notes(fused, every)
     assert "custom op Convolution2DTransposeBias" in note and "XNNPACK" in note
     assert f"the values of {len(fused.hidden_ops())} op(s)" in note
     for op in fused.hidden_ops():

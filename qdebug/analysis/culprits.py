@@ -89,6 +89,21 @@ def find_culprits(
     return worth[:limit]
 
 
+def no_culprits_reason(
+    layers: Sequence[LayerRecord], m: dict[str, np.ndarray], every: str = "layer"
+) -> str:
+    """Why an output that is not healthy has no culprits, in one line for people."""
+    local = m.get("local_sqnr_db")
+    if local is None or not any(math.isfinite(float(local[i])) for i, r in enumerate(layers)
+                                if r.status != STATUS_INPUT):
+        return (f"the trace measures no {every}'s own error (a .tflite pair has no calibrated "
+                "model to rebuild f(x̂) from), so nothing says where the output's error is "
+                f"born: the worst {every}s above are where it is largest, not where it starts")
+    return (f"no {every}'s own error is worth acting on alone (each under 1 % of the output's, "
+            "or rounding noise under 30 %): the output's error builds up over many of them "
+            "(try --scheme int16x8)")
+
+
 def op_rows(ops: Sequence[OpRecord], layers: Sequence[LayerRecord]) -> list[LayerRecord]:
     """The measured ops as rows of a layer table, so that ``rank_layers`` ranks ops: named by
     the op, ``inbound`` the measured ops they consume, a model input's QUANTIZE an input row."""
