@@ -295,27 +295,30 @@ def _names(lite: LiteModel, ops: list[OpInfo]) -> str:
 def kernel_notes(int8: LiteModel, twin: LiteModel) -> list[str]:
     """What a trace must say when a custom op made a model run on XNNPACK: which kernels gave
     the values, and exactly which ops' values could not be observed (kept out of rankings)."""
-    notes: list[str] = []
-    for side, lite in (("deployed", int8), ("float", twin)):
-        if not lite.custom_ops:
-            continue
-        hidden = lite.hidden_ops()
-        text = (
-            f"the {side} model has the custom op {', '.join(lite.custom_ops)}, which LiteRT's "
-            "builtin kernels lack: it runs on the XNNPACK delegate, which implements it, and so "
-            "does every op XNNPACK supports (their values are XNNPACK's kernels', not the "
-            "reference kernels')"
-        )
-        if hidden:
+    sides = [(side, lite) for side, lite in (("deployed", int8), ("float", twin))
+             if lite.custom_ops]
+    if not sides:
+        return []
+    ops = sorted({name for _, lite in sides for name in lite.custom_ops})
+    who = (f"the {sides[0][0]} model has" if len(sides) == 1
+           else "the deployed and the float model have")
+    text = (
+        f"{who} the custom op {', '.join(ops)}, which LiteRT's builtin kernels lack: it runs "
+        "on the XNNPACK delegate, which implements it, and so does every op XNNPACK supports "
+        "(their values are XNNPACK's kernels', not the reference kernels')"
+    )
+    hidden = [(side, lite, lite.hidden_ops()) for side, lite in sides]
+    for side, lite, ops_hidden in hidden:
+        if ops_hidden:
             text += (
-                f"; the values of {len(hidden)} op(s) computed inside XNNPACK's fused "
-                "partitions could not be observed (a delegate writes back only a partition's "
-                f"outputs) and are kept out of every ranking: {_names(lite, hidden)}"
+                f"; in the {side} model the values of {len(ops_hidden)} op(s) computed inside "
+                "XNNPACK's fused partitions could not be observed (a delegate writes back only "
+                f"a partition's outputs) and are kept out of every ranking: "
+                f"{_names(lite, ops_hidden)}"
             )
-        else:
-            text += "; every op's output could be observed"
-        notes.append(text)
-    return notes
+    if not any(ops_hidden for _, _, ops_hidden in hidden):
+        text += "; every op's output could be observed"
+    return [text]
 
 
 def kernels_text(int8: LiteModel, deploy: LiteModel | None) -> str:
