@@ -207,7 +207,7 @@ def test_markdown_diff_structure(pair: tuple[Path, Path]) -> None:
     header = lines.index("#### Layers that changed most") + 2
     assert lines[header].startswith("| layer | class | SQNR base | SQNR new | Δ dB |")
     assert lines[header + 1].startswith("|---|")
-    assert lines[header + 2].startswith("| l4 | Dense |")
+    assert lines[header + 2].startswith("| `l4` | Dense |")
 
 
 @pytest.fixture()

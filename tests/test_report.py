@@ -49,18 +49,18 @@ def test_markdown_structure(fixture_trace: Path) -> None:
     assert "**output SQNR 39.1 dB, top-1 agreement 98.0%** over 256 samples, 13 layers." in lines
     assert "| tensorflow | 2.21.0 |" in lines
     assert any(line.startswith("- converter: calib_samples=200, int8_io=False") for line in lines)
-    assert "| probs | 39.1 | 0.31 | 0.99994 | 0.0% | 98.0% |" in lines
+    assert "| `probs` | 39.1 | 0.31 | 0.99994 | 0.0% | 98.0% |" in lines
     table = lines.index("<details><summary>13 layers</summary>") + 2
     assert lines[table] == ("| # | layer | class | op | status | SQNR (dB) | RMSE (LSB) | "
                             "saturation | local SQNR (dB) | gain |")
     assert lines[table + 1] == "|---|" * 1 + "---|" * 9
-    assert lines[table + 3] == "| 1 | conv1 | Conv2D | — | fused → relu1 | — | — | — | — | — |"
+    assert lines[table + 3] == "| 1 | `conv1` | Conv2D | — | fused → `relu1` | — | — | — | — | — |"
     assert lines[table + 2 + 13] == "" and lines[table + 3 + 13] == "</details>"
     culprits = lines.index("### Culprits") + 2
     assert lines[culprits] == "| layer | kind | reason |"
     with qdebug.open(str(fixture_trace)) as tr:
         first = tr.culprits()[0]
-    assert lines[culprits + 2] == f"| {first.layer} | {first.kind} | {first.reason} |"
+    assert lines[culprits + 2] == f"| `{first.layer}` | {first.kind} | {first.reason} |"
     assert "qdebug export digits.h5 --tflite model_int8.tflite --inputs inputs.npz" in lines
 
 
@@ -86,13 +86,14 @@ def test_markdown_shows_culprits_and_analysis_columns_when_the_trace_has_them(
     assert lines[start + 2 : start + 6] == [
         "| layer | kind | reason |",
         "|---|---|---|",
-        "| res_add | amplifies | amplifies incoming error 3.1× |",
-        "| conv2 |  | clipping: 4% outside \\| range |",
+        "| `res_add` | amplifies | amplifies incoming error 3.1× |",
+        "| `conv2` |  | clipping: 4% outside \\| range |",
     ]
     assert not any(line.startswith("### Worst layers") for line in lines)
     header = next(line for line in lines if line.startswith("| # | layer |"))
     assert header.endswith("| saturation | local SQNR (dB) | gain |")
-    assert "| 0 | image | InputLayer | QUANTIZE | input | 57.0 | 0.18 | 10.4% | 50.0 | — |" in lines
+    assert ("| 0 | `image` | InputLayer | QUANTIZE | input | 57.0 | 0.18 | 10.4% | 50.0 | — |"
+            in lines)
 
 
 def test_csv_has_tflite_columns_first_and_numbers_from_the_file(fixture_trace: Path) -> None:

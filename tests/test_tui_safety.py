@@ -86,3 +86,76 @@ def test_viewer_never_imports_tensorflow() -> None:
             "assert not any(m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras') "
             "for m in sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+@sync
+async def test_megabyte_names_are_capped_before_the_viewer_renders_them(tmp_path: Path) -> None:
+    # Measuring, folding and highlighting a 1,000,000-character cell takes minutes: every name
+    # reaches a widget through fmt.shown, which keeps its first NAME_LIMIT characters and says so.
+    from qdebug.output.fmt import NAME_LIMIT
+
+    long = {3: "a" * 1_000_000, 5: "b" * 1_000_000}
+    app = create_app(copy_trace(tmp_path / "long.h5", names=long))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        table = app.screen.query_one(LayerTable)
+        for row, name in long.items():
+            cell = table.get_row(str(row))[1].plain
+            assert cell == f"{name[:NAME_LIMIT]}… (1,000,000 characters in all)"
+            prompt = str(app.screen.query_one(PropagationChart).get_option(str(row)).prompt)
+            assert name[:10] in prompt and len(prompt) < NAME_LIMIT + 200
+        table.move_cursor(row=3)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        head = app.screen.query_one("#detail-head", Static).content
+        assert isinstance(head, Text) and head.plain.startswith("a" * NAME_LIMIT + "…")
+        assert len(head.plain) < 10 * NAME_LIMIT
+
+
+def _tmux_pane(command: list[str], env: dict[str, str], until: str) -> str:
+    """What a real terminal (tmux, 100x30) shows once ``until`` is on screen."""
+    import os
+    import shlex
+    import time
+
+    sock = f"qdebug-test-{os.getpid()}"
+    tmux = ["tmux", "-L", sock, "-f", "/dev/null"]
+    line = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    subprocess.run([*tmux, "new-session", "-d", "-x", "100", "-y", "30",
+                    f"env -u COLUMNS -u LINES {line} {shlex.join(command)}"],  # the pane's size
+                   cwd=ROOT, check=True, timeout=30)
+    try:
+        pane = ""
+        deadline = time.monotonic() + 60
+        while until not in pane and time.monotonic() < deadline:
+            time.sleep(0.5)
+            pane = subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True,
+                                  text=True, timeout=30).stdout
+        return pane
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=30)
+
+
+def test_viewer_in_an_ascii_terminal_draws_ascii_look_alikes() -> None:
+    """``LC_ALL=C`` without Python's UTF-8 mode: Textual's output stream is ASCII; bars, box
+    lines and '—' were drawn as literal '\\u2588' escapes that broke every row. They are ASCII
+    look-alikes of one cell each, so the layout is the UTF-8 terminal's."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("tmux") is None:
+        pytest.skip("needs tmux (a real terminal)")
+    pane = _tmux_pane([sys.executable, "-m", "qdebug", "view", str(FIXTURE)],
+                      {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "TERM": "xterm-256color"},
+                      until=" conv1 ")  # the layer table is drawn
+    assert "Quit" in pane and " conv1 " in pane, pane
+    assert "\\u" not in pane and "\\x" not in pane, pane  # no escaped glyph
+    rows = pane.splitlines()
+    chart = [r for r in rows if r.startswith("|") and "local" in r]
+    assert chart and all(r.endswith("|") and len(r) == 100 for r in chart), pane  # aligned
+    assert any("#####" in r and " image " in r for r in chart)  # the bars
+    assert any(r.startswith("+-") and r.endswith("-+") for r in rows)  # the box's corners
+    table = next(r for r in rows if " conv1 " in r)
+    assert " - " in table and "fused > relu1" in table  # '—' and '→'

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import click
 
-from qdebug.cli.app import cli, debug_option, print_result, say, summary_text, write
+from qdebug.cli.app import (
+    cli,
+    debug_option,
+    is_terminal,
+    print_result,
+    say,
+    show,
+    summary_text,
+    write,
+)
 from qdebug.cli.params import FiniteFloat
 from qdebug.output.fmt import printable_lines
 
@@ -42,14 +51,10 @@ def report(trace_path: Path, fmt: str, chart: str | None) -> None:
 
     with open_trace(trace_path) as tr:
         if fmt == "markdown":
-            text = report_markdown(tr).rstrip("\n")
-            if chart:  # the picture under the headline, so a bug report shows it first
-                head, _, rest = text.partition("\n\n")
-                text = f"{head}\n\n![error by depth]({chart})\n\n{rest}"
-            say(text)
+            say(report_markdown(tr, chart).rstrip("\n"))
         else:  # CSV keeps names exact for scripts, but not for a terminal
             text = report_csv(tr)
-            write(printable_lines(text) if sys.stdout.isatty() else text, nl=False)
+            write(printable_lines(text) if is_terminal(sys.stdout) else text, nl=False)
 
 
 @cli.command()
@@ -70,16 +75,19 @@ def view(trace_path: Path, other_path: Path | None) -> None:
     from qdebug.tui.app import create_app
 
     app = create_app(trace_path, other_path)  # opens the traces: bad files fail here, one line
-    if not (sys.stdout.isatty() and sys.stdin.isatty()):  # full screen would wait for keys
+    if not (is_terminal(sys.stdout) and is_terminal(sys.stdin)):  # full screen would wait
         try:
             texts = [summary_text(t) for t in (app.trace, app.other) if t is not None]
         finally:
             app.trace.close()
             if app.other is not None:
                 app.other.close()
-        write("\n".join(texts), nl=False)
+        show("\n".join(texts), nl=False)
         return
-    app.run()
+    from qdebug.output.glyphs import cell_fallbacks
+
+    with cell_fallbacks(sys.__stderr__):  # where Textual draws; ASCII look-alikes under LC_ALL=C
+        app.run()
 
 
 @cli.command()
@@ -292,10 +300,14 @@ def explore(
               metavar="CHART.svg|png", help="The picture to write.")
 @click.option("--layer", metavar="LAYER", help="Histogram of this layer (default: the top "
               "culprit).")
+@click.option("--force", is_flag=True, help="Replace an existing picture.")
 @debug_option
-def plot(trace_path: Path, out: Path, layer: str | None) -> None:
+def plot(trace_path: Path, out: Path, layer: str | None, force: bool) -> None:
     """Draw error by depth (accumulated and local SQNR per layer, culprits circled) and one
     layer's error histogram. Needs matplotlib.
+
+    The picture is written atomically and never over an existing file without --force; it is
+    at most 1600 pixels wide (a long model's layers are thinned to the worst of each run).
 
     \b
     Examples:
@@ -306,4 +318,4 @@ def plot(trace_path: Path, out: Path, layer: str | None) -> None:
     from qdebug.store.reader import open_trace
 
     with open_trace(trace_path) as tr:
-        click.echo(f"wrote {plot_trace(tr, out, layer)}")
+        say(f"wrote {plot_trace(tr, out, layer, force=force)}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from qdebug.analysis.trace_diff import Change, DiffResult, LayerDiff
-from qdebug.output.fmt import db, pct, plain, printable
+from qdebug.output import md
+from qdebug.output.fmt import TEXT_LIMIT, db, pct, plain, printable, shown
 from qdebug.output.jsonout import dumps
 from qdebug.output.jsonout import num as json_num
 
@@ -70,10 +72,10 @@ def diff_json(result: DiffResult) -> str:
     return dumps(diff_dict(result))
 
 
-def _headline(result: DiffResult) -> str:
+def _headline(result: DiffResult, name: Callable[[str], str] = shown) -> str:
     parts = []
     for o in result.outputs:
-        text = f"output {o.name}: SQNR {db(o.sqnr_db.base)} → {db(o.sqnr_db.new)} dB"
+        text = f"output {name(o.name)}: SQNR {db(o.sqnr_db.base)} → {db(o.sqnr_db.new)} dB"
         text += f" ({db(o.sqnr_db.delta, signed=True)})"
         if not math.isnan(o.top1_agreement.base):  # a classifier
             text += (
@@ -99,10 +101,11 @@ _COLUMNS = ("layer", "class", "SQNR base", "SQNR new", "Δ dB", "saturation Δ",
             "gain Δ", "")
 
 
-def _row(d: LayerDiff) -> list[str]:
+def _row(d: LayerDiff, name: Callable[[str], str] = shown,
+         text: Callable[[str], str] = shown) -> list[str]:
     return [
-        printable(d.name),
-        printable(d.class_name),
+        name(d.name),
+        text(d.class_name),
         db(d.sqnr_db.base),
         db(d.sqnr_db.new),
         db(d.sqnr_db.delta, signed=True),
@@ -124,11 +127,12 @@ def _layer_lists(result: DiffResult) -> list[tuple[str, tuple[str, ...]]]:
 def diff_text(result: DiffResult) -> str:
     """The diff for a terminal: verdict first, then the layers that changed most."""
     lines = [
-        f"{result.verdict.upper()}  {result.model_name}: {result.base} → {result.new}",
+        f"{result.verdict.upper()}  {shown(result.model_name)}: {shown(result.base, TEXT_LIMIT)}"
+        f" → {shown(result.new, TEXT_LIMIT)}",
         f"  {_headline(result)}",
         f"  {_thresholds(result)}",
     ]
-    lines += [f"  ✗ {r}" for r in result.reasons]
+    lines += [f"  ✗ {shown(r, TEXT_LIMIT)}" for r in result.reasons]
     rows = [_row(result.layer(n)) for n in result.most_changed]
     if rows:
         widths = [max(len(c), *(len(r[k]) for r in rows)) for k, c in enumerate(_COLUMNS)]
@@ -139,43 +143,51 @@ def diff_text(result: DiffResult) -> str:
         lines.append("no layer's SQNR changed")
     for title, names in _layer_lists(result):
         if names:
-            lines.append(f"{title}: {', '.join(names)}")
-    lines += [f"note: {n}" for n in result.notes]
+            lines.append(f"{title}: {', '.join(shown(n) for n in names)}")
+    lines += [f"note: {shown(n, TEXT_LIMIT)}" for n in result.notes]
     # Names and paths come from the traces: each line is made safe for the terminal.
     return "\n".join(printable(line.rstrip()) for line in lines)
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|")
+#: Names listed per line of added, removed or re-matched layers in markdown.
+SHOWN_NAMES = 20
+_JSON = "`qdebug diff BASE NEW --format json` has them all"
 
 
-def diff_markdown(result: DiffResult) -> str:
-    """The diff as a markdown section for a pull request or issue comment."""
+def _names_md(names: tuple[str, ...]) -> str:
+    text = ", ".join(md.code(n) for n in names[:SHOWN_NAMES])
+    more = len(names) - SHOWN_NAMES
+    return text + (f" and {more:,} more ({_JSON})" if more > 0 else "")
+
+
+def diff_markdown(result: DiffResult, limit: int = md.BODY_LIMIT) -> str:
+    """The diff as a markdown section for a pull request or issue comment: every name from
+    the traces escaped (``md``), at most ``limit`` characters (GitHub's comment limit)."""
     mark = "❌ regression" if result.regressed else "✅ no regression"
-    lines = [
+    head: list[str | md.Rows] = [
         f"### qdebug diff: {mark}",
         "",
-        f"`{result.base}` → `{result.new}` (model `{result.model_name}`)",
+        f"{md.code(result.base, TEXT_LIMIT)} → {md.code(result.new, TEXT_LIMIT)} "
+        f"(model {md.code(result.model_name)})",
         "",
-        f"- {_headline(result)}",
+        f"- {_headline(result, md.code)}",
         f"- {_thresholds(result)}",
     ]
-    lines += [f"- **{_md_cell(r)}**" for r in result.reasons]
-    lines += [f"- note: {_md_cell(n)}" for n in result.notes]
+    if result.reasons:
+        head.append(md.Rows([], [f"- **{md.text(r, TEXT_LIMIT)}**" for r in result.reasons],
+                            "reasons", _JSON))
+    head += [f"- note: {md.text(n, TEXT_LIMIT)}" for n in result.notes]
     for title, names in _layer_lists(result):
         if names:
-            lines.append(f"- {title}: {', '.join(f'`{n}`' for n in names)}")
-    lines += ["", "#### Layers that changed most", ""]
+            head.append(f"- {title}: {_names_md(names)}")
+    table: list[str | md.Rows] = ["#### Layers that changed most", ""]
     if result.most_changed:
-        lines.append("| " + " | ".join(_COLUMNS[:-1]) + " | |")
-        lines.append("|" + "---|" * len(_COLUMNS))
-        for n in result.most_changed:
-            lines.append("| " + " | ".join(_md_cell(c) for c in _row(result.layer(n))) + " |")
+        rows = [_row(result.layer(n), lambda s: md.code(s, in_table=True), md.text)
+                for n in result.most_changed]
+        table.append(md.table([*_COLUMNS[:-1], " "], rows, "layers", _JSON))
     else:
-        lines.append("No layer's SQNR changed.")
-    return "\n".join(printable(line) for line in lines) + "\n"
-
-
+        table.append("No layer's SQNR changed.")
+    return md.fold([head, table], limit)
 
 
 def regression_message(result: DiffResult) -> str:

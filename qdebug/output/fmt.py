@@ -6,6 +6,10 @@ Names come from strangers' files: an ``ESC]52;c;…BEL`` in a layer name would w
 clipboard, ``ESC]0;`` the window title, a bidi override reorder what is shown. Every output for
 people goes through ``printable`` (one field or one line) or ``printable_lines`` (a text whose
 own line breaks are kept); JSON and CSV for scripts keep names exact.
+
+A stranger's string may also be a million characters long: ``shown`` caps a name or a reason
+before any renderer sees it (Rich's highlighter is quadratic in a string's length) and says
+how long it was.
 """
 
 from __future__ import annotations
@@ -92,3 +96,20 @@ def printable(s: str) -> str:
 def printable_lines(text: str) -> str:
     """``printable`` on each line of ``text``, keeping its ``\\n`` line breaks."""
     return "\n".join(printable(line) for line in text.split("\n"))
+
+
+#: Characters of a name (layer, class, op, tensor, output, model) shown to people: a fused
+#: op's TFLite tensor name runs to a few hundred.
+NAME_LIMIT = 1000
+#: Characters of a free text from a trace (a culprit's reason, a warning, a data source).
+TEXT_LIMIT = 4000
+
+
+def shown(s: object, limit: int = NAME_LIMIT) -> str:
+    """Trace text for people: safe for a terminal (``printable``) and at most ``limit``
+    characters of it (escapes included), then how long the text was."""
+    text = str(s)
+    safe = printable(text[:limit])
+    if len(text) <= limit and len(safe) <= limit:
+        return safe
+    return f"{safe[:limit]}… ({len(text):,} characters in all)"

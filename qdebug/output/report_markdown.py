@@ -1,23 +1,30 @@
 """``qdebug report --format markdown``: a section to paste into a GitHub issue.
 
 Built from ``report_dict`` (so it carries whatever the JSON report carries, such as the
-propagation analysis' ``culprits``) plus the worst layers by accumulated SQNR.
+propagation analysis' ``culprits``) plus the worst layers by accumulated SQNR. Every string from
+the trace is escaped (``md.text``, ``md.code``), and the whole report stays within GitHub's
+65,536 characters (``md.fold``: the per-layer table first loses its last rows).
 """
 
 from __future__ import annotations
 
-import json
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
-from qdebug.output.fmt import db, pct, plain, printable
+from qdebug.output import md
+from qdebug.output.fmt import TEXT_LIMIT, db, pct, plain, printable
 from qdebug.output.report_json import report_dict, worst_layers
 from qdebug.store.reader import Trace
 
 #: Optional per-layer fields of the propagation analysis shown in the layer table when present.
 _ANALYSIS_COLUMNS = (("local_sqnr_db", "local SQNR (dB)", db), ("gain", "gain", plain))
 _VERSIONS = ("qdebug", "tensorflow", "keras", "litert", "numpy", "h5py", "python")
+#: Warnings listed before the rest is folded into one line.
+SHOWN_WARNINGS = 20
+_CSV = "`qdebug report TRACE --format csv > layers.csv` has every layer (attach it)"
+_JSON = "`qdebug report TRACE --format json` has them all"
 
 
 def _f(value: Any) -> float:
@@ -25,133 +32,141 @@ def _f(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def _cell(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
-    return printable(text).replace("|", "\\|")
+def _name(value: object) -> str:
+    """A name in a table cell: a code span (no markup, link or mention in it)."""
+    return md.code(value, in_table=True)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return out
-
-
-def _environment(rep: dict[str, Any]) -> list[str]:
+def _environment(rep: dict[str, Any]) -> list[str | md.Rows]:
     v = rep["versions"]
-    rows = [[name, str(v.get(f"{name}_version", "?"))] for name in _VERSIONS]
-    rows.append(["keras flavour", str(rep["model"].get("keras_flavour"))])
-    rows.append(["platform", str(rep["run"].get("platform") or "?")])
-    return ["### Environment", "", *_table(["component", "version"], rows)]
+    rows = [[name, md.text(v.get(f"{name}_version", "?"))] for name in _VERSIONS]
+    rows.append(["keras flavour", md.text(rep["model"].get("keras_flavour"))])
+    rows.append(["platform", md.text(rep["run"].get("platform") or "?")])
+    return ["### Environment", "", md.table(["component", "version"], rows, "rows", _JSON)]
 
 
-def _model(rep: dict[str, Any]) -> list[str]:
+def _model(rep: dict[str, Any]) -> list[str | md.Rows]:
     m, run = rep["model"], rep["run"]
     conv = m.get("converter") or {}
-    lines = [
+    lines: list[str | md.Rows] = [
         "### Model and conversion",
         "",
-        f"- model: `{m['name']}` from {m.get('source')} (sha256 `{m.get('sha256')}`)",
-        f"- INT8 model: {m.get('tflite_source')}; kernels: {m.get('kernels')}",
+        f"- model: {md.code(m['name'])} from {md.text(m.get('source'), TEXT_LIMIT)} "
+        f"(sha256 {md.code(m.get('sha256'))})",
+        f"- INT8 model: {md.text(m.get('tflite_source'), TEXT_LIMIT)}; kernels: "
+        f"{md.text(m.get('kernels'), TEXT_LIMIT)}",
     ]
     if conv:
         settings = ", ".join(f"{k}={v}" for k, v in sorted(conv.items()))
-        lines.append(f"- converter: {settings}")
+        lines.append(f"- converter: {md.text(settings, TEXT_LIMIT)}")
     lines.append(
-        f"- data: {run.get('data_source')} ({rep['samples']} samples, "
-        f"{len(rep['stored_samples'])} stored); calibration: {run.get('calib_source')}"
+        f"- data: {md.text(run.get('data_source'), TEXT_LIMIT)} ({rep['samples']} samples, "
+        f"{len(rep['stored_samples'])} stored); calibration: "
+        f"{md.text(run.get('calib_source'), TEXT_LIMIT)}"
     )
     if run.get("command_line"):
-        lines.append(f"- command: `{run['command_line']}`")
+        lines.append(f"- command: {md.code(run['command_line'], TEXT_LIMIT)}")
     return lines
 
 
-def _outputs(rep: dict[str, Any]) -> list[str]:
+def _outputs(rep: dict[str, Any]) -> list[str | md.Rows]:
     rows = [
-        [o["name"], db(_f(o["sqnr_db"])), plain(_f(o["rmse_lsb"])), plain(_f(o["cosine"]), 5),
-         pct(_f(o["saturation"])), pct(_f(o["top1_agreement"]))]
+        [_name(o["name"]), db(_f(o["sqnr_db"])), plain(_f(o["rmse_lsb"])),
+         plain(_f(o["cosine"]), 5), pct(_f(o["saturation"])), pct(_f(o["top1_agreement"]))]
         for o in rep["output"]["outputs"]
     ]
     header = ["output", "SQNR (dB)", "RMSE (LSB)", "cosine", "saturation", "top-1 agreement"]
-    lines = ["### Output", "", *_table(header, rows)]
+    lines: list[str | md.Rows] = ["### Output", "", md.table(header, rows, "outputs", _JSON)]
     inst = rep["instrumentation"]
     if inst.get("mismatched_samples"):
-        lines += ["", f"⚠ instrumentation changed the output of {inst['mismatched_samples']} "
-                  f"sample(s) (max difference {inst['max_abs_diff']})"]
-    lines += [f"- warning: {w}" for w in rep.get("warnings") or []]
+        lines += ["", f"⚠ instrumentation changed the output of "
+                  f"{md.text(inst['mismatched_samples'])} sample(s) (max difference "
+                  f"{md.text(inst['max_abs_diff'])})"]
+    warnings = [f"- warning: {md.text(w, TEXT_LIMIT)}" for w in rep.get("warnings") or []]
+    if warnings:
+        lines += ["", md.Rows([], warnings, "warnings", _JSON)]
     return lines
 
 
-def _islands(rep: dict[str, Any]) -> list[str]:
+def _islands(rep: dict[str, Any]) -> list[str | md.Rows]:
     islands = rep["float_islands"]
     if not islands:
         return ["### Float islands", "", "None: every op of the INT8 model computes in integers."]
-    rows = [[str(i["op_index"]), i["op_type"], i["tensor_name"]] for i in islands]
-    return ["### Float islands", "", *_table(["op", "type", "tensor"], rows)]
+    rows = [[md.text(i["op_index"]), md.text(i["op_type"]), _name(i["tensor_name"])]
+            for i in islands]
+    return ["### Float islands", "",
+            md.table(["op", "type", "tensor"], rows, "float islands", _JSON)]
 
 
 def _culprit_row(item: Any) -> list[str]:
     if isinstance(item, dict):
         name = item.get("layer", item.get("name", "?"))
-        return [str(name), str(item.get("kind", "")), str(item.get("reason", ""))]
-    return [str(item), "", ""]
+        return [_name(name), md.text(item.get("kind", "")),
+                md.text(item.get("reason", ""), TEXT_LIMIT)]
+    return [_name(item), "", ""]
 
 
-def _culprits(rep: dict[str, Any], trace: Trace) -> list[str]:
+def _culprits(rep: dict[str, Any], trace: Trace) -> list[str | md.Rows]:
     culprits = rep.get("culprits")
     if culprits:
         rows = [_culprit_row(c) for c in culprits]
-        return ["### Culprits", "", *_table(["layer", "kind", "reason"], rows)]
+        return ["### Culprits", "",
+                md.table(["layer", "kind", "reason"], rows, "culprits", _JSON)]
     layers = rep["layers"]
     rows = [
-        [layers[i]["name"], layers[i]["class"], layers[i]["op"], db(sq),
-         plain(_f(layers[i]["rmse_lsb"])), pct(_f(layers[i]["saturation"])),
+        [_name(layers[i]["name"]), md.text(layers[i]["class"]), md.text(layers[i]["op"]),
+         db(sq), plain(_f(layers[i]["rmse_lsb"])), pct(_f(layers[i]["saturation"])),
          pct(_f(layers[i]["clip_fraction"]))]
         for i, sq in worst_layers(trace)
     ]
     header = ["layer", "class", "op", "SQNR (dB)", "RMSE (LSB)", "saturation", "clipped"]
     return ["### Worst layers (accumulated SQNR)", "",
             "The trace has no propagation analysis, so no culprits with reasons.", "",
-            *_table(header, rows)]
+            md.table(header, rows, "layers", _CSV)]
 
 
-def _layer_table(rep: dict[str, Any]) -> list[str]:
+def _layer_table(rep: dict[str, Any]) -> list[str | md.Rows]:
     layers = rep["layers"]
     extra = [c for c in _ANALYSIS_COLUMNS if layers and c[0] in layers[0]]
     header = ["#", "layer", "class", "op", "status", "SQNR (dB)", "RMSE (LSB)", "saturation",
               *(c[1] for c in extra)]
     rows = [
-        [str(r["index"]), r["name"], r["class"], r["op"] or "—",
-         r["status"] + (f" → {r['related']}" if r["related"] else ""),
+        [str(r["index"]), _name(r["name"]), md.text(r["class"]), md.text(r["op"] or "—"),
+         md.text(r["status"])
+         + (f" → {_name(r['related'])}" if r["related"] else ""),
          db(_f(r["sqnr_db"])), plain(_f(r["rmse_lsb"])), pct(_f(r["saturation"])),
          *(fmt(_f(r[key])) for key, _, fmt in extra)]
         for r in layers
     ]
     return ["### Per-layer", "", f"<details><summary>{len(layers)} layers</summary>", "",
-            *_table(header, rows), "", "</details>"]
+            md.table(header, rows, "layers", _CSV), "", "</details>"]
 
 
-def _how_to_open(rep: dict[str, Any]) -> list[str]:
-    name = Path(rep["trace"]).name
+def _how_to_open(rep: dict[str, Any]) -> list[str | md.Rows]:
+    name = printable(Path(rep["trace"]).name)
+    arg = shlex.quote(name)
     return [
         "### The attached trace",
         "",
-        f"`{name}` is a qdebug trace (HDF5, schema {rep['schema_version']}); reading it needs "
-        "no TensorFlow:",
+        f"{md.code(name)} is a qdebug trace (HDF5, schema {md.text(rep['schema_version'])}); "
+        "reading it needs no TensorFlow:",
         "",
         "```sh",
         "pip install qdebug",
-        f"qdebug report {name}            # these numbers",
-        f"qdebug view {name}              # explore layer by layer",
-        f"qdebug export {name} --tflite model_int8.tflite --inputs inputs.npz",
+        f"qdebug report {arg}            # these numbers",
+        f"qdebug view {arg}              # explore layer by layer",
+        f"qdebug export {arg} --tflite model_int8.tflite --inputs inputs.npz",
         "```",
         "",
         "`qdebug export` writes back the exact INT8 model that was run and the stored inputs.",
     ]
 
 
-def report_markdown(trace: Trace) -> str:
+def report_markdown(trace: Trace, chart: str | None = None,
+                    limit: int = md.BODY_LIMIT) -> str:
     """The trace as a GitHub-issue section: environment, model, outputs, float islands,
-    culprits (or the worst layers), a per-layer table, and how to open the trace."""
+    culprits (or the worst layers), a per-layer table, and how to open the trace; ``chart``
+    (a picture's address) is linked under the headline. At most ``limit`` characters."""
     rep = report_dict(trace)
     out = rep["output"]
     headline = f"output SQNR {db(_f(out['sqnr_db']))} dB"
@@ -164,9 +179,12 @@ def report_markdown(trace: Trace) -> str:
             f"{pct(_f(out['int8_accuracy']))} int8 ({len(flipped['right_to_wrong'])} right→wrong, "
             f"{len(flipped['wrong_to_right'])} wrong→right)"
         )
+    head: list[str | md.Rows] = [f"## qdebug report: {md.code(rep['model']['name'])}", ""]
+    if chart:  # the picture under the title, so a bug report shows it first
+        head += [f"![error by depth]({md.link(chart)})", ""]
+    head.append(f"**{headline}** over {rep['samples']} samples, {len(rep['layers'])} layers.")
     sections = [
-        [f"## qdebug report: `{rep['model']['name']}`", "",
-         f"**{headline}** over {rep['samples']} samples, {len(rep['layers'])} layers."],
+        head,
         _environment(rep),
         _model(rep),
         _outputs(rep),
@@ -175,5 +193,4 @@ def report_markdown(trace: Trace) -> str:
         _layer_table(rep),
         _how_to_open(rep),
     ]
-    # Names, paths and warnings come from the trace: every line is made safe for a terminal.
-    return "\n\n".join("\n".join(printable(line) for line in s) for s in sections) + "\n"
+    return md.fold(sections, limit)

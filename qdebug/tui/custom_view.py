@@ -7,7 +7,7 @@ import math
 from rich.text import Text
 
 from qdebug.store.reader import Trace
-from qdebug.tui.layer_rows import fmt_num, printable
+from qdebug.tui.layer_rows import fmt_num, shown
 
 
 def custom_numbers(trace: Trace, layer: int) -> Text:
@@ -19,8 +19,8 @@ def custom_numbers(trace: Trace, layer: int) -> Text:
     text.append("\ncustom ", style="dim")
     for name, m in found.items():
         v = float(m.values[layer])
-        text.append(f"{printable(name)} ", style="dim")
-        text.append(fmt_num(v) + (f" {printable(m.unit)}" if m.unit and not math.isnan(v)
+        text.append(f"{shown(name)} ", style="dim")
+        text.append(fmt_num(v) + (f" {shown(m.unit)}" if m.unit and not math.isnan(v)
                                   else ""), style="bold")
         if m.error:
             text.append(" (failed while tracing)", style="red")

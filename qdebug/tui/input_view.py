@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from rich.text import Text
 
-from qdebug.tui.layer_rows import printable
+from qdebug.tui.layer_rows import shown
 
 _SHADES = " ░▒▓█"
 #: Largest image side drawn pixel by pixel (two characters per pixel).
@@ -33,7 +33,7 @@ def input_text(sample: int, inputs: dict[str, np.ndarray]) -> Text:
         finite = a[np.isfinite(a)]
         lo = float(finite.min()) if finite.size else float("nan")
         hi = float(finite.max()) if finite.size else float("nan")
-        text.append(f"{printable(name)} ", style="bold")
+        text.append(f"{shown(name)} ", style="bold")
         text.append(f"shape {tuple(a.shape)}  min {lo:.4g}  max {hi:.4g}  "
                     f"mean {float(finite.mean()) if finite.size else float('nan'):.4g}\n",
                     style="dim")

@@ -15,7 +15,8 @@ from qdebug.output.fmt import num as fmt_num
 from qdebug.output.fmt import pct_fine as fmt_pct
 
 # The viewer's names for the shared formatters (one spelling everywhere: ``qdebug.output.fmt``).
-from qdebug.output.fmt import printable
+from qdebug.output.fmt import printable as printable
+from qdebug.output.fmt import shown
 from qdebug.store.reader import Trace
 from qdebug.store.schema import (
     STATUS_FOLDED,
@@ -45,7 +46,7 @@ def sqnr_style(v: float) -> str:
 def status_text(rec: LayerRecord) -> str:
     """The status as shown: ``fused → relu1``, ``float island`` etc."""
     if rec.status in (STATUS_FUSED, STATUS_FOLDED):
-        return f"{rec.status} → {printable(rec.related)}"
+        return f"{rec.status} → {shown(rec.related)}"
     if rec.float_island:
         return f"{rec.status} · float island"
     return rec.status
@@ -111,7 +112,7 @@ COLUMNS: tuple[Column, ...] = (
     # the numbers right after the name, so they stay visible in an 80-column terminal
     Column("index", "#", True, lambda r: Text(str(r.index), justify="right"),
            lambda r: float(r.index)),
-    _text_column("name", "layer", lambda r: printable(r.record.name)),
+    _text_column("name", "layer", lambda r: shown(r.record.name)),
     _metric_column("sqnr_db", "SQNR dB", fmt_db, severity=True),
     _metric_column("local_sqnr_db", "local dB", fmt_db, severity=True),
     _metric_column("gain", "gain", fmt_num, severity=False),
@@ -120,8 +121,8 @@ COLUMNS: tuple[Column, ...] = (
     _metric_column("saturation", "saturation", fmt_pct, severity=False),
     _text_column("status", "status", lambda r: status_text(r.record),
                  lambda r: status_style(r.record)),
-    _text_column("class_name", "class", lambda r: printable(r.record.class_name)),
-    _text_column("op_type", "op", lambda r: printable(r.record.op_type)),
+    _text_column("class_name", "class", lambda r: shown(r.record.class_name)),
+    _text_column("op_type", "op", lambda r: shown(r.record.op_type)),
     _text_column("output_shape", "shape", lambda r: shape_text(r.record.output_shape)),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from qdebug.analysis.trace_diff import check_comparable
 from qdebug.errors import TraceFileError
+from qdebug.output.fmt import TEXT_LIMIT
 from qdebug.store.reader import Trace
 from qdebug.tui.compare_rows import ComparedLayer, align, delta_style
 from qdebug.tui.layer_rows import (
@@ -21,7 +22,7 @@ from qdebug.tui.layer_rows import (
     fmt_db,
     fmt_lsb,
     fmt_pct,
-    printable,
+    shown,
     sqnr_style,
     status_text,
 )
@@ -29,11 +30,11 @@ from qdebug.tui.layer_rows import (
 
 def _side_header(tag: str, trace: Trace) -> Text:
     om = trace.output_metrics()
-    text = Text.assemble((f"{tag} ", "bold reverse"), " ", printable(trace.path.name), "  ",
-                         (printable(trace.model_name), "bold"), f"  {trace.n_samples} samples")
+    text = Text.assemble((f"{tag} ", "bold reverse"), " ", shown(trace.path.name), "  ",
+                         (shown(trace.model_name), "bold"), f"  {trace.n_samples} samples")
     for j, o in enumerate(trace.outputs):
         sq = float(om["sqnr_db"][j])
-        text.append(f"  {printable(o.name)} ")
+        text.append(f"  {shown(o.name)} ")
         text.append(f"{fmt_db(sq)} dB", style=sqnr_style(sq))
         top1 = float(om["top1_agreement"][j])
         if not math.isnan(top1):
@@ -58,8 +59,8 @@ def _cells(c: ComparedLayer, pos: int) -> list[Text]:
     rmse_delta = c.delta("rmse_lsb")
     return [
         Text(str(pos), justify="right"),
-        Text(printable(c.name)),
-        Text(printable(cls)),
+        Text(shown(c.name)),
+        Text(shown(cls)),
         num("a", "sqnr_db", fmt_db), num("b", "sqnr_db", fmt_db),
         _delta_cell(c.delta("sqnr_db")),
         num("a", "rmse_lsb", fmt_lsb), num("b", "rmse_lsb", fmt_lsb),
@@ -98,7 +99,7 @@ class CompareScreen(Screen[None]):
             check_comparable(self.a, self.b)
         except TraceFileError as exc:  # compared all the same, but never silently
             why = exc.message.rpartition("are traces of different models")[2].strip(" ()")
-            head.append(f"\nnot traces of one model ({printable(why)}): rows are paired by "
+            head.append(f"\nnot traces of one model ({shown(why, TEXT_LIMIT)}): rows are paired by "
                         "layer name only", style="bold yellow")
         yield Static(head, id="compare-head")
         yield DataTable(id="compare", cursor_type="row", zebra_stripes=True)

@@ -28,8 +28,8 @@ from qdebug.tui.layer_rows import (
     fmt_lsb,
     fmt_num,
     fmt_pct,
-    printable,
     shape_text,
+    shown,
     sqnr_style,
     status_text,
 )
@@ -81,7 +81,7 @@ def ops_text(trace: Trace, rec: LayerRecord) -> Text:
     for i in rec.ops:
         op = trace.ops[i]
         text.append("  op ", style="dim")
-        text.append(f"{printable(op.op_type):<18} {printable(op.name)}  ")
+        text.append(f"{shown(op.op_type):<18} {shown(op.name)}  ")
         for label, key in (("acc", "sqnr_db"), ("local", "local_sqnr_db")):
             x = float(om[key][i]) if key in om else math.nan
             text.append(f"{label} ", style="dim")
@@ -97,23 +97,23 @@ def detail_head(rows: list[LayerRow], index: int, ops: Text | None = None) -> Te
     row = rows[index]
     rec = row.record
     text = Text()
-    text.append(printable(rec.name), style="bold")
-    text.append(f"  {printable(rec.class_name)} · {printable(rec.op_type) or 'no op'} · "
+    text.append(shown(rec.name), style="bold")
+    text.append(f"  {shown(rec.class_name)} · {shown(rec.op_type) or 'no op'} · "
                 f"{shape_text(rec.output_shape)} · ")
     text.append(status_text(rec) + "\n", style="yellow" if not rec.measured else "")
     if rec.measured:
         text.append("tensor ", style="dim")
-        text.append(f"{printable(rec.tensor_name)} (#{rec.tensor_index})\n")
+        text.append(f"{shown(rec.tensor_name)} (#{rec.tensor_index})\n")
         text.append("quant  ", style="dim")
         if math.isnan(rec.scale):
-            text.append(f"{printable(rec.dtype)} (float tensor)\n")
+            text.append(f"{shown(rec.dtype)} (float tensor)\n")
         else:
-            text.append(f"{printable(rec.dtype)} scale {rec.scale:.6g} zero point "
+            text.append(f"{shown(rec.dtype)} scale {rec.scale:.6g} zero point "
                         f"{rec.zero_point}\n")
     else:
-        text.append(f"no tensor of its own: its value lives in {printable(rec.related) or '?'}'s "
+        text.append(f"no tensor of its own: its value lives in {shown(rec.related) or '?'}'s "
                     "tensor; open that layer for numbers\n", style="dim")
-    fused = [printable(r.record.name) for r in rows if r.record.related == rec.name]
+    fused = [shown(r.record.name) for r in rows if r.record.related == rec.name]
     if fused:
         text.append("fused/folded into it ", style="dim")
         text.append(", ".join(fused) + "\n")

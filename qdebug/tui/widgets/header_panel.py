@@ -9,9 +9,10 @@ from rich.text import Text
 from textual.widgets import Static
 
 from qdebug.analysis.accuracy import accuracy
+from qdebug.output.fmt import TEXT_LIMIT
 from qdebug.store.reader import Trace
 from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED, VIEW_OPS
-from qdebug.tui.layer_rows import fmt_db, printable, sqnr_style
+from qdebug.tui.layer_rows import fmt_db, shown, sqnr_style
 
 
 def _converter(conv: Any) -> str:
@@ -21,22 +22,22 @@ def _converter(conv: Any) -> str:
     parts.append(f"calib {conv.get('calib_samples', '?')}")
     if conv.get("int8_io"):
         parts.append("int8 io")
-    return printable(", ".join(p for p in parts if p))
+    return shown(", ".join(p for p in parts if p), TEXT_LIMIT)
 
 
 def header_text(trace: Trace) -> Text:
     """Model, Keras flavour, conversion, samples, output SQNR, top-1, islands, flagged layers."""
     meta = trace.meta
     text = Text()
-    text.append(printable(trace.model_name), style="bold")
-    text.append(f"  {printable(str(meta.get('keras_flavour', '?')))}", style="cyan")
-    text.append(f" · {printable(str(meta.get('kernels', '?')))}", style="dim")
+    text.append(shown(trace.model_name), style="bold")
+    text.append(f"  {shown(str(meta.get('keras_flavour', '?')))}", style="cyan")
+    text.append(f" · {shown(str(meta.get('kernels', '?')))}", style="dim")
     text.append(f" · converter: {_converter(meta.get('converter'))}", style="dim")
     if trace.view == VIEW_OPS:
         text.append(" · no Keras layer graph: rows are ops", style="yellow")
     deployed = meta.get("deployed")
     if isinstance(deployed, str) and deployed and not deployed.startswith("full integer"):
-        text.append(f" · {printable(deployed)}", style="yellow")
+        text.append(f" · {shown(deployed, TEXT_LIMIT)}", style="yellow")
     text.append("\n")
     stored = int(meta.get("n_stored", len(trace.stored_samples)) or 0)
     text.append(f"{trace.n_samples} samples ({stored} stored)")
@@ -44,7 +45,7 @@ def header_text(trace: Trace) -> Text:
     for j, o in enumerate(trace.outputs):
         sq = float(om["sqnr_db"][j])
         text.append(" · output ")
-        text.append(printable(o.name), style="bold")
+        text.append(shown(o.name), style="bold")
         text.append(" SQNR ")
         text.append(f"{fmt_db(sq)} dB", style=sqnr_style(sq))
         top1 = float(om["top1_agreement"][j])

@@ -15,7 +15,7 @@ from qdebug.tui.layer_rows import (
     COLUMNS,
     LayerRow,
     filter_rows,
-    printable,
+    shown,
     sort_rows,
 )
 
@@ -138,7 +138,7 @@ class LayerTable(DataTable[Text]):
         self.query_text = query
         self.refresh_rows()
         self.border_subtitle = (
-            f"no layer matches {printable(query)!r} (Escape clears the filter)"
+            f"no layer matches {shown(query)!r} (Escape clears the filter)"
             if query and not self.shown else None
         )
 

@@ -10,7 +10,7 @@ from textual import events
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from qdebug.tui.layer_rows import LayerRow, fmt_db, printable, sqnr_drop, sqnr_style
+from qdebug.tui.layer_rows import LayerRow, fmt_db, shown, sqnr_drop, sqnr_style
 from qdebug.tui.widgets.layer_table import first_rows
 
 NAME_WIDTH = 18
@@ -22,7 +22,7 @@ def chart_line(row: LayerRow, drop: float, width: int, top: float) -> Text:
     """``  3 relu1   ██████▌  42.2  Δ -14.7 ▼``; ``local`` instead of Δ when the trace has it."""
     sq = row.values.get("sqnr_db", math.nan)
     local = row.values.get("local_sqnr_db", math.nan)
-    name = Text(printable(row.record.name))
+    name = Text(shown(row.record.name))
     name.truncate(NAME_WIDTH, overflow="ellipsis", pad=True)
     bar_w = max(width - NAME_WIDTH - 26, 4)
     filled = 0.0 if math.isnan(sq) else bar_w * min(max(sq, 0.0), top) / top
