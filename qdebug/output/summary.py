@@ -16,22 +16,30 @@ from qdebug.analysis.culprits import (
     is_healthy,
     no_culprits_reason,
 )
-from qdebug.output.fmt import db_unit, printable
+from qdebug.output.fmt import NAME_LIMIT, TEXT_LIMIT, db_unit, shown
 from qdebug.output.report_json import worst_layers
 from qdebug.store.reader import Trace
 from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED, VIEW_OPS
 
 #: Rows of the worst-layers table in the text summary (the other formats list every layer).
 SHOWN_LAYERS = 5
+#: Warnings printed in the text summary (the JSON report keeps every one).
+SHOWN_WARNINGS = 20
 
 
-def _safe(text: str) -> str:
-    """Trace text for the terminal: control characters visible, Rich markup inert."""
-    return escape(printable(str(text)))
+def _safe(text: object, limit: int = NAME_LIMIT) -> str:
+    """Trace text for the terminal: capped, control characters visible, Rich markup inert."""
+    return escape(shown(text, limit))
 
 
 def print_summary(trace: Trace, console: Console) -> None:
     """Output SQNR, top-1 agreement, the five worst layers, and the trace path."""
+
+    def say(*objects: object, soft_wrap: bool | None = None) -> None:
+        # Rich's highlighter is quadratic in a string's length, and has nothing to say about
+        # a stranger's names: off for every line.
+        console.print(*objects, soft_wrap=soft_wrap, highlight=False)
+
     om = trace.output_metrics()
     rows = (
         f"{len(trace.layers)} ops (no Keras layer graph: rows are the model's ops)"
@@ -40,13 +48,13 @@ def print_summary(trace: Trace, console: Console) -> None:
         if trace.ops
         else f"{len(trace.layers)} layers"
     )
-    console.print(
+    say(
         f"[bold]{_safe(trace.model_name)}[/]  {trace.n_samples} samples, {rows} "
         f"({_safe(str(trace.meta.get('keras_flavour')))})"
     )
     deployed = trace.meta.get("deployed")
     if isinstance(deployed, str) and deployed:
-        console.print(f"  deployed model: {_safe(deployed)}")
+        say(f"  deployed model: {_safe(deployed, TEXT_LIMIT)}")
     for j, o in enumerate(trace.outputs):
         sq = float(om["sqnr_db"][j])
         line = f"  output {_safe(o.name)}: SQNR {db_unit(sq)}"
@@ -54,13 +62,13 @@ def print_summary(trace: Trace, console: Console) -> None:
             line += f", top-1 agreement {om['top1_agreement'][j] * 100:.1f}%"
         if sq < COARSE_DB:
             line += " [red](broken: the int8 output has lost the signal)[/]"
-        console.print(line)
+        say(line)
     acc = accuracy(trace)
     if acc is not None:
-        console.print(
-            f"  accuracy ({_safe(acc.source)}): float {acc.float_accuracy * 100:.1f}%, "
-            f"int8 {acc.int8_accuracy * 100:.1f}%; flipped {len(acc.right_to_wrong)} "
-            f"right→wrong, {len(acc.wrong_to_right)} wrong→right"
+        say(
+            f"  accuracy ({_safe(acc.source, TEXT_LIMIT)}): float "
+            f"{acc.float_accuracy * 100:.1f}%, int8 {acc.int8_accuracy * 100:.1f}%; flipped "
+            f"{len(acc.right_to_wrong)} right→wrong, {len(acc.wrong_to_right)} wrong→right"
         )
     statuses = [r.status for r in trace.layers]
     flagged = statuses.count(STATUS_UNVERIFIED) + statuses.count(STATUS_UNMATCHED)
@@ -68,23 +76,28 @@ def print_summary(trace: Trace, console: Console) -> None:
     if flagged or islands:
         parts = [f"{flagged} layer(s) unverified or unmatched"] if flagged else []
         parts += [f"{islands} float island op(s)"] if islands else []
-        console.print(f"  [yellow]{', '.join(parts)}[/]")
+        say(f"  [yellow]{', '.join(parts)}[/]")
     delegated = trace.meta.get("delegated_ops")
     if "kernel_mismatched_samples" in trace.meta and isinstance(delegated, list):
-        console.print(
+        say(
             f"  kernels: XNNPACK took {len(delegated)} of {len(trace.ops)} ops (their values "
             "here come from the reference kernels); its outputs differ from the reference "
-            f"kernels' on {trace.meta.get('kernel_mismatched_samples')} of {trace.n_samples} "
-            f"sample(s), by at most {trace.meta.get('kernel_max_abs_diff')}"
+            f"kernels' on {_safe(trace.meta.get('kernel_mismatched_samples'))} of "
+            f"{trace.n_samples} sample(s), by at most "
+            f"{_safe(trace.meta.get('kernel_max_abs_diff'))}"
         )
     mism = int(trace.meta.get("instrumentation_mismatched_samples", 0) or 0)
     if mism:
-        console.print(
+        say(
             f"  [red]instrumentation changed the output of {mism} sample(s) "
-            f"(max {trace.meta.get('instrumentation_max_abs_diff')})[/]"
+            f"(max {_safe(trace.meta.get('instrumentation_max_abs_diff'))})[/]"
         )
-    for w in trace.meta.get("warnings", []) or []:
-        console.print(f"  [yellow]warning:[/] {_safe(str(w))}", soft_wrap=True)
+    warnings = list(trace.meta.get("warnings", []) or [])
+    for w in warnings[:SHOWN_WARNINGS]:
+        say(f"  [yellow]warning:[/] {_safe(w, TEXT_LIMIT)}", soft_wrap=True)
+    if len(warnings) > SHOWN_WARNINGS:
+        say(f"  … and {len(warnings) - SHOWN_WARNINGS:,} more warnings: qdebug report TRACE "
+            "--format json lists them all")
     title = "worst ops" if trace.view == VIEW_OPS else "worst layers"
     worst = worst_layers(trace, SHOWN_LAYERS)
     table = Table(
@@ -112,27 +125,24 @@ def print_summary(trace: Trace, console: Console) -> None:
             "—" if math.isnan(rmse) else f"{rmse:.2f}",
             f"{lm['saturation'][i] * 100:.1f}%",
         )
-    console.print(table)
+    say(table)
     every = "op" if ops_view else "layer"
-    console.print(f"every {every}: qdebug report TRACE --format json, markdown or csv")
+    say(f"every {every}: qdebug report TRACE --format json, markdown or csv")
     culprits = trace.culprits()[:5]
     if culprits:
-        console.print(f"culprits (share of the output's error born at the {every}):")
+        say(f"culprits (share of the output's error born at the {every}):")
         for c in culprits:
-            console.print(
-                f"  {_safe(c.layer):<24} {c.score:5.2f}  {_safe(c.reason)}", soft_wrap=True
-            )
+            say(f"  {_safe(c.layer):<24} {c.score:5.2f}  {_safe(c.reason, TEXT_LIMIT)}",
+                soft_wrap=True)
     elif trace.outputs and all(is_healthy(float(v), float(t)) for v, t in
                                zip(om["sqnr_db"], om["top1_agreement"], strict=True)):
-        console.print(
-            f"[green]healthy[/]: every output at {HEALTHY_OUTPUT_DB:.0f} dB SQNR or more "
+        say(f"[green]healthy[/]: every output at {HEALTHY_OUTPUT_DB:.0f} dB SQNR or more "
             f"(classifiers agreeing on {HEALTHY_TOP1:.0%} of the answers or more), so no "
-            f"{every} is worth acting on (no culprits)"
-        )
+            f"{every} is worth acting on (no culprits)")
     elif trace.outputs:
-        console.print(f"[yellow]no culprits[/]: {no_culprits_reason(trace.layers, lm, every)}",
-                      soft_wrap=True)
-    console.print(f"trace: {_safe(str(trace.path))} ({size_note(trace)})")
+        say(f"[yellow]no culprits[/]: {no_culprits_reason(trace.layers, lm, every)}",
+            soft_wrap=True)
+    say(f"trace: {_safe(trace.path, TEXT_LIMIT)} ({size_note(trace)})")
 
 
 #: The attachment limit of GitHub's issues (25 MB): a trace is meant to be attached.
