@@ -4,6 +4,7 @@ exit code 2, no traceback and no file left behind."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -214,3 +215,36 @@ def test_unwritable_output_is_refused(files: Path) -> None:
         ]
     )
     _assert_one_line_error(code, err, "cannot write the trace", "--out")
+
+
+def test_profile_says_where_the_time_went(files: Path) -> None:
+    """--profile: every phase of the run with its seconds on stderr, and in the JSON; the
+    phases of one process cannot take longer than the process."""
+    import time
+
+    out = files / "profiled.h5"
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "qdebug", "trace", str(files / "digits.keras"), "--data",
+         str(files / "x.npy"), "--out", str(out), "--profile", "--format", "json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    wall = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr
+    timings = json.loads(done.stdout)["timings"]
+    top = ["TensorFlow import", "load model", "load data", "convert to INT8", "match layers",
+           "trace", "write"]
+    loop = ["trace: interpreters (worker thread)", "trace: waiting for them",
+            "trace: statistics and writes"]
+    assert list(timings) == top[:6] + loop + top[6:]  # in the order they ran
+    assert all(v >= 0 for v in timings.values())
+    assert sum(timings[k] for k in top) <= wall
+    assert timings["trace: waiting for them"] + timings["trace: statistics and writes"] <= (
+        timings["trace"] + 0.01)  # the loop's split: its own two parts
+    lines = done.stderr.splitlines()
+    first = lines.index("profile (wall seconds):")
+    rows = [re.match(r"(\s*)(.+?)\s{2,}([\d.]+) s", ln)
+            for ln in lines[first + 1:first + 1 + len(timings)]]
+    assert [m.group(2) for m in rows if m] == [k.removeprefix("trace: ") for k in timings]
+    assert [len(m.group(1)) for m in rows if m] == [4 if k in loop else 2 for k in timings]
+    assert lines[first + 1 + len(timings)].strip().startswith("total")

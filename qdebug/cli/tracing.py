@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from qdebug.cli.app import cli, debug_option, print_result
+from qdebug.cli.app import cli, debug_option, print_result, say_err, write
 from qdebug.cli.params import FiniteFloat
 from qdebug.cli.paths import layer_list, precheck_file, precheck_path, read_head
 from qdebug.errors import QdebugError
@@ -82,6 +83,10 @@ from qdebug.errors import QdebugError
               help="Also compute this metric of the sufficient statistics (module:function, "
               "file.py:function, or the name of a 'qdebug.metrics' entry point; repeatable). "
               "Its values and definition are stored in the trace: docs/metrics.md.")
+@click.option("--profile", is_flag=True,
+              help="Print where the time went, phase by phase (TensorFlow import, load, "
+              "conversion, matching, the loop and its split, write) on stderr; with --format "
+              "json also as 'timings'.")
 @debug_option
 def trace(
     model: str, data: str, calib: str | None, tflite: Path | None, out: Path | None,
@@ -90,7 +95,7 @@ def trace(
     batch_size: int,
     xnnpack: bool, int8_io: bool, image_range: str, trust_model_code: bool, fmt: str,
     quiet: bool, keep_float: str, scheme: str, shard: str | None, workers: str,
-    ray_address: str | None, labels: str | None, metric: tuple[str, ...],
+    ray_address: str | None, labels: str | None, metric: tuple[str, ...], profile: bool,
 ) -> None:
     """Run MODEL in float Keras and INT8 LiteRT side by side and write a trace.
 
@@ -153,13 +158,17 @@ def trace(
 
     # Claimed before TensorFlow loads: a second run to the same --out is refused at once.
     with claim(out) if out is not None else contextlib.nullcontext():
+        started = time.perf_counter()
         import_tf()
+        before = {"TensorFlow import": time.perf_counter() - started}
         from qdebug.tracer.loading import load_model, require_convertible
         from qdebug.tracer.pipeline import TraceOptions
 
+        started = time.perf_counter()
         loaded = load_model(model, trust_code=trust_model_code)
         require_convertible(loaded)
-        _trace_run(loaded, data, out, fmt, quiet, TraceOptions(
+        before["load model"] = time.perf_counter() - started
+        _trace_run(loaded, data, out, fmt, quiet, before if profile else None, TraceOptions(
             out=out, samples=samples, store_samples=store_samples, store_budget_mb=store_budget,
             calib=calib, calib_samples=calib_samples, batch_size=batch_size, tflite=tflite,
             xnnpack=xnnpack, int8_io=int8_io, image_range=image_range,
@@ -185,11 +194,32 @@ def _check_default_folder() -> None:
 
 
 def _trace_run(loaded: Any, data: str, out: Path | None, fmt: str, quiet: bool,
-               options: Any) -> None:
+               before: dict[str, float] | None, options: Any) -> None:
+    """Trace; with ``before`` (``--profile``: the phases timed before the tracer started),
+    where the time went on stderr, and in the JSON as ``timings``."""
     from qdebug.tracer.pipeline import Tracer
 
-    path = Tracer(loaded, data, options).run()
-    print_result(path, fmt, quiet)
+    tracer = Tracer(loaded, data, options)
+    for name, seconds in (before or {}).items():
+        tracer.phases.record(name, seconds)
+    path = tracer.run()
+    if before is None:
+        print_result(path, fmt, quiet)
+        return
+    from qdebug.output.profile import profile_lines
+
+    timings = tracer.phases.timings
+    for line in profile_lines(timings):
+        say_err(line)
+    if fmt != "json":
+        print_result(path, fmt, quiet)
+        return
+    from qdebug.output.jsonout import dumps
+    from qdebug.output.report_json import report_dict
+    from qdebug.store.reader import open_trace
+
+    with open_trace(path) as tr:
+        write(dumps({**report_dict(tr), "timings": timings}))
 
 
 @cli.command()

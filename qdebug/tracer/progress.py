@@ -20,10 +20,13 @@ from rich.progress import (
 
 
 class Phases:
-    """Named phases (spinner, then a tick and the time taken) and bars for counted work."""
+    """Named phases (spinner, then a tick and the time taken) and bars for counted work; the
+    seconds of each are kept in ``timings`` (``qdebug trace --profile``)."""
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
+        self.timings: dict[str, float] = {}
+        """Wall seconds per phase, in the order first met (repeated phases add up)."""
         self.console = Console(stderr=True)
         self.progress = Progress(
             SpinnerColumn(finished_text="[green]✓"),
@@ -49,24 +52,31 @@ class Phases:
     ) -> None:
         self.progress.stop()
 
+    def record(self, name: str, seconds: float) -> None:
+        """Add ``seconds`` to the phase ``name`` (for work timed elsewhere)."""
+        self.timings[name] = self.timings.get(name, 0.0) + seconds
+
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
         """A phase of unknown length."""
         task = self.progress.add_task(name, total=1)
         start = time.perf_counter()
         yield
-        self.progress.update(
-            task, completed=1, description=f"{name} ({time.perf_counter() - start:.1f}s)"
-        )
+        took = time.perf_counter() - start
+        self.record(name, took)
+        self.progress.update(task, completed=1, description=f"{name} ({took:.1f}s)")
 
     @contextlib.contextmanager
     def bar(self, name: str, total: int | None) -> Iterator[Callable[[int], None]]:
         """A phase of ``total`` units; yields a function that advances it."""
         task = self.progress.add_task(name, total=total)
+        self.timings.setdefault(name, 0.0)  # listed where it starts, before phases inside it
+        start = time.perf_counter()
 
         def advance(n: int) -> None:
             self.progress.advance(task, n)
 
         yield advance
+        self.record(name, time.perf_counter() - start)
         done = self.progress.tasks[task].completed
         self.progress.update(task, total=done, completed=done)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import time
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -21,6 +24,9 @@ from qdebug.tracer.progress import Phases
 from qdebug.tracer.segment_runner import SegmentRunner
 from qdebug.tracer.sides import Sides, run_ahead
 from qdebug.tracer.verify import LocalRefs
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -106,13 +112,15 @@ def trace_samples(
     result = LoopResult(measurer)
     sample_no = first_sample
     bsz = max(1, batch_size)
+    clock = LoopClock()
     ahead = run_ahead(
-        batches(data, bsz), lambda b: sides.run(b, int8_wanted, twin_wanted, out_tensor)
+        batches(data, bsz), clock.timed(lambda b: sides.run(b, int8_wanted, twin_wanted,
+                                                            out_tensor))
     )
     # Closed in this order on any exit: the batch in flight finishes, then the threads stop.
     with closing(sides), phases.bar("trace", total=data.known_length) as advance, \
-            closing(ahead):
-        for batch, got in ahead:
+            closing(ahead), clock.into(phases):
+        for batch, got in clock.waiting(ahead):
             n = len(batch)
             result.mismatched += got.mismatched
             result.max_diff = max(result.max_diff, got.max_diff)
@@ -151,6 +159,53 @@ def trace_samples(
     if sample_no == first_sample:
         raise DataError(f"{data.description} holds no samples", "give at least one sample")
     return result
+
+
+class LoopClock:
+    """Where the loop's time goes (``qdebug trace --profile``): the interpreters, run a batch
+    ahead in a worker thread, and the main thread's waits for them; the rest of the loop is
+    the statistics and the writes."""
+
+    def __init__(self) -> None:
+        self.interpreters = 0.0
+        self.waiting_for = 0.0
+        self._start = 0.0
+
+    def timed(self, run: Callable[[T], R]) -> Callable[[T], R]:
+        """``run`` (the sides of one batch, in the worker thread), its seconds added up."""
+
+        def timed_run(batch: T) -> R:
+            start = time.perf_counter()
+            try:
+                return run(batch)
+            finally:
+                self.interpreters += time.perf_counter() - start
+
+        return timed_run
+
+    def waiting(self, ahead: Iterator[R]) -> Iterator[R]:
+        """The batches of ``ahead``, the main thread's wait for each added up."""
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(ahead)
+            except StopIteration:
+                return
+            finally:
+                self.waiting_for += time.perf_counter() - start
+            yield item
+
+    @contextlib.contextmanager
+    def into(self, phases: Phases) -> Iterator[None]:
+        """Record the loop's split in ``phases`` when it ends."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            total = time.perf_counter() - start
+            phases.record("trace: interpreters (worker thread)", self.interpreters)
+            phases.record("trace: waiting for them", self.waiting_for)
+            phases.record("trace: statistics and writes", max(0.0, total - self.waiting_for))
 
 
 def batches(source: SampleSource, size: int) -> Iterator[list[list[np.ndarray]]]:
