@@ -184,6 +184,7 @@ def inf_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
                              / "inf.h5", quiet=True))
 
 
+@pytest.mark.tf
 def test_plus_and_minus_infinity_are_told_apart_in_json_and_csv(inf_trace: Path) -> None:
     """An op that destroys its signal (−∞ dB) and an exact one (+∞ dB) are different values for
     a script: JSON strings "-inf" / "inf" (NaN stays null), CSV cells -inf / inf (NaN empty)."""
