@@ -223,6 +223,26 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.asarray(num, dtype=np.float64) / np.asarray(den, dtype=np.float64)
 
 
+#: Severity bands of an SQNR in dB, worst first (docs/metrics.md): a value is in the first band
+#: whose ceiling it is below. The viewer's colours, the Model Explorer overlays and the viewer's
+#: help all come from these.
+SQNR_BANDS: tuple[tuple[float, str], ...] = (
+    (10.0, "badly hurt"),
+    (20.0, "poor"),
+    (30.0, "fair"),
+    (40.0, "good"),
+    (math.inf, "near float"),
+)
+
+
+def sqnr_band(value: float) -> int | None:
+    """The index in ``SQNR_BANDS`` of an SQNR in dB (+∞: the last band); None for NaN."""
+    if math.isnan(value):
+        return None
+    return next(i for i, (ceiling, _) in enumerate(SQNR_BANDS)
+                if value < ceiling or i == len(SQNR_BANDS) - 1)
+
+
 def sqnr_from_sums(signal: np.ndarray, noise: np.ndarray) -> np.ndarray:
     """10·log10(signal / noise) in float64: +inf for no noise, −inf for noise on no signal, NaN
     for neither. The one home of SQNR in dB (docs/metrics.md): every SQNR qdebug reports, of a

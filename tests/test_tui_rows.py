@@ -105,3 +105,20 @@ def test_text_helpers() -> None:
     assert printable("[b]x[/b]") == "[b]x[/b]"
     assert fmt_db(math.inf) == "∞" and fmt_db(math.nan) == "—"
     assert fmt_pct(1e-6) == "<0.01%" and fmt_pct(0.5) == "50.00%"
+
+
+def test_severity_colours_come_from_the_one_set_of_bands() -> None:
+    """The viewer's colours, its help legend and the Model Explorer thresholds all follow
+    ``metrics.SQNR_BANDS``: each band's values take its colour, the boundary the next one's."""
+    from qdebug import metrics
+    from qdebug.output.model_explorer import SQNR_THRESHOLDS
+    from qdebug.tui.layer_rows import BAND_STYLES, colour_legend, sqnr_style
+
+    ceilings = [c for c, _ in metrics.SQNR_BANDS]
+    for i, ceiling in enumerate(ceilings[:-1]):
+        assert sqnr_style(ceiling - 0.01) == BAND_STYLES[i]
+        assert sqnr_style(ceiling) == BAND_STYLES[i + 1]
+    assert sqnr_style(float("inf")) == BAND_STYLES[-1]
+    assert sqnr_style(float("-inf")) == BAND_STYLES[0] and sqnr_style(float("nan")) == "dim"
+    assert [t for t, _ in SQNR_THRESHOLDS] == [min(c, 1e9) for c in ceilings]
+    assert colour_legend() == "SQNR (dB): < 10 bold red, 10–20 red, 20–30 yellow, ≥ 30 green"

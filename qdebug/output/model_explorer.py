@@ -18,19 +18,19 @@ from typing import Any
 
 import numpy as np
 
+from qdebug import metrics
 from qdebug.store.reader import Trace
 
 #: +∞ dB (an op without any error) is shown as this value: JSON has no infinity.
 NO_ERROR_DB = 100.0
 
-#: SQNR colours, worst first: ≤ 10 dB red … > 40 dB green (Model Explorer's thresholds: a value
-#: ≤ ``value`` takes the first item's colour).
-SQNR_THRESHOLDS = (
-    (10.0, "#d73027"),
-    (20.0, "#fc8d59"),
-    (30.0, "#fee08b"),
-    (40.0, "#d9ef8b"),
-    (1e9, "#1a9850"),
+#: The colour of each of ``metrics.SQNR_BANDS``, worst first (red … green).
+BAND_COLOURS = ("#d73027", "#fc8d59", "#fee08b", "#d9ef8b", "#1a9850")
+#: SQNR colours as Model Explorer's thresholds (a value ≤ ``value`` takes the first item's
+#: colour; JSON has no infinity, so the last band's ceiling is 1e9 dB).
+SQNR_THRESHOLDS = tuple(
+    (min(ceiling, 1e9), colour)
+    for (ceiling, _), colour in zip(metrics.SQNR_BANDS, BAND_COLOURS, strict=True)
 )
 #: Error gain colours: ≤ 1 (the op does not amplify the error reaching it) green … > 4 red.
 GAIN_THRESHOLDS = (

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from rich.text import Text
 
+from qdebug import metrics
 from qdebug.output.fmt import db as fmt_db
 from qdebug.output.fmt import lsb as fmt_lsb
 from qdebug.output.fmt import num as fmt_num
@@ -30,17 +31,28 @@ from qdebug.store.schema import (
 PROPAGATION_METRICS = ("local_sqnr_db", "local_mse", "gain", "weight_sqnr_db")
 
 
+#: The viewer's colour of each of ``metrics.SQNR_BANDS``, worst first.
+BAND_STYLES = ("bold red", "red", "yellow", "green", "green")
+
+
 def sqnr_style(v: float) -> str:
-    """Severity colour of an SQNR in dB (see docs/metrics.md: < 10 dB is badly hurt)."""
-    if math.isnan(v):
-        return "dim"
-    if v < 10:
-        return "bold red"
-    if v < 20:
-        return "red"
-    if v < 30:
-        return "yellow"
-    return "green"
+    """Severity colour of an SQNR in dB (``metrics.SQNR_BANDS``: < 10 dB is badly hurt)."""
+    band = metrics.sqnr_band(v)
+    return "dim" if band is None else BAND_STYLES[band]
+
+
+def colour_legend() -> str:
+    """The viewer's SQNR colours in words, from the bands (its help screen shows this)."""
+    ceilings = [c for c, _ in metrics.SQNR_BANDS]
+    parts = [f"< {ceilings[0]:g} {BAND_STYLES[0]}"]
+    for i in range(1, len(ceilings)):
+        if BAND_STYLES[i] == BAND_STYLES[i - 1]:
+            continue
+        last = i == len(ceilings) - 1 or BAND_STYLES[i + 1:] == (BAND_STYLES[i],) * (
+            len(ceilings) - 1 - i)
+        parts.append(f"≥ {ceilings[i - 1]:g} {BAND_STYLES[i]}" if last
+                     else f"{ceilings[i - 1]:g}–{ceilings[i]:g} {BAND_STYLES[i]}")
+    return "SQNR (dB): " + ", ".join(parts)
 
 
 def status_text(rec: LayerRecord) -> str:

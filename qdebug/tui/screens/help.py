@@ -12,6 +12,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from qdebug.tui.layer_rows import colour_legend
 from qdebug.tui.screens.compare import CompareScreen
 from qdebug.tui.screens.detail import LayerDetailScreen
 from qdebug.tui.screens.main import MainScreen
@@ -80,7 +81,7 @@ class HelpScreen(ModalScreen[None]):
             box.border_title = "qdebug view — keys"
             yield Static(help_table(list(self.app.BINDINGS)), id="help-text")
             yield Static(Text(
-                "Colours: SQNR ≥ 30 dB green, 20–30 yellow, 10–20 red, < 10 bold red. "
+                f"Colours: {colour_legend()}. "
                 "Δ: change of accumulated SQNR at a layer (▼ a drop of 3 dB or more). "
                 "— : not in this trace.", style="dim"))
 
