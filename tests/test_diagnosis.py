@@ -50,8 +50,11 @@ def files(tmp_path_factory: pytest.TempPathFactory, digits_model, digits_data) -
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli, ["trace", *common, "--out", str(d / "few.h5"), "--store-samples", "2"])
     assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["trace", *common, "--out", str(d / "four.h5"), "--store-samples", "4"])
+    assert r.exit_code == 0, r.output
     (d / "my_metrics.py").unlink()  # later reports must not need it
-    return {"dir": d, "all": d / "all.h5", "few": d / "few.h5", "x": d / "x.npy"}
+    return {"dir": d, "all": d / "all.h5", "few": d / "few.h5", "four": d / "four.h5",
+            "x": d / "x.npy"}
 
 
 def _text(app: Any, selector: str) -> str:
@@ -257,6 +260,38 @@ async def test_the_worst_sample_list_opens_a_kept_input(files: dict[str, Path]) 
         assert f"sample {target}: its input" in hist and "shape (8, 8, 1)" in hist
         assert f"max {float(image.max()):.4g}" in hist
         assert app.screen.query_one("#samples", OptionList).highlighted == 0  # unchanged
+
+
+@sync
+async def test_the_worst_sample_list_opens_a_worst_samples_activations(
+    files: dict[str, Path],
+) -> None:
+    """Storing 4 samples, the trace keeps each layer's activation of its worst sample too: the
+    worst list marks it 'kept' and opens its activations (float vs int8 histograms at that
+    sample's SQNR), not only its input (it opened the input alone)."""
+    with qdebug.open(files["four"]) as tr:
+        layer = tr.layer_index("relu1")
+        target, sq = tr.layer_worst_samples(layer)[0]
+        assert target not in tr.stored_samples.tolist() and tr.has_activation(layer, target)
+        act = tr.activation(layer, target)
+        e = act.dequantized.astype(np.float64) - act.float
+        assert 10 * np.log10((act.float.astype(np.float64) ** 2).sum() / (e**2).sum()) == (
+            pytest.approx(sq, abs=1e-4))  # the kept values are that sample's
+    app = create_app(files["four"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _open(app, pilot, layer)
+        worst = app.screen.query_one("#worst-samples", OptionList)
+        labels = {worst.get_option_at_index(k).id: str(worst.get_option_at_index(k).prompt)
+                  for k in range(worst.option_count)}
+        assert labels[str(target)].endswith(" kept")
+        pos = list(labels).index(str(target))
+        worst.focus()
+        await pilot.press(*["down"] * (pos + 1), "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        hist = _text(app, "#hist")
+        assert f"sample {target}  SQNR {sq:.1f} dB" in hist and "float vs int8 values" in hist
+        assert "its input" not in hist
 
 
 # -- user metrics -------------------------------------------------------------------------------

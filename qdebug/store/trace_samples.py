@@ -104,20 +104,55 @@ class SampleReads(CheckedFile):
         ds = self._dataset(key, kinds)
         return self._read(key, (k, *([None] * (len(ds.shape or ()) - 1))), kinds, pos)
 
+    def _worst_position(self, idx: int, sample: int) -> int | None:
+        """Where ``sample``'s activation of layer ``idx`` is among the layer's worst samples'
+        kept activations (``/samples/layer_worst/activations``, the first rows of the layer's
+        worst list), or None."""
+        key = f"{LAYER_WORST}/activations/{idx:05d}/int8"
+        if key not in self._f:
+            return None
+        rows = int((self._dataset(key, "iuf").shape or (0,))[0])
+        kept = [s for s, _ in self.layer_worst_samples(idx)][:rows]
+        return kept.index(sample) if sample in kept else None
+
+    @guarded("the stored activations")
+    def has_activation(self, layer: int | str, sample: int) -> bool:
+        """Whether the trace has layer ``layer``'s activation for ``sample``: a stored sample,
+        or one of the layer's worst samples whose activation the trace keeps (schema 1.3)."""
+        idx = self.layer_index(layer)
+        if self.has_activations(idx) and sample in set(self.stored_samples.tolist()):
+            return True
+        return self._worst_position(idx, sample) is not None
+
     @guarded("the stored activations")
     def activation(self, layer: int | str, sample: int) -> Activation:
-        """The stored float and int8 activation of one layer for one stored sample."""
+        """The float and int8 activation of one layer for one sample: a stored sample, or one
+        of the layer's worst samples whose activation the trace keeps."""
         idx = self.layer_index(layer)
         key = f"activations/{idx:05d}"
-        if key not in self._f:
+        stored = key in self._f and sample in set(self.stored_samples.tolist())
+        worst = None if stored else self._worst_position(idx, sample)
+        if worst is not None:
+            key = f"{LAYER_WORST}/activations/{idx:05d}"
+            n = int(self._dataset(f"{key}/int8", "iuf").shape[0])
+
+            def row(name: str, kinds: str = NUMERIC) -> np.ndarray:
+                ds = self._dataset(f"{key}/{name}", kinds)
+                return self._read(ds.name, (n, *([None] * (len(ds.shape or ()) - 1))), kinds,
+                                  worst)
+        elif key not in self._f:
             raise TraceFileError(f"layer {self.layers[idx].name!r} has no stored activations")
-        pos = self._stored_position(sample)
+        else:
+            pos = self._stored_position(sample)
+
+            def row(name: str, kinds: str = NUMERIC) -> np.ndarray:
+                return self._stored(f"{key}/{name}", pos, kinds)
         rec = self.layers[idx]
-        raw = self._stored(f"{key}/int8", pos, "iuf")
-        fl = np.asarray(self._stored(f"{key}/float", pos), dtype=np.float32)
+        raw = row("int8", "iuf")
+        fl = np.asarray(row("float"), dtype=np.float32)
         ref = None
         if f"{key}/float_local" in self._f:
-            ref = np.asarray(self._stored(f"{key}/float_local", pos), dtype=np.float32)
+            ref = np.asarray(row("float_local"), dtype=np.float32)
         for other in (fl, ref):
             if other is not None and other.shape != raw.shape:
                 raise self._corrupt(
@@ -172,11 +207,12 @@ class SampleReads(CheckedFile):
         return idx
 
     @guarded("the worst samples per layer")
-    def layer_worst_cap(self) -> int | None:
+    def layer_worst_cap(self, name: str = "cap") -> int | None:
         """How many samples' inputs the run could keep as layers' worst (``cap`` of
-        ``/samples/layer_worst``); None when not recorded."""
+        ``/samples/layer_worst``; with ``name="keep"``, how many of each layer's worst keep
+        their activations); None when not recorded."""
         g = self._f.get(LAYER_WORST)
-        cap = g.attrs.get("cap") if g is not None else None
+        cap = g.attrs.get(name) if g is not None else None
         if isinstance(cap, int | np.integer) and not isinstance(cap, bool) and 0 <= cap <= 4096:
             return int(cap)
         return None

@@ -7,13 +7,14 @@ second pass over the data, which runs no model."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Container, Iterable, Sequence
+import itertools
+from collections.abc import Container, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from qdebug.errors import TraceFileError
 from qdebug.metrics import sqnr_from_sums
-from qdebug.store.layer_worst import LayerWorstSamples
+from qdebug.store.layer_worst import LayerWorstSamples, Values
 from qdebug.store.reader import Trace
 
 #: Worst samples kept per layer.
@@ -28,9 +29,23 @@ class LayerWorst:
     def __init__(self, layers: int, k: int = K) -> None:
         self.k = k
         self._heaps: list[list[tuple[float, int]]] = [[] for _ in range(layers)]
+        self.keep = 0
+        """How many of each layer's worst samples keep their activations of that layer
+        (``keep_for``; 0: none)."""
+        self._values: list[dict[int, Values]] = [{} for _ in range(layers)]
 
-    def note(self, first: int, layer_stats: dict[str, np.ndarray]) -> None:
-        """One batch's statistics (samples, layers); samples are numbered from ``first``."""
+    def keep_for(self, store_samples: int) -> None:
+        """Keep each layer's activations of its ``store_samples // 4`` worst samples (at most
+        ``k``): a quarter of what the stored samples take, at most."""
+        self.keep = max(0, min(self.k, store_samples // 4))
+
+    def note(
+        self, first: int, layer_stats: dict[str, np.ndarray],
+        values: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] | None = None,
+    ) -> None:
+        """One batch's statistics (samples, layers); samples are numbered from ``first``.
+        ``values``: per layer, the batch's float, raw and float_local (or None) values, whose
+        rows for the samples entering a layer's worst are kept (``keep``)."""
         f2, e2 = layer_stats["sum_f2"], layer_stats["sum_e2"]
         sq = sqnr_from_sums(f2, e2)
         sq = np.where(np.isneginf(sq), -1e9, sq)  # error on a zero signal: worst of all
@@ -42,7 +57,15 @@ class LayerWorst:
                 if len(heap) < self.k:
                     heapq.heappush(heap, item)
                 elif item > heap[0]:
-                    heapq.heapreplace(heap, item)
+                    self._values[j].pop(-heapq.heapreplace(heap, item)[1], None)
+                else:
+                    continue
+                got = values.get(j) if self.keep and values is not None else None
+                if got is not None:
+                    f, raw, local = got
+                    self._values[j][first + int(b)] = (
+                        np.array(f[b]), np.array(raw[b]),
+                        None if local is None else np.array(local[b]))
 
     def ranked(self) -> list[list[tuple[int, float]]]:
         """Per layer, (sample, SQNR dB) worst first."""
@@ -73,7 +96,14 @@ class LayerWorst:
                 if i >= last:
                     break
         index = np.array([s for s in chosen if s in inputs], dtype=np.int64)
-        return LayerWorstSamples(layers, sqnr, index, [inputs[int(s)] for s in index], cap)
+        activations: dict[int, list[Values]] = {}
+        for j, per in enumerate(ranked):
+            rows = list(itertools.takewhile(lambda v: v is not None,
+                                            (self._values[j].get(s) for s, _ in per[:self.keep])))
+            if rows:
+                activations[j] = [r for r in rows if r is not None]
+        return LayerWorstSamples(layers, sqnr, index, [inputs[int(s)] for s in index], cap,
+                                 self.keep, activations)
 
 
 def select(
@@ -144,7 +174,20 @@ def merge(
         raise TraceFileError(
             "the shards keep inputs of different shapes for their worst samples",
             "merge the shards of one `qdebug trace … --shard K/N` command")
-    return LayerWorstSamples(layers, sqnr, np.array(chosen, dtype=np.int64), inputs, cap)
+    keep = min(K, max((t.layer_worst_cap("keep") or 0) for t in shards))
+    activations: dict[int, list[Values]] = {}
+    for j, per in enumerate(ranked):
+        acts: list[Values] = []
+        for s, _ in per[:keep]:  # each is among its shard's first ``keep``: kept there
+            shard = next((t for t in shards if t.has_activation(j, s)), None)
+            if shard is None:
+                break
+            a = shard.activation(j, s)
+            acts.append((a.float, a.raw, a.float_local))
+        if acts:
+            activations[j] = acts
+    return LayerWorstSamples(layers, sqnr, np.array(chosen, dtype=np.int64), inputs, cap,
+                             keep, activations)
 
 
 def input_cap(input_bytes: int, budget_mb: float) -> int:

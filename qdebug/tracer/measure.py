@@ -5,6 +5,7 @@ by the number of samples."""
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,9 +257,14 @@ class Measurer:
             self.raw_min[i] = min(self.raw_min[i], float(raw.min()))
             self.raw_max[i] = max(self.raw_max[i], float(raw.max()))
 
-    def note_worst(self, first: int, m: Measurements, inputs: list[list[np.ndarray]]) -> None:
-        """Keep the inputs of the ``worst_k`` samples with the lowest first-output SQNR."""
-        self.layer_worst.note(first, m.layer_stats)
+    def note_worst(
+        self, first: int, m: Measurements, inputs: list[list[np.ndarray]],
+        values: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] | None = None,
+    ) -> None:
+        """Keep the inputs of the ``worst_k`` samples with the lowest first-output SQNR, and
+        note each layer's worst samples (with ``values``, the batch's float, raw and
+        float_local values per layer, their activations: ``LayerWorst.keep``)."""
+        self.layer_worst.note(first, m.layer_stats, values)
         if not self.outputs or self.worst_k <= 0:
             return
         sq = metrics.derive(

@@ -110,6 +110,7 @@ def trace_samples(
     twin_wanted = {twin_of[r.tensor_index] for _, r in measured} | ops.twin_tensors
     twin_wanted |= set(twin_out)
     result = LoopResult(measurer)
+    measurer.layer_worst.keep_for(writer.store_samples)
     sample_no = first_sample
     bsz = max(1, batch_size)
     clock = LoopClock()
@@ -147,7 +148,9 @@ def trace_samples(
                           if i in row_of and row_of[i] in got.local}
                 m = measurer.measure(n, refs, stacked, out_stacked, f_hats, out_refs, given)
             writer.add_batch(m.layer_stats, m.output_stats, m.top1, op_stats)
-            measurer.note_worst(sample_no, m, batch)
+            measurer.note_worst(sample_no, m, batch, {
+                i: (refs[r.name], stacked[i], m.local_ref.get(i)) for i, r in measured
+            } if measurer.layer_worst.keep else None)
             for b in range(n):
                 if not writer.wants_samples:
                     break

@@ -274,8 +274,8 @@ class LayerDetailScreen(Screen[None]):
             v = float(sq[s])
             label = Text(f"#{int(s):<6}")
             label.append(f"{fmt_db(v):>6} dB", style=sqnr_style(v))
-            label.append(" stored" if int(s) in stored else " input" if int(s) in kept else "",
-                         style="dim")
+            label.append(" stored" if int(s) in stored else " kept" if self._kept_activation(
+                int(s)) else " input" if int(s) in kept else "", style="dim")
             flip = self.accuracy.flip_of(int(s)) if self.accuracy is not None else ""
             if flip:
                 label.append(f"\n  {flip}", style=FLIP_STYLE[flip])
@@ -317,12 +317,26 @@ class LayerDetailScreen(Screen[None]):
         if event.option_id is not None:
             self.open_worst(int(event.option_id))
 
+    def _kept_activation(self, sample: int) -> bool:
+        """Whether the trace keeps this layer's activation of a sample it does not store (one
+        of the layer's worst)."""
+        try:
+            return self.trace.has_activation(self.layer_index, sample)
+        except TraceFileError:
+            return False
+
     def open_worst(self, sample: int) -> None:
-        """Show one of the layer's worst samples (activations, or the input the trace kept)."""
+        """Show one of the layer's worst samples: its activations (stored, or kept as the
+        layer's worst), else the input the trace kept."""
         if sample in self.samples and self.trace.has_activations(self.layer_index):
             picker = self.query_one("#samples", OptionList)
             picker.highlighted = self.samples.index(sample)
             self.show_sample(sample)
+            return
+        if self._kept_activation(sample):
+            self.shown_sample = sample
+            self.query_one("#hist", Static).update(Text(f"loading sample {sample}…", style="dim"))
+            self._load_activation(sample)
             return
         self.shown_sample = None
         try:
