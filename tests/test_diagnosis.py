@@ -294,6 +294,17 @@ async def test_the_worst_sample_list_opens_a_worst_samples_activations(
         assert "its input" not in hist
 
 
+def test_slim_export_drops_the_worst_samples_activations_too(files: dict[str, Path]) -> None:
+    out = files["dir"] / "four-slim.h5"
+    res = run_qdebug("export", files["four"], "--slim", out, "--force")
+    assert res.returncode == 0, res.stderr
+    with qdebug.open(files["four"]) as a, qdebug.open(out) as b:
+        layer = a.layer_index("relu1")
+        target = a.layer_worst_samples(layer)[0][0]
+        assert a.has_activation(layer, target) and not b.has_activation(layer, target)
+        np.testing.assert_array_equal(a.inputs(target)["image"], b.inputs(target)["image"])
+
+
 # -- user metrics -------------------------------------------------------------------------------
 
 def test_a_user_metric_is_stored_and_reported_without_its_module(files: dict[str, Path]) -> None:

@@ -2,7 +2,8 @@
 
 What stays: every attribute, table and metric (per-sample statistics included), the analysis,
 the model, the labels and the kept inputs (stored samples, worst samples, each layer's worst).
-What goes: ``/activations`` (the float, raw and f(x̂) tensors of the stored samples), which is
+What goes: ``/activations`` (the float, raw and f(x̂) tensors of the stored samples, and those
+kept for each layer's worst samples), which is
 almost all of a trace's size; with ``no_model`` (``--slim --no-model``) also the INT8 model's
 bytes, which fill a trace of a large model (ResNet50: 23.8 MB of 27 MB): its sha256 stays in
 ``int8_tflite_sha256`` beside the converter settings, and ``export --tflite`` on the copy says
@@ -24,6 +25,7 @@ import h5py
 
 from qdebug.errors import QdebugError
 from qdebug.output.export import write_atomic
+from qdebug.store.layer_worst import KEY as LAYER_WORST
 from qdebug.store.reader import Trace
 from qdebug.store.schema import ATTR_NO_MODEL, ATTR_TFLITE_SHA256, SCHEMA_VERSION
 
@@ -61,6 +63,10 @@ def slim_copy(trace: Trace, out: Path, force: bool = False, no_model: bool = Fal
                             src.copy(src[key][name], group, name=name)
                     continue
                 src.copy(src[key], dst, name=key)
+            # each layer's worst samples' kept activations go too (their inputs stay)
+            worst = f"{LAYER_WORST}/activations"
+            if worst in dst:
+                del dst[worst]
             dst.attrs["slim"] = True
             if no_model:
                 dst.attrs[ATTR_NO_MODEL] = True
