@@ -841,6 +841,8 @@ class Result:
     """The first culprit is among sensitivity's three best layers (None: not checked)."""
     culprit_note: str = ""
     """Why the first culprit could not be checked, in the trace's or sensitivity's words."""
+    culprit_checked: bool = False
+    """The culprit check ran on this trace (``--sensitivity``)."""
 
 
 def _env() -> dict[str, str]:
@@ -1022,6 +1024,7 @@ def confirm_culprit(res: Result, out: Path, samples: int, timeout: float) -> Non
     rep_json, rep_text = out / f"{res.name}.report.json", out / f"{res.name}.report.txt"
     if res.exit != 0 or not rep_json.exists():
         return
+    res.culprit_checked = True
     culprits = [c for c in json.loads(rep_json.read_text()).get("culprits", [])
                 if c.get("kind") != "float_island"]
     if not culprits:
@@ -1149,6 +1152,8 @@ def judge(res: Result) -> None:
         res.failures.append(f"first culprit not among sensitivity's {CONFIRM_TOP} best")
     elif res.first_culprit and res.culprit_confirmed is None and not res.culprit_note:
         res.failures.append("first culprit not checked")
+    elif res.culprit_checked and not res.first_culprit and not res.culprit_note:
+        res.failures.append("no culprit, and the trace does not say why")
     res.ok = not res.failures
 
 
@@ -1201,7 +1206,7 @@ def markdown_table(results: list[Result]) -> str:
     for r in results:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(r.statuses.items()))
         layers = f"{r.layers} ({statuses})" if r.layers is not None else "–"
-        notes = []
+        notes = [f"fails: {', '.join(r.failures)}"] if r.failures else []
         if r.build_error:
             notes.append(r.build_error)
         if r.error:
