@@ -559,7 +559,10 @@ def test_long_fuzz_bombs(tmp_path: Path, every: int) -> None:
 @pytest.mark.fuzz_long
 def test_long_fuzz_outside_and_escapes(tmp_path: Path, every: int) -> None:
     outside = list(_subset(outside_cases(), every))
-    result = run_cases(iter(outside), tmp_path, thorough=True)
+    # Storage behind a stored activation is refused when that activation is read: the
+    # viewer's loader says so and the rest of the trace reads (the test above holds it).
+    at_open = [c for c in outside if not _checked_on_read(c[0])]
+    result = run_cases(iter(at_open), tmp_path, thorough=True)
     assert result.clean == 0, "a trace referring outside itself was read"
     _long(outside + list(_subset(escape_cases(), every)), tmp_path,
           "outside references (external storage and links, FIFOs, virtual datasets, plugin "
