@@ -96,9 +96,10 @@ def no_culprits_reason(
     local = m.get("local_sqnr_db")
     if local is None or not any(math.isfinite(float(local[i])) for i, r in enumerate(layers)
                                 if r.status != STATUS_INPUT):
-        return (f"the trace measures no {every}'s own error (a .tflite pair has no calibrated "
-                "model to rebuild f(x̂) from), so nothing says where the output's error is "
-                f"born: the worst {every}s above are where it is largest, not where it starts")
+        return (f"the trace measures no {every}'s own error (no local error: nothing re-ran "
+                f"each {every} in float on the quantized inputs), so nothing says where the "
+                f"output's error is born: the worst {every}s above are where it is largest, "
+                "not where it starts")
     return (f"no {every}'s own error is worth acting on alone (each under 1 % of the output's, "
             "or rounding noise under 30 %): the output's error builds up over many of them "
             "(try --scheme int16x8)")
