@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import io
 import json
+import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from collections import Counter
@@ -86,16 +88,27 @@ def explore_server(trace: Path, folder: Path | None, *, timeout: float = 180,
          "--no-browser", *where, *extra],
         stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, env=env,
     )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read(out: Any) -> None:  # a thread: a silent server must not block past the timeout
+        for ln in out:
+            lines.put(ln)
+        lines.put("")  # the end
+
+    assert proc.stdout is not None
+    threading.Thread(target=read, args=(proc.stdout,), daemon=True).start()
     try:
         url = ""
         deadline = time.monotonic() + timeout
-        assert proc.stdout is not None
         while time.monotonic() < deadline and not url:
-            line = proc.stdout.readline()
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if not line:
+                break
             if line.startswith(f"http://localhost:{port}"):
                 url = line.strip()
-            if not line and proc.poll() is not None:
-                break
         if not url:
             raise RuntimeError(f"qdebug explore printed no URL (exit {proc.poll()})")
         yield url

@@ -417,7 +417,11 @@ def _stop_with(sig: signal.Signals, tmp_path: Path, folder: Path | None
         model, node_data = _page_files(url)
         served = [Path(model), *map(Path, node_data)]
         assert all(p.is_file() for p in served)
-        assert _server(url, tmp_path).request("/")[0] == 200  # serving
+        parts = urllib.parse.urlsplit(url)  # serving: the page, as the URL printed asks
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", f"{parts.path}?{parts.query}", headers={"Host": parts.netloc})
+        assert conn.getresponse().status == 200
+        conn.close()
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:

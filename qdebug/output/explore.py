@@ -258,8 +258,12 @@ def explore(
         warning = None if is_loopback(host) else (
             f"--host {host} listens beyond this machine: anyone who can reach port {bound} "
             "and has the URL (its token) sees the model and its numbers")
-        on_ready(Served(url, shown.files, final is None, warning))
-        serving = True  # the URL is out: --dir's files are the user's from here
+        serving = True  # the URL goes out: --dir's files are the user's from here
+        try:
+            on_ready(Served(url, shown.files, final is None, warning))
+        except Exception:  # it never went out (a closed stdout): remove them
+            serving = False
+            raise
         if open_browser:
             webbrowser.open_new_tab(url)
         serve(guarded(make_app(site), guard), sock, host)
