@@ -452,3 +452,22 @@ def test_stopping_keeps_the_dir_files_and_says_so(tmp_path: Path) -> None:
     assert all(p.is_file() for p in served) and "nothing was written" not in err
     assert f"kept {served[0]}" in err.strip().splitlines()[-1]
     assert _temp_dirs(tmp_path) == []
+
+
+@needs_explorer
+@pytest.mark.parametrize("case", ["storage-tflite", "link-tflite", "virtual-tflite"])
+def test_a_trace_referring_outside_itself_is_refused_before_serving(tmp_path: Path,
+                                                                    case: str) -> None:
+    import hostile_traces as ht
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(SECRET.encode() * 1000)
+    secret_h5 = ht.secret_h5(tmp_path / "secret.h5", SECRET.encode())
+    mutate = {"storage-tflite": ht.external_storage("model/int8_tflite", secret),
+              "link-tflite": ht.external_link("model/int8_tflite", secret_h5, "/raw"),
+              "virtual-tflite": ht.virtual("model/int8_tflite", secret_h5, "/raw")}[case]
+    trace = _hostile(tmp_path, mutate)
+    res = _explore(trace, "--dir", tmp_path / "out", "--port", str(free_port()), tmp=tmp_path)
+    _assert_one_line_error(res.returncode, res.stderr, "t.h5", "not a self-contained trace")
+    assert res.stdout == "" and SECRET not in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.bin", "secret.h5", "t.h5"]
