@@ -301,3 +301,28 @@ async def test_histograms_fit_the_panel_at_80_by_24() -> None:
             too_long = [ln for ln in lines if cell_len(ln) > widget.size.width]
             assert not too_long, (selector, widget.size.width, too_long[:2])
         assert "◀ range low" in _static_text(app, "#hist")
+
+
+@sync
+async def test_next_culprit_in_a_trace_without_culprits_says_why_and_names_none(
+    tmp_path: Path,
+) -> None:
+    """A healthy trace records no culprits: `n` says so instead of jumping to the layer with
+    the lowest local SQNR (which the viewer then presented as a culprit)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from synthetic_traces import make_trace
+
+    path = make_trace(tmp_path / "healthy.h5")
+    app = create_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.trace.culprits() == []
+        start = _table(app).current_layer
+        await pilot.press("n")
+        await pilot.pause()
+        assert _table(app).current_layer == start
+        said = [n.message for n in app._notifications]
+        assert any("every output is healthy" in m for m in said), said
+        await pilot.press("w")  # the worst layer is still one key away
+        assert _table(app).current_layer == app.screen.worst[0]

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
-
 from qdebug.analysis.accuracy import accuracy
+from qdebug.analysis.ranking import lowest
 from qdebug.output.channels import worst_channels
 from qdebug.output.jsonout import dumps
 from qdebug.output.jsonout import num as _num
@@ -139,9 +138,7 @@ def worst_layers(trace: Trace, n: int = 5) -> list[tuple[int, float]]:
     """(index, SQNR dB) of the ``n`` ranked layers (matched and verified) with the lowest
     SQNR; a layer whose tensor could not be verified never appears."""
     sq = trace.layer_metrics()["sqnr_db"]
-    ok = [not np.isnan(v) and trace.layers[i].ranked for i, v in enumerate(sq)]
-    idx = [i for i in np.argsort(np.where(np.isnan(sq), np.inf, sq)) if ok[i]]
-    return [(int(i), float(sq[i])) for i in idx[:n]]
+    return [(i, float(sq[i])) for i in lowest(trace.layers, sq, n)]
 
 
 def op_rows(trace: Trace) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qdebug.analysis.ranking import lowest
 from qdebug.errors import ConversionError, QdebugError
 from qdebug.store.schema import STATUS_MATCHED, CulpritKind
 
@@ -325,12 +326,9 @@ def worst_accumulated(trace: Path) -> list[str]:
 
     with open_trace(trace) as tr:
         sq = np.asarray(tr.layer_metrics()["sqnr_db"], dtype=float)
-        rows = [
-            (float(sq[i]), r.name)
-            for i, r in enumerate(tr.layers)
-            if r.status == STATUS_MATCHED and np.isfinite(sq[i]) and not r.float_island
-        ]
-    return [n for _, n in sorted(rows)]
+        return [tr.layers[i].name for i in lowest(tr.layers, sq)
+                if tr.layers[i].status == STATUS_MATCHED and np.isfinite(sq[i])
+                and not tr.layers[i].float_island]
 
 
 __all__ = [

@@ -10,6 +10,7 @@ import numpy as np
 from rich.text import Text
 
 from qdebug import metrics
+from qdebug.analysis.ranking import lowest
 from qdebug.output.fmt import db as fmt_db
 from qdebug.output.fmt import lsb as fmt_lsb
 from qdebug.output.fmt import num as fmt_num
@@ -182,10 +183,8 @@ def ranking(rows: Sequence[LayerRow], key: str | None = None) -> list[int]:
     if key is None:
         key = "local_sqnr_db" if any(not math.isnan(r.values.get("local_sqnr_db", math.nan))
                                      for r in rows) else "sqnr_db"
-    cands = [r for r in rows if r.measured and r.record.status != STATUS_UNVERIFIED
-             and not math.isnan(r.values.get(key, math.nan))]
-    cands.sort(key=lambda r: r.values[key])
-    return [r.index for r in cands]
+    values = np.array([r.values.get(key, math.nan) if r.measured else math.nan for r in rows])
+    return [rows[i].index for i in lowest([r.record for r in rows], values)]
 
 
 def measured_sources(

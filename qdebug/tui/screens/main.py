@@ -11,11 +11,24 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList
 
+from qdebug.analysis.culprits import HEALTHY_OUTPUT_DB, is_healthy, no_culprits_reason
 from qdebug.store.reader import Trace
+from qdebug.store.schema import VIEW_OPS
 from qdebug.tui.layer_rows import LayerRow, ranking
 from qdebug.tui.widgets.header_panel import HeaderPanel
 from qdebug.tui.widgets.layer_table import LayerTable
 from qdebug.tui.widgets.propagation_chart import PropagationChart
+
+
+def no_culprits_text(trace: Trace) -> str:
+    """Why a trace names no culprit, as the summary says it."""
+    every = "op" if trace.view == VIEW_OPS else "layer"
+    om = trace.output_metrics()
+    if trace.outputs and all(is_healthy(float(v), float(t)) for v, t in
+                             zip(om["sqnr_db"], om["top1_agreement"], strict=True)):
+        return (f"every output is healthy ({HEALTHY_OUTPUT_DB:.0f} dB SQNR or more): no {every} "
+                "is worth acting on")
+    return no_culprits_reason(trace.layers, trace.layer_metrics(), every)
 
 
 class MainScreen(Screen[None]):
@@ -37,8 +50,8 @@ class MainScreen(Screen[None]):
         super().__init__()
         self.trace = trace
         self.rows = rows
-        recorded = list(dict.fromkeys(c.index for c in trace.culprits()))
-        self.culprits = recorded or ranking(rows)
+        # The trace's own culprits only: a layer ranked by another rule would read as one.
+        self.culprits = list(dict.fromkeys(c.index for c in trace.culprits()))
         self.worst = ranking(rows, key="sqnr_db")
         self._culprit_pos = -1
 
@@ -108,9 +121,11 @@ class MainScreen(Screen[None]):
             self.jump_to(self.worst[0])
 
     def action_next_culprit(self) -> None:
-        if self.culprits:
-            self._culprit_pos = (self._culprit_pos + 1) % len(self.culprits)
-            self.jump_to(self.culprits[self._culprit_pos])
+        if not self.culprits:
+            self.notify(no_culprits_text(self.trace), title="no culprits", timeout=8)
+            return
+        self._culprit_pos = (self._culprit_pos + 1) % len(self.culprits)
+        self.jump_to(self.culprits[self._culprit_pos])
 
     def action_toggle_chart(self) -> None:
         self.query_one(PropagationChart).toggle_class("-hidden")
