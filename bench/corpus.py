@@ -834,7 +834,8 @@ class Result:
     note: str = ""
     package: str = ""
     first_culprit: str = ""
-    """The trace's first culprit (empty: none)."""
+    """The layer of the trace's first culprit (the culprit itself may be one of its ops);
+    empty: none."""
     sensitivity: list[list[Any]] = field(default_factory=list)
     """``qdebug sensitivity``'s ranking: ``[layer, delta_db]``, largest gain first."""
     culprit_confirmed: bool | None = None
@@ -1025,14 +1026,16 @@ def confirm_culprit(res: Result, out: Path, samples: int, timeout: float) -> Non
     if res.exit != 0 or not rep_json.exists():
         return
     res.culprit_checked = True
-    culprits = [c for c in json.loads(rep_json.read_text()).get("culprits", [])
-                if c.get("kind") != "float_island"]
+    rep = json.loads(rep_json.read_text())
+    culprits = [c for c in rep.get("culprits", []) if c.get("kind") != "float_island"]
     if not culprits:
         healthy = [ln.strip() for ln in rep_text.read_text().splitlines()
                    if "no culprits" in ln]
         res.culprit_note = healthy[0] if healthy else ""
         return
-    res.first_culprit = str(culprits[0].get("layer"))
+    # a culprit may name an op of a layer that owns many ops: sensitivity keeps its layer
+    by_index = {r.get("index"): r.get("name") for r in rep.get("layers", [])}
+    res.first_culprit = str(by_index.get(culprits[0].get("index")) or culprits[0].get("layer"))
     head = rep_text.read_text().splitlines()[:1]
     if head and "no Keras layer graph" in head[0]:  # sensitivity keeps Keras layers in float
         res.culprit_note = ("an op, not a Keras layer, that sensitivity cannot keep in float: "
