@@ -221,3 +221,24 @@ def fixed_batch_savedmodel(folder: Path) -> Path:
                       rng.uniform(0.5, 2.0, 8).astype(np.float32)])
     model.save(folder)
     return folder
+
+
+def folded_squeeze_savedmodel(folder: Path) -> Path:
+    """A tf_keras SavedModel where a squeeze of the channel axis (16, 1) → (16,) has no op of
+    its own (the converter merges it with the next layer's reshape, so it is folded into the
+    input), feeding a custom layer of several ops that Keras revives from its saved function,
+    which takes (None, 16) only (basic-pitch's FlattenAudioCh → CQT): write it, return the
+    folder."""
+    import tensorflow as tf
+    import tf_keras as K
+
+    K.utils.set_random_seed(7)
+
+    class Frames(K.layers.Layer):  # type: ignore[misc,name-defined]
+        def call(self, x: Any) -> Any:
+            return tf.nn.relu(tf.reduce_max(tf.reshape(x, (-1, 4, 4)), axis=-1) - 0.1)
+
+    x = K.Input((16, 1), name="audio")
+    h = Frames(name="frames")(K.layers.Reshape((16,), name="squeeze")(x))
+    K.Model(x, K.layers.Dense(3, name="out")(h), name="folded").save(folder)
+    return folder

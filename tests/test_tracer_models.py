@@ -214,3 +214,19 @@ def test_a_savedmodel_with_a_fixed_batch_is_called_at_its_batch(tmp_path: Path) 
         i = [r.name for r in tr.layers].index("block")
         local = tr.layer_metrics()["local_sqnr_db"][i]
         assert np.isfinite(local) and local > 20  # the block's own error, from the re-run
+
+
+def test_a_folded_reshape_feeds_the_next_layer_in_its_own_shape(tmp_path: Path) -> None:
+    """A squeeze folded into the input carries the input's tensor, (N, 16, 1); the custom
+    layer after it, revived from a SavedModel, takes (N, 16) only: its float re-run is fed the
+    squeeze's own shape (it crashed: 'Could not find matching concrete function', as on
+    basic-pitch's model)."""
+    folder = models.folded_squeeze_savedmodel(tmp_path / "saved")
+    x = np.random.default_rng(11).normal(size=(12, 16, 1)).astype(np.float32)
+    path = qdebug.trace(str(folder), x, out=tmp_path / "t.h5", quiet=True, batch_size=8)
+    with qdebug.open(str(path)) as tr:
+        status = {r.name: r.status for r in tr.layers}
+        assert status["squeeze"] == "folded" and status["frames"] == "matched"
+        assert tr.meta["segments"] > 0
+        i = [r.name for r in tr.layers].index("frames")
+        assert np.isfinite(tr.layer_metrics()["local_sqnr_db"][i])

@@ -74,11 +74,24 @@ class SegmentRunner:
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """f(feeds) for every segment output (in the batches the model fixes, if it does)."""
         names = list(feeds)
+        feeds = {k: self._as_layer(k, v) for k, v in feeds.items()}
 
         def run(chunk: list[np.ndarray]) -> dict[str, np.ndarray]:
             return {k: v.numpy() for k, v in self._fn(dict(zip(names, chunk, strict=True))).items()}
 
         return in_fixed_batches(run, [feeds[k] for k in names], self.graph.batch)
+
+
+    def _as_layer(self, name: str, value: np.ndarray) -> np.ndarray:
+        """A feed in its layer's own shape: a folded layer that only reshapes (a squeeze of
+        the channel axis) carries its source's tensor, in the source's shape."""
+        shape = self.graph.node(name).output_shape[1:]
+        dims = [d for d in shape if d is not None]
+        if not dims or len(dims) < len(shape) or tuple(value.shape[1:]) == tuple(dims):
+            return value
+        if int(np.prod(dims, dtype=np.int64)) != int(np.prod(value.shape[1:], dtype=np.int64)):
+            return value
+        return value.reshape((len(value), *dims))
 
 
 def _takes_training(layer: Any) -> bool:
