@@ -231,7 +231,7 @@ def test_stored_input_names_become_safe_zip_members(tmp_path: Path) -> None:
     code, _, err = _run(["export", str(trace), "--inputs", str(out)])
     assert code == 0, err
     with zipfile.ZipFile(out) as z:
-        assert z.namelist() == ["_.._escape.npy"]
+        assert z.namelist() == ["_.._escape.npy", "qdebug_sample_index.npy"]
     assert not (tmp_path / "escape.npy").exists()
 
 
