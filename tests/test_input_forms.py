@@ -165,17 +165,23 @@ def test_keras3_unnamed_inputs_take_data_keyed_by_the_names_qdebug_asks_for(
             np.testing.assert_array_equal(stored[n], data[n][1])
 
 
-@pytest.mark.parametrize("flavour", ["keras3", "tf_keras"])
+@pytest.mark.parametrize(("flavour", "form"), [("keras3", "npy"), ("tf_keras", "npy"),
+                                               ("keras3", "function")])
 def test_a_subclassed_model_of_any_size_is_traced_at_the_datas_size(
-    flavour: str, tmp_path: Path
+    flavour: str, form: str, tmp_path: Path
 ) -> None:
-    """A subclassed model that takes any image size, built once on 64×64: data of 32×32 is
-    traced at 32×32 (it was refused: 'the model expects (N, 64, 64, 3)')."""
+    """A subclassed model that takes any image size, built once on 64×64: data of 32×32 (an
+    .npy, or a data function's samples) is traced at 32×32 (it was refused: 'the model
+    expects (N, 64, 64, 3)')."""
     model = models.any_size_subclassed(flavour, built_on=64)
     x = np.random.default_rng(4).uniform(size=(12, 32, 32, 3)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    path = qdebug.trace(model, str(tmp_path / "x.npy"), out=tmp_path / "t.h5", quiet=True,
-                        store_samples=1)
+    data = str(tmp_path / "x.npy")
+    if form == "function":
+        (tmp_path / "feed.py").write_text(
+            f"import numpy as np\ndef data():\n    return list(np.load({data!r}))\n")
+        data = f"{tmp_path / 'feed.py'}:data"
+    path = qdebug.trace(model, data, out=tmp_path / "t.h5", quiet=True, store_samples=1)
     with qdebug.open(str(path)) as tr:
         assert tr.n_samples == 12
         (stored,) = tr.inputs(0).values()

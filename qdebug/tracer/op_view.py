@@ -112,6 +112,26 @@ def _peek_shape(data_spec: Any) -> tuple[int, ...] | None:
     return None
 
 
+def _first_sample_shape(data_spec: Any, rank: int) -> tuple[int, ...] | None:
+    """The shape of the first sample a data function (or an iterable from Python) gives, for
+    an input of ``rank`` dimensions of any size; None where it gives none or fails (the real
+    load then says why)."""
+    from qdebug.errors import QdebugError
+    from qdebug.tracer.data import load_data
+
+    if isinstance(data_spec, str | Path) and Path(str(data_spec)).is_dir():
+        return None  # images are resized to the model's size: they have none of their own
+    try:
+        source = load_data(data_spec, [InputSpec("input", (None,) * rank)], limit=1)
+        first = next(iter(source), None)
+    except (QdebugError, ValueError, TypeError):
+        return None
+    if not first:
+        return None
+    shape = tuple(int(d) for d in np.shape(first[0]))
+    return shape if len(shape) == rank else None
+
+
 def _built_shape(model: Any) -> tuple[int, ...] | None:
     shapes = getattr(model, "_build_shapes_dict", None)  # Keras 3
     if isinstance(shapes, dict) and len(shapes) == 1:
@@ -131,8 +151,11 @@ def wrap_subclassed(model: Any, data_spec: Any) -> Any:
 
     The data's shape comes first: a model that takes any image size is traced at the size of
     the data, not the one it was first built on; the built shape is used where the data's
-    shape is unknown (a data function) or the model refuses it."""
-    built, peeked = _built_shape(model), _peek_shape(data_spec)
+    shape is unknown (a folder of images) or the model refuses it."""
+    built = _built_shape(model)
+    peeked = _peek_shape(data_spec)
+    if peeked is None and built is not None and data_spec is not None:
+        peeked = _first_sample_shape(data_spec, len(built))
     shapes = [s for s in (peeked, built) if s is not None]
     if not shapes:
         raise ModelLoadError(
