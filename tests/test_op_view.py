@@ -17,6 +17,9 @@ import qdebug
 from qdebug.analysis.culprits import is_healthy
 from qdebug.cli import cli
 
+#: The trace's op_local_error for a pair (docs/trace-format.md).
+LOCAL_METHOD = "float ops fed the quantized inputs (qdebug)"
+
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
 N = 16
@@ -194,21 +197,23 @@ def test_float_and_int8_tflite_pair(images: Path) -> None:
     (images / "int8.tflite").write_bytes(conv.convert())
     with _trace(images, str(images / "float.tflite"), "--tflite",
                 str(images / "int8.tflite")) as tr:
-        assert tr.view == "ops" and tr.meta["op_local_error"] == "not available"
+        # no numeric-verify model for a pair: qdebug's float ops fed the INT8 model's inputs
+        assert tr.view == "ops" and tr.meta["op_local_error"] == LOCAL_METHOD
         assert tr.meta["calib_source"].startswith("none: int8.tflite")  # nothing calibrated
         lm = tr.layer_metrics()
         assert all(np.isfinite(lm["sqnr_db"]))
         assert tr.outputs[0].classifier
-        # no local error anywhere, so nothing says where error is born: no culprit (the
-        # input's quantization was ranked "2.2× the output's" from an unknown reach)
-        assert tr.culprits() == []
+        # every quantized op has its own error (before: none, so no culprit and no gain)
+        quantized = [i for i, o in enumerate(tr.ops) if o.measured and o.dtype == "int8"
+                     and not o.name.startswith("quantize(")]
+        assert quantized and all(tr.ops[i].has_local for i in quantized)
+        assert not np.isnan(tr.op_metrics()["local_sqnr_db"][quantized]).any()
         om = tr.output_metrics()
         healthy = is_healthy(float(om["sqnr_db"][0]), float(om["top1_agreement"][0]))
         path = tr.path
-    # ... and the summary says why (it said nothing under a broken output)
     said = CliRunner().invoke(cli, ["report", str(path)]).stdout
-    assert ("healthy: every output" in said) if healthy else (
-        "no culprits: the trace measures no op's own error (no local error" in said)
+    assert "measures no op's own error" not in said
+    assert ("healthy: every output" in said) if healthy else ("culprits" in said)
     r = CliRunner().invoke(cli, ["trace", str(images / "float.tflite"), "--data",
                                  str(images / "x.npy"), "--out", str(images / "no.h5")])
     assert r.exit_code == 2 and "--tflite" in r.stderr and not (images / "no.h5").exists()

@@ -115,7 +115,7 @@ def trace_attrs(
         "view": VIEW_LAYERS if prep.graph is not None else VIEW_OPS,
         "deployed": deployed,
         "reference": "float twin (the converter's float model, op by op)",
-        "op_local_error": "numeric-verify model" if matched.local else "not available",
+        "op_local_error": matched.local.method if matched.local else "not available",
     }
     if prep.shard is not None:
         attrs.update(prep.shard.info.attrs())

@@ -30,6 +30,7 @@ from qdebug.tracer.labels import resolve as resolve_labels
 from qdebug.tracer.layer_worst import input_cap
 from qdebug.tracer.litert import LiteModel, kernel_notes
 from qdebug.tracer.loading import TFLITE, LoadedModel, load_model, wrap_live_model
+from qdebug.tracer.local_ref import build_op_local_refs
 from qdebug.tracer.matching import align_tensors, match_layers
 from qdebug.tracer.model_io import (
     check_inputs,
@@ -236,7 +237,8 @@ class Tracer:
         twin = LiteModel(converted.twin_bytes, preserve=True)
         check_inputs(int8, prep.specs)
         table = build_op_table(int8, twin, align_tensors(twin, int8))
-        local = self._local_refs(converted.twin_bytes, int8, table, converted.options.denylisted)
+        local = self._local_refs(converted.twin_bytes, int8, table, converted.options.denylisted,
+                                 twin)
         runner: SegmentRunner | None = None
         if prep.graph is not None:
             keras_vals = self._probe_values(prep.graph, prep.first)
@@ -393,15 +395,21 @@ class Tracer:
         int8: LiteModel,
         table: OpTable,
         denylisted: list[str],
+        twin: LiteModel,
     ) -> LocalRefs | None:
-        """The numeric-verify model's f(x̂) for each op, where the twin is the calibrated model
-        the deployed one was quantized from (not for a given ``--tflite``, int16x8 or QAT)."""
+        """Each op's f(x̂): from the converter's numeric-verify model where the twin is the
+        calibrated model the deployed one was quantized from; else (a given ``--tflite``,
+        int16x8, or where the converter cannot build it) from qdebug's own local reference
+        model, the float ops fed the deployed model's dequantized inputs (``local_ref``); none
+        where the float model is itself quantized."""
         opt = self.opt
-        if opt.tflite is not None or opt.scheme != "int8" or conv.is_quantized(twin_bytes):
+        if conv.is_quantized(twin_bytes):
             return None
+        if opt.tflite is not None or opt.scheme != "int8":
+            return build_op_local_refs(twin_bytes, twin, int8, table)
         verify_bytes = build_verify_model(twin_bytes, denylisted or None)
         if verify_bytes is None:
-            return None
+            return build_op_local_refs(twin_bytes, twin, int8, table)
         stripped = strip_verify_ops(verify_bytes)
         if stripped is None:
             return pair_local_refs(LiteModel(verify_bytes, preserve=True), int8, table)

@@ -7,7 +7,9 @@
   change the outputs;
 - ``twin``: the float model from the same converter (same ops, same tensor names): the float
   reference of every op;
-- ``verify``: the converter's numeric-verify model, giving each op's f(x̂) (optional).
+- ``verify``: the converter's numeric-verify model, giving each op's f(x̂) (optional), or
+  qdebug's own local reference model for any other pair (``local_ref``), fed the deployed
+  model's tensors after each invoke.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 
 from qdebug.metrics import QuantParams, dequantize
 from qdebug.tracer.litert import LiteModel
+from qdebug.tracer.local_ref import OpLocalRefs
 from qdebug.tracer.matching import quantized_input
 from qdebug.tracer.op_view import signature_names
 from qdebug.tracer.oprows import OpTable
@@ -147,7 +150,10 @@ class Sides:
         largest difference (dequantized output units)."""
         self.order = lite_input_order(int8, input_names)
         self.twin_order = lite_input_order(twin, input_names)
-        self._checked = local is None
+        self.fed = isinstance(local, OpLocalRefs)
+        """Whether the local references are fed from the deployed model after each invoke
+        (qdebug's own, ``local_ref``), not from the sample (the numeric-verify model)."""
+        self._checked = local is None or self.fed
         self.input_quant = [
             (t, int8.tensors[t].qp)
             for t in (quantized_input(int8, i) for i in int8.input_indices)
@@ -157,7 +163,7 @@ class Sides:
         self.from_verify: dict[int, int] = {}
         """Deployed tensor → the verify model's tensor holding the same integers (its quantized
         path), filled once the verify model's rows are checked."""
-        self.verify_mode: bool | None = None if local is not None else False
+        self.verify_mode: bool | None = None if local is not None and not self.fed else False
         """Whether the INT8 values are read from the verify model, so that the instrumented
         INT8 interpreter need not run: decided on the first batch, where both run and must
         agree bit for bit (None: not decided yet)."""
@@ -166,7 +172,8 @@ class Sides:
         (float outputs, which its quantized tensors do not cover); filled with ``from_verify``."""
         self._pool: ThreadPoolExecutor | None = None
         """The thread running the twin and the plain model beside the quantized side."""
-        self.fake_quant = fake_quant_params(twin, table) if local is not None else {}
+        self.fake_quant = (fake_quant_params(twin, table)
+                           if local is not None and not self.fed else {})
         """Op rows whose local reference is fake-quantized (a QAT model's twin)."""
 
     def close(self) -> None:
@@ -316,7 +323,10 @@ class Sides:
             if self.local is not None:
                 if not from_verify:
                     agree = agree and self._numpy_agrees(inputs)
-                self.local.model.invoke(self._as_quantized(inputs, by_numpy=from_verify))
+                if isinstance(self.local, OpLocalRefs):
+                    self.local.feed(self.int8)
+                else:
+                    self.local.model.invoke(self._as_quantized(inputs, by_numpy=from_verify))
                 if not self._checked:
                     self.local.check(self.int8, self.table)
                     self._checked = True

@@ -59,6 +59,8 @@ class LocalRefs:
     quant_tensor: dict[int, int]
     """Op row → tensor index of the quantized op's output in the verify model (must equal the
     deployed model's tensor bit for bit; checked on the first sample)."""
+    method: str = "numeric-verify model"
+    """How f(x̂) was computed: the trace's ``op_local_error`` attribute."""
 
     def check(self, int8: LiteModel, table: OpTable) -> None:
         """Drop rows whose quantized value in the verify model differs from the deployed
