@@ -115,8 +115,16 @@ def test_subclassed_model_is_traced_as_ops(images: Path) -> None:
         assert len(tr.layers) == sum(o.status == "measured" for o in tr.ops)
         assert all(r.name.startswith("subnet") or "(" in r.name or "_" in r.name
                    for r in tr.layers)
-        assert math.isfinite(tr.output_metrics()["sqnr_db"][0])
-        assert tr.culprits() and all(c.score >= 0.01 for c in tr.culprits())
+        om = tr.output_metrics()
+        assert math.isfinite(om["sqnr_db"][0])
+        # ops are ranked like layers; a healthy output names none of them as a culprit
+        from qdebug.analysis.culprits import is_healthy, rank_layers
+
+        ranked = rank_layers(tr.layers, tr.layer_metrics(), tr.layer_pooled_stats(),
+                             float(om["sqnr_db"][0]), tr.outputs[0].layer)
+        assert ranked and all(c.score >= 0.01 for c in ranked[:1])
+        healthy = is_healthy(float(om["sqnr_db"][0]), float(om["top1_agreement"][0]))
+        assert (tr.culprits() == []) == healthy
 
 
 def test_tf_module_savedmodel_and_keras3_export_folder(images: Path) -> None:

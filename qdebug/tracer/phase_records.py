@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from qdebug.store.meta import DeployedKind
 from qdebug.store.schema import VIEW_LAYERS, VIEW_OPS, LayerRecord
 from qdebug.store.sharding import ATTR_STORE, ATTR_TFLITE_SHA256
 from qdebug.tracer import convert as conv
@@ -114,6 +115,7 @@ def trace_attrs(
         "input_names": prep.input_names,
         "view": VIEW_LAYERS if prep.graph is not None else VIEW_OPS,
         "deployed": deployed,
+        "deployed_kind": DeployedKind.of(deployed).value,
         "reference": "float twin (the converter's float model, op by op)",
         "op_local_error": matched.local.method if matched.local else "not available",
     }
