@@ -178,7 +178,7 @@ def check_comparable(base: Trace, new: Trace) -> list[str]:
         TraceFileError: the traces are of different models.
     """
     problems = []
-    ins = (base.meta.get("input_names"), new.meta.get("input_names"))
+    ins = (list(base.meta.input_names), list(new.meta.input_names))
     if ins[0] != ins[1]:
         problems.append(f"inputs {ins[0]} vs {ins[1]}")
     outs = ([o.name for o in base.outputs], [o.name for o in new.outputs])
@@ -199,11 +199,11 @@ def check_comparable(base: Trace, new: Trace) -> list[str]:
     notes = []
     if base.model_name != new.model_name:
         notes.append(f"model renamed {base.model_name!r} → {new.model_name!r}")
-    if base.meta.get("model_sha256") != new.meta.get("model_sha256"):
+    if base.meta.model_sha256 != new.meta.model_sha256:
         notes.append("the model files differ (model_sha256: another file, format or weights)")
     if base.n_samples != new.n_samples:
         notes.append(f"sample counts differ: {base.n_samples} vs {new.n_samples}")
-    if base.meta.get("data_source") != new.meta.get("data_source"):
+    if base.meta.data_source != new.meta.data_source:
         notes.append("the traced data differ (data_source)")
     return notes
 

@@ -41,6 +41,7 @@ def print_summary(trace: Trace, console: Console) -> None:
         console.print(*objects, soft_wrap=soft_wrap, highlight=False)
 
     om = trace.output_metrics()
+    meta = trace.meta
     rows = (
         f"{len(trace.layers)} ops (no Keras layer graph: rows are the model's ops)"
         if trace.view == VIEW_OPS
@@ -50,11 +51,10 @@ def print_summary(trace: Trace, console: Console) -> None:
     )
     say(
         f"[bold]{_safe(trace.model_name)}[/]  {trace.n_samples} samples, {rows} "
-        f"({_safe(str(trace.meta.get('keras_flavour')))})"
+        f"({_safe(meta.keras_flavour)})"
     )
-    deployed = trace.meta.get("deployed")
-    if isinstance(deployed, str) and deployed:
-        say(f"  deployed model: {_safe(deployed, TEXT_LIMIT)}")
+    if meta.deployed:
+        say(f"  deployed model: {_safe(meta.deployed, TEXT_LIMIT)}")
     for j, o in enumerate(trace.outputs):
         sq = float(om["sqnr_db"][j])
         line = f"  output {_safe(o.name)}: SQNR {db_unit(sq)}"
@@ -77,22 +77,20 @@ def print_summary(trace: Trace, console: Console) -> None:
         parts = [f"{flagged} layer(s) unverified or unmatched"] if flagged else []
         parts += [f"{islands} float island op(s)"] if islands else []
         say(f"  [yellow]{', '.join(parts)}[/]")
-    delegated = trace.meta.get("delegated_ops")
-    if "kernel_mismatched_samples" in trace.meta and isinstance(delegated, list):
+    if meta.kernel_mismatched_samples is not None:
         say(
-            f"  kernels: XNNPACK took {len(delegated)} of {len(trace.ops)} ops (their values "
-            "here come from the reference kernels); its outputs differ from the reference "
-            f"kernels' on {_safe(trace.meta.get('kernel_mismatched_samples'))} of "
-            f"{trace.n_samples} sample(s), by at most "
-            f"{_safe(trace.meta.get('kernel_max_abs_diff'))}"
+            f"  kernels: XNNPACK took {len(meta.delegated_ops)} of {len(trace.ops)} ops (their "
+            "values here come from the reference kernels); its outputs differ from the "
+            f"reference kernels' on {meta.kernel_mismatched_samples} of "
+            f"{trace.n_samples} sample(s), by at most {meta.kernel_max_abs_diff:g}"
         )
-    mism = int(trace.meta.get("instrumentation_mismatched_samples", 0) or 0)
+    mism = meta.instrumentation_mismatched_samples
     if mism:
         say(
             f"  [red]instrumentation changed the output of {mism} sample(s) "
-            f"(max {_safe(trace.meta.get('instrumentation_max_abs_diff'))})[/]"
+            f"(max {meta.instrumentation_max_abs_diff:g})[/]"
         )
-    warnings = list(trace.meta.get("warnings", []) or [])
+    warnings = meta.warnings
     for w in warnings[:SHOWN_WARNINGS]:
         say(f"  [yellow]warning:[/] {_safe(w, TEXT_LIMIT)}", soft_wrap=True)
     if len(warnings) > SHOWN_WARNINGS:

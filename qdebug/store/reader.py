@@ -32,9 +32,8 @@ from qdebug.store.h5safe import (
     refuse_outside_references,
     text,
 )
+from qdebug.store.meta import TraceMeta
 from qdebug.store.schema import (
-    ATTR_NO_MODEL,
-    ATTR_TFLITE_SHA256,
     FORMAT_NAME,
     LAYER_COLUMNS,
     LAYER_OPTIONAL,
@@ -137,16 +136,16 @@ class Trace(AnalysisReads):
             )
         self.schema_version = version
         with memory_cap(MARGIN):
-            self.meta: dict[str, Any] = {
-                text(k): decode_attr(v) for k, v in f.attrs.items()
-            }
+            raw: dict[str, Any] = {text(k): decode_attr(v) for k, v in f.attrs.items()}
         for key, types in _ATTR_TYPES.items():
-            value = self.meta.get(key)
+            value = raw.get(key)
             if key in ("n_samples", "n_stored") and value is None:
                 raise self._corrupt(f"the attribute {key} is missing")
             if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
                 raise self._corrupt(f"the attribute {key} is not a {types[0].__name__}")
-        n = self.meta["n_samples"]
+        self.meta = TraceMeta.from_attrs(raw)
+        """The root attributes, typed (``qdebug.store.meta``)."""
+        n = raw["n_samples"]
         if not 0 <= n <= MAX_SAMPLES:
             raise self._corrupt(f"n_samples is {n}")
         self.n_samples = int(n)
@@ -221,7 +220,7 @@ class Trace(AnalysisReads):
     @property
     def model_name(self) -> str:
         """The model's name."""
-        return str(self.meta.get("model_name", "?"))
+        return self.meta.model_name
 
     @property
     @guarded("the float islands")
@@ -239,13 +238,13 @@ class Trace(AnalysisReads):
     def has_model(self) -> bool:
         """False for a copy made by ``export --slim --no-model``: the model's sha256 is kept,
         its bytes are not."""
-        return "model/int8_tflite" in self._f or not bool(self._f.attrs.get(ATTR_NO_MODEL, False))
+        return "model/int8_tflite" in self._f or not self.meta.model_removed
 
     @guarded("the INT8 model")
     def tflite_bytes(self) -> bytes:
         """The INT8 ``.tflite`` model the trace was made from (bytes; never executed here)."""
         if not self.has_model:
-            sha = text(self._f.attrs.get(ATTR_TFLITE_SHA256, ""))[:64]
+            sha = self.meta.int8_tflite_sha256[:64]
             raise TraceFileError(
                 f"{self.path} was exported with --slim --no-model: it keeps the INT8 model's "
                 f"sha256 ({sha or 'unknown'}) and converter settings, not the model",

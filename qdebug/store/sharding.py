@@ -9,6 +9,7 @@ batch as in one whole run and its per-sample statistics are bit for bit the same
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +98,7 @@ class ShardInfo:
         }
 
 
-def shard_info(meta: dict[str, Any]) -> ShardInfo | None:
+def shard_info(meta: Mapping[str, Any]) -> ShardInfo | None:
     """The shard recorded in a trace's root attributes; None when the trace is not a shard.
     Raises ``ValueError`` when the attributes are there but do not add up."""
     if ATTR_SHARD not in meta:

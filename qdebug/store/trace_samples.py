@@ -14,6 +14,7 @@ from qdebug import metrics
 from qdebug.errors import TraceFileError
 from qdebug.store.h5safe import MAX_SAMPLES, NUMERIC, CheckedFile, guarded, text
 from qdebug.store.layer_worst import KEY as LAYER_WORST
+from qdebug.store.meta import TraceMeta
 from qdebug.store.schema import LayerRecord, OutputRecord
 
 
@@ -50,7 +51,7 @@ class SampleReads(CheckedFile):
     outputs: list[OutputRecord]
     n_samples: int
     stored_samples: np.ndarray
-    meta: dict[str, Any]
+    meta: TraceMeta
     _index: dict[str, int]
 
     # -- layers ---------------------------------------------------------------------------------

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from rich.text import Text
 from textual.widgets import Static
 
 from qdebug.analysis.accuracy import accuracy
 from qdebug.output.fmt import TEXT_LIMIT
+from qdebug.store.meta import ConverterSettings, DeployedKind
 from qdebug.store.reader import Trace
 from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED, VIEW_OPS
 from qdebug.tui.layer_rows import fmt_db, shown, sqnr_style
 
 
-def _converter(conv: Any) -> str:
-    if not isinstance(conv, dict) or not conv:
+def _converter(conv: ConverterSettings) -> str:
+    if not conv.converted:
         return "given .tflite"
-    parts = [str(conv.get("optimizations", "")), str(conv.get("supported_ops", ""))]
-    parts.append(f"calib {conv.get('calib_samples', '?')}")
-    if conv.get("int8_io"):
+    parts = [conv.optimizations, conv.supported_ops,
+             f"calib {conv.calib_samples if conv.calib_samples is not None else '?'}"]
+    if conv.int8_io:
         parts.append("int8 io")
     return shown(", ".join(p for p in parts if p), TEXT_LIMIT)
 
@@ -30,17 +30,15 @@ def header_text(trace: Trace) -> Text:
     meta = trace.meta
     text = Text()
     text.append(shown(trace.model_name), style="bold")
-    text.append(f"  {shown(str(meta.get('keras_flavour', '?')))}", style="cyan")
-    text.append(f" · {shown(str(meta.get('kernels', '?')))}", style="dim")
-    text.append(f" · converter: {_converter(meta.get('converter'))}", style="dim")
+    text.append(f"  {shown(meta.keras_flavour)}", style="cyan")
+    text.append(f" · {shown(meta.kernels)}", style="dim")
+    text.append(f" · converter: {_converter(meta.converter)}", style="dim")
     if trace.view == VIEW_OPS:
         text.append(" · no Keras layer graph: rows are ops", style="yellow")
-    deployed = meta.get("deployed")
-    if isinstance(deployed, str) and deployed and not deployed.startswith("full integer"):
-        text.append(f" · {shown(deployed, TEXT_LIMIT)}", style="yellow")
+    if meta.deployed and meta.deployed_kind is not DeployedKind.FULL_INTEGER:
+        text.append(f" · {shown(meta.deployed, TEXT_LIMIT)}", style="yellow")
     text.append("\n")
-    stored = int(meta.get("n_stored", len(trace.stored_samples)) or 0)
-    text.append(f"{trace.n_samples} samples ({stored} stored)")
+    text.append(f"{trace.n_samples} samples ({meta.n_stored} stored)")
     om = trace.output_metrics()
     for j, o in enumerate(trace.outputs):
         sq = float(om["sqnr_db"][j])

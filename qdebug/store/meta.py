@@ -1,0 +1,210 @@
+"""The trace's root attributes as a typed, frozen record (docs/trace-format.md, "Root
+attributes"): what ``Trace.meta`` returns. Readers use its fields; ``raw`` keeps every attribute
+as read (for ``qdebug merge``, which copies them, and for attributes newer than this module).
+Nothing here is trusted more than the file: a field of the wrong type reads as its default."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class DeployedKind(enum.Enum):
+    """What the deployed model is (root attribute ``deployed_kind``, schema 1.3; derived from
+    the ``deployed`` phrase for older traces). The value is the attribute's text."""
+
+    FULL_INTEGER = "full integer"
+    INTEGER_WITH_FLOAT_OPS = "integer with float ops"
+    INT16X8 = "int16x8"
+    DYNAMIC_RANGE = "dynamic range"
+    FLOAT16 = "float16"
+    FLOAT = "float"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def of(cls, deployed: str) -> DeployedKind:
+        """The kind the ``deployed`` phrase (``LiteModel.describe``) names."""
+        text = deployed.strip()
+        if text.startswith("full integer"):
+            return cls.FULL_INTEGER
+        if text.startswith("int16x8"):
+            return cls.INT16X8
+        if text.startswith("integer"):
+            return cls.INTEGER_WITH_FLOAT_OPS
+        if text.startswith("dynamic range"):
+            return cls.DYNAMIC_RANGE
+        if text.startswith("float16"):
+            return cls.FLOAT16
+        if text.startswith("float"):
+            return cls.FLOAT
+        return cls.UNKNOWN
+
+    @property
+    def quantized_activations(self) -> bool:
+        """Whether activations between ops are integers in the deployed model."""
+        return self in (DeployedKind.FULL_INTEGER, DeployedKind.INTEGER_WITH_FLOAT_OPS,
+                        DeployedKind.INT16X8)
+
+
+@dataclass(frozen=True)
+class ConverterSettings:
+    """Root attribute ``converter``: how qdebug converted the model (empty for ``--tflite``)."""
+
+    calib_samples: int | None = None
+    int8_io: bool = False
+    optimizations: str = ""
+    supported_ops: str = ""
+    keep_float: tuple[str, ...] = ()
+    keep_float_ops: tuple[str, ...] = ()
+    scheme: str = ""
+    keras_export: str = ""
+
+    @property
+    def converted(self) -> bool:
+        """False for a given ``--tflite`` (qdebug converted nothing)."""
+        return bool(self.supported_ops or self.optimizations)
+
+
+def _str(raw: Mapping[str, Any], key: str, default: str = "") -> str:
+    value = raw.get(key)
+    return value if isinstance(value, str) else default
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int = 0) -> int:
+    value = raw.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _float(raw: Mapping[str, Any], key: str) -> float:
+    value = raw.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return math.nan
+    return float(value)
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+
+def _converter(value: Any) -> ConverterSettings:
+    if not isinstance(value, dict):
+        return ConverterSettings()
+    calib = value.get("calib_samples")
+    return ConverterSettings(
+        calib_samples=calib if isinstance(calib, int) and not isinstance(calib, bool) else None,
+        int8_io=value.get("int8_io") is True,
+        optimizations=_str(value, "optimizations"),
+        supported_ops=_str(value, "supported_ops"),
+        keep_float=_strs(value.get("keep_float")),
+        keep_float_ops=_strs(value.get("keep_float_ops")),
+        scheme=_str(value, "scheme"),
+        keras_export=_str(value, "keras_export"),
+    )
+
+
+def _kind(raw: Mapping[str, Any]) -> DeployedKind:
+    written = raw.get("deployed_kind")
+    if isinstance(written, str):
+        try:
+            return DeployedKind(written)
+        except ValueError:
+            pass
+    return DeployedKind.of(_str(raw, "deployed"))
+
+
+@dataclass(frozen=True)
+class TraceMeta(Mapping[str, Any]):
+    """The root attributes of a trace, typed. As a ``Mapping`` it is the attributes as read."""
+
+    model_name: str
+    model_source: str
+    model_sha256: str
+    keras_flavour: str
+    data_source: str
+    calib_source: str
+    tflite_source: str
+    created: str
+    command_line: str
+    n_samples: int
+    n_stored: int
+    converter: ConverterSettings
+    deployed: str
+    """What the deployed model is, for people."""
+    deployed_kind: DeployedKind
+    kernels: str
+    delegated_ops: tuple[int, ...]
+    kernel_mismatched_samples: int | None
+    """With ``--xnnpack``: samples whose outputs differ between XNNPACK and the reference."""
+    kernel_max_abs_diff: float
+    instrumentation_mismatched_samples: int
+    instrumentation_max_abs_diff: float
+    segments: int
+    warnings: tuple[str, ...]
+    input_names: tuple[str, ...]
+    view: str
+    reference: str
+    op_local_error: str
+    int8_tflite_sha256: str
+    shard: str
+    """``K/N`` in a shard trace, else empty."""
+    slim: bool
+    model_removed: bool
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_attrs(cls, raw: Mapping[str, Any]) -> TraceMeta:
+        """The record of attributes as the reader decoded them (``h5safe.decode_attr``)."""
+        mismatched = raw.get("kernel_mismatched_samples")
+        return cls(
+            model_name=_str(raw, "model_name", "?"),
+            model_source=_str(raw, "model_source"),
+            model_sha256=_str(raw, "model_sha256"),
+            keras_flavour=_str(raw, "keras_flavour", "?"),
+            data_source=_str(raw, "data_source"),
+            calib_source=_str(raw, "calib_source"),
+            tflite_source=_str(raw, "tflite_source"),
+            created=_str(raw, "created"),
+            command_line=_str(raw, "command_line"),
+            n_samples=_int(raw, "n_samples"),
+            n_stored=_int(raw, "n_stored"),
+            converter=_converter(raw.get("converter")),
+            deployed=_str(raw, "deployed"),
+            deployed_kind=_kind(raw),
+            kernels=_str(raw, "kernels", "?"),
+            delegated_ops=tuple(
+                v for v in raw.get("delegated_ops", []) or []
+                if isinstance(v, int) and not isinstance(v, bool)
+            ) if isinstance(raw.get("delegated_ops"), list) else (),
+            kernel_mismatched_samples=(
+                mismatched if isinstance(mismatched, int) and not isinstance(mismatched, bool)
+                else None
+            ),
+            kernel_max_abs_diff=_float(raw, "kernel_max_abs_diff"),
+            instrumentation_mismatched_samples=_int(raw, "instrumentation_mismatched_samples"),
+            instrumentation_max_abs_diff=_float(raw, "instrumentation_max_abs_diff"),
+            segments=_int(raw, "segments"),
+            warnings=_strs(raw.get("warnings")),
+            input_names=_strs(raw.get("input_names")),
+            view=_str(raw, "view"),
+            reference=_str(raw, "reference"),
+            op_local_error=_str(raw, "op_local_error"),
+            int8_tflite_sha256=_str(raw, "int8_tflite_sha256"),
+            shard=_str(raw, "shard"),
+            slim=raw.get("slim") is True,
+            model_removed=raw.get("model_removed") is True,
+            raw=dict(raw),
+        )
+
+    # -- the attributes as read, for code that copies them (``qdebug merge``) -----------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self.raw[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
