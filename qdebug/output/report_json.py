@@ -25,56 +25,9 @@ def report_dict(trace: Trace) -> dict[str, Any]:
     writes it as ``"inf"`` / ``"-inf"``).
     """
     meta = trace.meta
-    lm = trace.layer_metrics()
-    om = trace.output_metrics()
-    custom, custom_out = trace.custom_metrics(), trace.custom_metrics("outputs")
-    outputs = [
-        {
-            "name": o.name,
-            "tensor": o.tensor_name,
-            "sqnr_db": _num(om["sqnr_db"][j]),
-            "rmse_lsb": _num(om["rmse_lsb"][j]),
-            "mse": _num(om["mse"][j]),
-            "max_abs_error": _num(om["max_abs_error"][j]),
-            "cosine": _num(om["cosine"][j]),
-            "saturation": _num(om["saturation"][j]),
-            "top1_agreement": _num(om["top1_agreement"][j]),
-            "custom_metrics": {k: _num(m.values[j]) for k, m in custom_out.items()},
-        }
-        for j, o in enumerate(trace.outputs)
-    ]
-    layers = []
-    for i, r in enumerate(trace.layers):
-        layers.append(
-            {
-                "index": i,
-                "name": r.name,
-                "class": r.class_name,
-                "op": r.op_type,
-                "tensor": r.tensor_name,
-                "status": r.status,
-                "related": r.related,
-                "inbound": r.inbound,
-                "output_shape": r.output_shape,
-                "dtype": r.dtype,
-                "scale": _num(r.scale),
-                "zero_point": r.zero_point,
-                "float_island": r.float_island,
-                "sqnr_db": _num(lm["sqnr_db"][i]),
-                "rmse_lsb": _num(lm["rmse_lsb"][i]),
-                "mse": _num(lm["mse"][i]),
-                "max_abs_error": _num(lm["max_abs_error"][i]),
-                "mean_error": _num(lm["mean_error"][i]),
-                "cosine": _num(lm["cosine"][i]),
-                "saturation": _num(lm["saturation"][i]),
-                "clip_fraction": _num(lm["clip_fraction"][i]),
-                "tensor_index": r.tensor_index,
-                "ops": r.ops,
-                **{k: _num(v[i]) for k, v in lm.items() if k not in _LAYER_METRICS},
-                "channels": worst_channels(trace.channel_stats(i), trace.weight_channels(i)),
-                "custom_metrics": {k: _num(m.values[i]) for k, m in custom.items()},
-            }
-        )
+    custom = trace.custom_metrics()
+    outputs = _outputs(trace)
+    layers = _layers(trace)
     first = outputs[0] if outputs else {}
     acc = accuracy(trace)
     return {
@@ -132,6 +85,64 @@ def report_dict(trace: Trace) -> dict[str, Any]:
         "layers": layers,
         "ops": op_rows(trace),
     }
+
+
+def _outputs(trace: Trace) -> list[dict[str, Any]]:
+    """Every model output with its metrics."""
+    om = trace.output_metrics()
+    custom_out = trace.custom_metrics("outputs")
+    return [
+        {
+            "name": o.name,
+            "tensor": o.tensor_name,
+            "sqnr_db": _num(om["sqnr_db"][j]),
+            "rmse_lsb": _num(om["rmse_lsb"][j]),
+            "mse": _num(om["mse"][j]),
+            "max_abs_error": _num(om["max_abs_error"][j]),
+            "cosine": _num(om["cosine"][j]),
+            "saturation": _num(om["saturation"][j]),
+            "top1_agreement": _num(om["top1_agreement"][j]),
+            "custom_metrics": {k: _num(m.values[j]) for k, m in custom_out.items()},
+        }
+        for j, o in enumerate(trace.outputs)
+    ]
+
+
+def _layers(trace: Trace) -> list[dict[str, Any]]:
+    """Every layer (or op, in an ops-only trace) with its metrics, in topological order."""
+    lm = trace.layer_metrics()
+    custom = trace.custom_metrics()
+    return [
+        {
+            "index": i,
+            "name": r.name,
+            "class": r.class_name,
+            "op": r.op_type,
+            "tensor": r.tensor_name,
+            "status": r.status,
+            "related": r.related,
+            "inbound": r.inbound,
+            "output_shape": r.output_shape,
+            "dtype": r.dtype,
+            "scale": _num(r.scale),
+            "zero_point": r.zero_point,
+            "float_island": r.float_island,
+            "sqnr_db": _num(lm["sqnr_db"][i]),
+            "rmse_lsb": _num(lm["rmse_lsb"][i]),
+            "mse": _num(lm["mse"][i]),
+            "max_abs_error": _num(lm["max_abs_error"][i]),
+            "mean_error": _num(lm["mean_error"][i]),
+            "cosine": _num(lm["cosine"][i]),
+            "saturation": _num(lm["saturation"][i]),
+            "clip_fraction": _num(lm["clip_fraction"][i]),
+            "tensor_index": r.tensor_index,
+            "ops": r.ops,
+            **{k: _num(v[i]) for k, v in lm.items() if k not in _LAYER_METRICS},
+            "channels": worst_channels(trace.channel_stats(i), trace.weight_channels(i)),
+            "custom_metrics": {k: _num(m.values[i]) for k, m in custom.items()},
+        }
+        for i, r in enumerate(trace.layers)
+    ]
 
 
 def worst_layers(trace: Trace, n: int = 5) -> list[tuple[int, float]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.markup import escape
@@ -40,6 +41,20 @@ def print_summary(trace: Trace, console: Console) -> None:
         # a stranger's names: off for every line.
         console.print(*objects, soft_wrap=soft_wrap, highlight=False)
 
+    _say_head(trace, say)
+    _say_flags(trace, say)
+    say(_worst_table(trace))
+    every = "op" if trace.view == VIEW_OPS else "layer"
+    say(f"every {every}: qdebug report TRACE --format json, markdown or csv")
+    _say_culprits(trace, say, every)
+    say(f"trace: {_safe(trace.path, TEXT_LIMIT)} ({size_note(trace)})")
+
+
+Say = Callable[..., None]
+
+
+def _say_head(trace: Trace, say: Say) -> None:
+    """The model, what was deployed, each output's numbers and task accuracy."""
     om = trace.output_metrics()
     meta = trace.meta
     rows = (
@@ -70,6 +85,11 @@ def print_summary(trace: Trace, console: Console) -> None:
             f"{acc.float_accuracy * 100:.1f}%, int8 {acc.int8_accuracy * 100:.1f}%; flipped "
             f"{len(acc.right_to_wrong)} right→wrong, {len(acc.wrong_to_right)} wrong→right"
         )
+
+
+def _say_flags(trace: Trace, say: Say) -> None:
+    """Unverified layers, float islands, the deployment kernels, instrumentation, warnings."""
+    meta = trace.meta
     statuses = [r.status for r in trace.layers]
     flagged = statuses.count(STATUS_UNVERIFIED) + statuses.count(STATUS_UNMATCHED)
     islands = len(trace.float_islands)
@@ -96,6 +116,10 @@ def print_summary(trace: Trace, console: Console) -> None:
     if len(warnings) > SHOWN_WARNINGS:
         say(f"  … and {len(warnings) - SHOWN_WARNINGS:,} more warnings: qdebug report TRACE "
             "--format json lists them all")
+
+
+def _worst_table(trace: Trace) -> Table:
+    """The layers (or ops) with the lowest accumulated SQNR."""
     title = "worst ops" if trace.view == VIEW_OPS else "worst layers"
     worst = worst_layers(trace, SHOWN_LAYERS)
     table = Table(
@@ -123,9 +147,13 @@ def print_summary(trace: Trace, console: Console) -> None:
             "—" if math.isnan(rmse) else f"{rmse:.2f}",
             f"{lm['saturation'][i] * 100:.1f}%",
         )
-    say(table)
-    every = "op" if ops_view else "layer"
-    say(f"every {every}: qdebug report TRACE --format json, markdown or csv")
+    return table
+
+
+def _say_culprits(trace: Trace, say: Say, every: str) -> None:
+    """The culprits, or why there are none (healthy, or nothing measured says where)."""
+    om = trace.output_metrics()
+    lm = trace.layer_metrics()
     culprits = trace.culprits()[:5]
     if culprits:
         say(f"culprits (share of the output's error born at the {every}):")
@@ -140,7 +168,6 @@ def print_summary(trace: Trace, console: Console) -> None:
     elif trace.outputs:
         say(f"[yellow]no culprits[/]: {no_culprits_reason(trace.layers, lm, every)}",
             soft_wrap=True)
-    say(f"trace: {_safe(trace.path, TEXT_LIMIT)} ({size_note(trace)})")
 
 
 #: The attachment limit of GitHub's issues (25 MB): a trace is meant to be attached.
