@@ -145,13 +145,27 @@ def _residual_concat() -> Any:
     return keras.Model(x, L.Dense(3)(h))
 
 
+def _split_concat() -> Any:
+    """A SPLIT (three outputs) and a CONCATENATION of inputs at different scales, which the
+    converter requantizes first (a QUANTIZE matched to no float tensor)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    x = keras.Input((16,))
+    h = L.Dense(12)(x)
+    a, b, c = L.Lambda(lambda t: tf.split(t, 3, axis=-1))(h)
+    return keras.Model(x, L.Concatenate()([L.Dense(4)(a) * 3.0, b, L.Activation("tanh")(c)]))
+
+
 def _data(model: Any, n: int = 24, seed: int = 0) -> np.ndarray:
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     return np.random.default_rng(seed).uniform(-1, 1, (n, *shape)).astype(np.float32)
 
 
 @pytest.mark.parametrize("which", ["digits", "conv_bn_relu", "separable", "dense_softmax",
-                                   "residual_concat"])
+                                   "residual_concat", "split_concat"])
 def test_local_sqnr_agrees_with_the_numeric_verify_model(
     which: str, digits_model: Any, digits_data: Any
 ) -> None:
@@ -159,7 +173,8 @@ def test_local_sqnr_agrees_with_the_numeric_verify_model(
         model, data = digits_model, np.asarray(digits_data, dtype=np.float32)[:24]
     else:
         model = {"conv_bn_relu": _conv_bn_relu, "separable": _separable,
-                 "dense_softmax": _dense_softmax, "residual_concat": _residual_concat}[which]()
+                 "dense_softmax": _dense_softmax, "residual_concat": _residual_concat,
+                 "split_concat": _split_concat}[which]()
         data = _data(model)
     int8_bytes, twin_bytes = _convert(model, data)
     theirs, table, int8, integer_copies = _local_sqnr(int8_bytes, twin_bytes, data, "verify")

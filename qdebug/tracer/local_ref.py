@@ -11,7 +11,9 @@ model's own input tensors of the op, dequantized; one invoke then gives f(x̂) f
 Weights and other constants are the float model's own (the copies share its buffers); a
 weight the float model computes from constants (float16 weights behind a DEQUANTIZE) keeps
 the ops computing it. A requantizing QUANTIZE (int8 to int8 at another scale) is an identity
-in float: its f(x̂) is its dequantized input, read back from the input fed. Rows without a
+in float: its f(x̂) is its dequantized input, read back from the input fed; one without
+metrics of its own (not matched to the float model) is looked through, so that its rounding
+counts at the op it feeds, as in the numeric-verify model. Rows without a
 counterpart of the same op type, fed by a per-channel integer activation, or by a state
 (variable) tensor get no local error, as before.
 """
@@ -104,6 +106,21 @@ def _static_tensors(twin: LiteModel, constants: set[int]) -> dict[int, list[int]
             for t in op.outputs:
                 static[t] = chain
     return static
+
+
+def _before_requantize(int8: LiteModel, table: OpTable, tensor: int) -> int:
+    """The tensor an op's input was requantized from, through QUANTIZE ops without metrics
+    of their own (the converter's int8-to-int8 rescaling before a CONCATENATION): their
+    rounding belongs to the op they feed, as in the numeric-verify model."""
+    seen = 0
+    while seen < 8:
+        op = int8.producer.get(tensor)
+        row = table.row_of_tensor.get(tensor)
+        if (op is None or op.op_type != "QUANTIZE" or not op.inputs or op.inputs[0] < 0
+                or row is None or table.rows[row].measured):
+            return tensor
+        tensor, seen = op.inputs[0], seen + 1
+    return tensor
 
 
 def build_op_local_refs(
@@ -201,7 +218,8 @@ def _build(
             elif tensors[b].isVariable or deployed.inputs[pos] < 0:
                 ok = False
             else:
-                t = feed_from(deployed.inputs[pos], b, f"{suffix}_in{pos}")
+                t = feed_from(_before_requantize(int8, table, deployed.inputs[pos]), b,
+                              f"{suffix}_in{pos}")
                 if t is None:
                     ok = False
                 else:
