@@ -117,7 +117,8 @@ def _before_requantize(int8: LiteModel, table: OpTable, tensor: int) -> int:
         op = int8.producer.get(tensor)
         row = table.row_of_tensor.get(tensor)
         if (op is None or op.op_type != "QUANTIZE" or not op.inputs or op.inputs[0] < 0
-                or row is None or table.rows[row].measured):
+                or row is None or table.rows[row].measured
+                or int8.tensors[op.inputs[0]].qp is None):  # float in: a quantization
             return tensor
         tensor, seen = op.inputs[0], seen + 1
     return tensor
