@@ -248,3 +248,13 @@ def test_profile_says_where_the_time_went(files: Path) -> None:
     assert [m.group(2) for m in rows if m] == [k.removeprefix("trace: ") for k in timings]
     assert [len(m.group(1)) for m in rows if m] == [4 if k in loop else 2 for k in timings]
     assert lines[first + 1 + len(timings)].strip().startswith("total")
+
+
+def test_int8_io_with_a_given_tflite_is_refused_before_any_work(tmp_path: Path) -> None:
+    """--int8-io changes the conversion that --tflite skips: refused like --keep-float and
+    --scheme (it was accepted and silently ignored)."""
+    fake = tmp_path / "deployed.tflite"
+    fake.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))
+    code, _, err = _run(["trace", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"),
+                         "--tflite", str(fake), "--int8-io"])
+    _assert_one_line_error(code, err, "--int8-io", "Drop --tflite")

@@ -225,6 +225,12 @@ def test_float_and_int8_tflite_pair(images: Path) -> None:
     r = CliRunner().invoke(cli, ["trace", str(images / "float.tflite"), "--data",
                                  str(images / "x.npy"), "--out", str(images / "no.h5")])
     assert r.exit_code == 2 and "--tflite" in r.stderr and not (images / "no.h5").exists()
+    # the INT8 file alone: said to be the quantized side, before any data is read (it was
+    # told its int8 input takes token ids)
+    r = CliRunner().invoke(cli, ["trace", str(images / "int8.tflite"), "--data",
+                                 str(images / "x.npy"), "--out", str(images / "no.h5")])
+    assert r.exit_code == 2 and "is a quantized .tflite" in r.stderr, r.stderr
+    assert f"--tflite {images / 'int8.tflite'}" in r.stderr
 
 
 def test_integer_ids_pass_through_unscaled(tmp_path: Path) -> None:

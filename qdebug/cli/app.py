@@ -232,9 +232,9 @@ def cli() -> None:
 
     \b
     Typical session:
-      qdebug trace model.keras --data samples.npy     # writes traces/<model>-<time>.h5
-      qdebug view traces/model-*.h5                   # explore it in the terminal
-      qdebug report traces/model-*.h5 --format json   # numbers for scripts
+      qdebug trace model.keras --data samples.npy --out traces/run.h5
+      qdebug view traces/run.h5                   # explore it in the terminal
+      qdebug report traces/run.h5 --format json   # numbers for scripts
     """
 
 

@@ -131,9 +131,9 @@ def trace(
     else:
         _check_default_folder()
     kept = layer_list(keep_float)
-    if tflite is not None and (kept or scheme != "int8"):
+    if tflite is not None and (kept or scheme != "int8" or int8_io):
         raise QdebugError(
-            "--keep-float and --scheme change the conversion, and --tflite skips it",
+            "--keep-float, --scheme and --int8-io change the conversion, and --tflite skips it",
             "drop --tflite to convert MODEL with them",
         )
     precheck_path(model, "model", "give a .keras, .h5, SavedModel folder, or file.py:function")

@@ -355,6 +355,14 @@ class Tracer:
             return self.loaded.model, input_specs(graph), None
         if self.loaded.flavour == TFLITE:
             model, float_bytes = None, bytes(self.loaded.model)
+            given = LiteModel(float_bytes, preserve=False)
+            if self.opt.tflite is None and given.quantized_activations():
+                raise QdebugError(
+                    f"{self.loaded.source} is a quantized .tflite ({given.describe()}): qdebug "
+                    "measures a quantized model against the float one it was made from",
+                    f"give the float model as MODEL and this file as --tflite "
+                    f"{self.loaded.source}",
+                )
         else:
             model = (
                 wrap_subclassed(self.loaded.model, self.data_spec)
