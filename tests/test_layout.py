@@ -18,3 +18,18 @@ def test_sqnr_in_db_is_computed_in_metrics_only() -> None:
         if re.search(r"\blog10\(", line) and p.name != "metrics.py"
     ]
     assert homes == [], homes
+
+
+def test_no_function_is_over_100_lines() -> None:
+    """A function a reader can hold in view (issue 23): the trace run is phases, reports are
+    built from parts."""
+    import ast
+
+    long = [
+        f"{p.relative_to(PACKAGE)}:{n.name} ({n.end_lineno - n.lineno + 1} lines)"
+        for p in sorted(PACKAGE.rglob("*.py"))
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (n.end_lineno or n.lineno) - n.lineno + 1 > 100
+    ]
+    assert long == [], long

@@ -156,19 +156,7 @@ def _build(
     outputs: list[int] = []
 
     def new_tensor(like: int, suffix: str, shape: tuple[int, ...] | None = None) -> int:
-        t = copy.copy(tensors[like])
-        name = t.name or b""
-        t.name = name + suffix.encode() if isinstance(name, bytes) else f"{name}{suffix}"
-        t.quantization = None
-        t.isVariable = False
-        t.sparsity = None
-        if shape is not None:
-            t.shape = list(shape)
-            t.shapeSignature = None
-        model.buffers.append(schema.BufferT())
-        t.buffer = len(model.buffers) - 1
-        tensors.append(t)
-        return len(tensors) - 1
+        return _new_tensor(model, schema, like, suffix, shape)
 
     def feed_from(source: int, like: int, suffix: str) -> int | None:
         """A new input fed from the deployed ``source`` in the float tensor ``like``'s type."""
@@ -183,12 +171,7 @@ def _build(
         feeds.append(Feed(t, source, info.qp if np.dtype(dtype).kind == "f" else None, dtype))
         return t
 
-    candidates = [
-        i for i, r in enumerate(table.rows)
-        if r.measured and int8.tensors[r.tensor_index].qp is not None
-        and i not in table.graph_input_rows and i in table.twin_tensor
-    ]
-    for row in candidates:
+    for row in _candidates(table, int8):
         deployed = int8.producer.get(table.rows[row].tensor_index)
         made = twin.producer.get(table.twin_tensor[row])
         if deployed is None or made is None:
@@ -243,10 +226,45 @@ def _build(
     graph.operators = [graph.operators[i] for i in sorted(keep_ops)] + new_ops
     graph.inputs = [f.tensor for f in feeds]
     graph.outputs = outputs or [f.tensor for f in feeds]
-    model.signatureDefs = None
+    lite = LiteModel(_pack(model, len(twin_bytes)), preserve=True)
+    return OpLocalRefs(lite, float_tensor, {}, feeds=feeds)
+
+
+def _new_tensor(
+    model: Any, schema: Any, like: int, suffix: str, shape: tuple[int, ...] | None
+) -> int:
+    """A new float tensor of the first subgraph shaped like ``like`` (or ``shape``), with a
+    buffer of its own; its index."""
+    tensors = model.subgraphs[0].tensors
+    t = copy.copy(tensors[like])
+    name = t.name or b""
+    t.name = name + suffix.encode() if isinstance(name, bytes) else f"{name}{suffix}"
+    t.quantization = None
+    t.isVariable = False
+    t.sparsity = None
+    if shape is not None:
+        t.shape = list(shape)
+        t.shapeSignature = None
+    model.buffers.append(schema.BufferT())
+    t.buffer = len(model.buffers) - 1
+    tensors.append(t)
+    return len(tensors) - 1
+
+
+def _candidates(table: OpTable, int8: LiteModel) -> list[int]:
+    """Op rows that may get a local reference: measured, quantized, with a float tensor."""
+    return [
+        i for i, r in enumerate(table.rows)
+        if r.measured and int8.tensors[r.tensor_index].qp is not None
+        and i not in table.graph_input_rows and i in table.twin_tensor
+    ]
+
+
+def _pack(model: Any, size: int) -> bytes:
+    """The edited model object as ``.tflite`` bytes (no signatures: its inputs are new)."""
     import flatbuffers  # type: ignore[import-untyped]
 
-    builder = flatbuffers.Builder(max(1024, len(twin_bytes) + (1 << 16)))
+    model.signatureDefs = None
+    builder = flatbuffers.Builder(max(1024, size + (1 << 16)))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    lite = LiteModel(bytes(builder.Output()), preserve=True)
-    return OpLocalRefs(lite, float_tensor, {}, feeds=feeds)
+    return bytes(builder.Output())
