@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from qdebug.errors import ConversionError
-from qdebug.tracer.convert_errors import converter_reason as converter_reason
 from qdebug.tracer.convert_errors import layer_names_in as layer_names_in
 from qdebug.tracer.convert_errors import translate
 from qdebug.tracer.tfenv import captured_output, import_tf
