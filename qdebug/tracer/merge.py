@@ -13,12 +13,9 @@ and datasets a shard has. Pure h5py + numpy: no TensorFlow.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,137 +25,19 @@ import numpy as np
 
 from qdebug import metrics
 from qdebug.analysis.culprits import find_culprits
-from qdebug.errors import ShardMismatchError, TraceFileError
-from qdebug.store.reader import Trace
-from qdebug.store.sharding import ATTR_TFLITE_SHA256, SHARD_ATTRS, ShardInfo, shard_info
+from qdebug.store.sharding import SHARD_ATTRS
 from qdebug.store.writer import TraceWriter, check_target
 from qdebug.tracer import layer_worst
+from qdebug.tracer.merge_shards import Shard, check_cover, check_same, damaged, open_shard, refuse
 
 #: Worst samples a trace keeps (the tracer's ``Measurer.worst_k``).
 WORST_K = 8
-#: Root attributes every shard must share: same model, conversion, kernels and data.
-SAME_ATTRS = (
-    "model_sha256", "converter", "tflite_source", "kernels", "litert_version", "view",
-    "input_names", "data_source", "calib_source", "keras_flavour",
-)
 #: Root attributes a merged trace does not copy from its first shard.
 _DROP = {
     "format", "schema_version", "complete", "n_samples", "n_stored", "created", "command_line",
     "instrumentation_mismatched_samples", "instrumentation_max_abs_diff", "segments",
     "warnings", *SHARD_ATTRS,
 }
-
-
-@dataclass
-class _Shard:
-    path: Path
-    trace: Trace
-    info: ShardInfo
-    sha256: str
-
-
-def _refuse(message: str, hint: str = "") -> ShardMismatchError:
-    return ShardMismatchError(
-        message, hint or "merge the shards of one `qdebug trace … --shard K/N` command"
-    )
-
-
-def _damaged(path: Path, detail: str) -> TraceFileError:
-    return TraceFileError(
-        f"{path} is a damaged trace: {detail}",
-        "re-create it with `qdebug trace`, or ask for the file again",
-    )
-
-
-def _open_shard(path: Path) -> _Shard:
-    trace = Trace(path)
-    try:
-        try:
-            info = shard_info(trace.meta)
-        except ValueError as exc:
-            raise _damaged(trace.path, str(exc)) from exc
-        if info is None:
-            raise _refuse(
-                f"{path} is not a shard trace (it has no shard attribute)",
-                "trace slices with `qdebug trace … --shard K/N`, then merge those",
-            )
-        if info.count != trace.n_samples:
-            raise _damaged(trace.path, f"shard_count {info.count} but n_samples {trace.n_samples}")
-        stored = trace.stored_samples
-        if len(stored) and (stored.min() < info.start or stored.max() >= info.end):
-            raise _damaged(trace.path, "stored samples lie outside the shard's slice")
-        sha = hashlib.sha256(trace.tflite_bytes()).hexdigest()
-        recorded = trace.meta.get(ATTR_TFLITE_SHA256)
-        if recorded is not None and recorded != sha:
-            raise _damaged(trace.path, "the .tflite bytes do not match their recorded sha256")
-    except BaseException:
-        trace.close()
-        raise
-    return _Shard(Path(path), trace, info, sha)
-
-
-def _rows(records: Sequence[Any]) -> list[str]:
-    return [json.dumps(asdict(r), sort_keys=True) for r in records]
-
-
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= 60 else text[:57] + "…"
-
-
-def _differences(a: _Shard, b: _Shard) -> Iterator[str]:
-    """What makes ``b`` another model, conversion or run than ``a`` (first found first)."""
-    ta, tb = a.trace, b.trace
-    if ta.schema_version != tb.schema_version:
-        yield f"trace schemas {ta.schema_version} vs {tb.schema_version}"
-    if a.sha256 != b.sha256:
-        yield f"INT8 models (.tflite sha256 {a.sha256[:12]}… vs {b.sha256[:12]}…)"
-    for what, x, y in (
-        ("layer tables", ta.layers, tb.layers),
-        ("op tables", ta.ops, tb.ops),
-        ("outputs", ta.outputs, tb.outputs),
-    ):
-        if _rows(x) != _rows(y):
-            yield what
-    for key in SAME_ATTRS:
-        if ta.meta.get(key) != tb.meta.get(key):
-            yield f"{key} ({_short(ta.meta.get(key))} vs {_short(tb.meta.get(key))})"
-    if a.info.total != b.info.total:
-        yield f"sample counts ({a.info.total} vs {b.info.total} samples in the data)"
-    if a.info.batch_size != b.info.batch_size:
-        yield f"batch sizes ({a.info.batch_size} vs {b.info.batch_size})"
-
-
-def _check_same(shards: list[_Shard]) -> None:
-    first = shards[0]
-    for other in shards[1:]:
-        for difference in _differences(first, other):
-            raise _refuse(f"cannot merge {other.path} with {first.path}: different {difference}")
-
-
-def _check_cover(shards: list[_Shard]) -> list[_Shard]:
-    """The shards in sample order; refused when slices overlap or leave samples out."""
-    ordered = sorted(shards, key=lambda s: (s.info.start, s.info.spec.k))
-
-    def where(s: _Shard) -> str:
-        return f"{s.path} (shard {s.info.spec}, samples {s.info.start}–{s.info.end - 1})"
-
-    for a, b in itertools.pairwise(ordered):
-        if b.info.start < a.info.end:
-            raise _refuse(
-                f"cannot merge {where(b)} with {where(a)}: their slices overlap",
-                "give each slice once",
-            )
-    total = ordered[0].info.total
-    edges = [0] + [x for s in ordered for x in (s.info.start, s.info.end)] + [total]
-    for lo, hi in zip(edges[::2], edges[1::2], strict=True):
-        if lo < hi:
-            n = ordered[0].info.spec.n
-            raise _refuse(
-                f"samples {lo}–{hi - 1} of {total} are in no shard given",
-                f"merge all {n} shards, 1/{n} … {n}/{n}",
-            )
-    return ordered
 
 
 def merge_traces(
@@ -183,19 +62,19 @@ def merge_traces(
     out = Path(out)
     check_target(out)
     if not paths:
-        raise _refuse("no shard traces given")
+        raise refuse("no shard traces given")
     with ExitStack() as stack:
         shards = []
         for p in paths:
-            shard = _open_shard(Path(p))
+            shard = open_shard(Path(p))
             stack.callback(shard.trace.close)
             shards.append(shard)
-        _check_same(shards)
-        ordered = _check_cover(shards)
+        check_same(shards)
+        ordered = check_cover(shards)
         target = out.resolve()
         for s in ordered:
             if s.path.resolve() == target:
-                raise _refuse(f"--out {out} is one of the shards", "write the merge elsewhere")
+                raise refuse(f"--out {out} is one of the shards", "write the merge elsewhere")
         budget = store_samples if store_samples is not None else max(
             s.info.store_samples for s in ordered
         )
@@ -203,7 +82,7 @@ def merge_traces(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _write(shards: list[_Shard], out: Path, budget: int, command_line: str) -> Path:
+def _write(shards: list[Shard], out: Path, budget: int, command_line: str) -> Path:
     t0 = shards[0].trace
     input_names = [str(n) for n in t0.meta.get("input_names") or []]
     attrs = {k: v for k, v in t0.meta.items() if k not in _DROP}
@@ -263,7 +142,7 @@ def _utf8(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _copy_statistics(s: _Shard, f: h5py.File, writer: TraceWriter) -> None:
+def _copy_statistics(s: Shard, f: h5py.File, writer: TraceWriter) -> None:
     """Per-sample statistics and top-1 flags in the batches the shard was traced in (the
     batches of the whole run: pooled sums then add up in the same order); the shard's pooled
     op statistics once (ops have no per-sample rows)."""
@@ -289,7 +168,7 @@ def _copy_statistics(s: _Shard, f: h5py.File, writer: TraceWriter) -> None:
 
 
 def _copy_stored(
-    shards: list[_Shard], writer: TraceWriter, budget: int, input_names: list[str]
+    shards: list[Shard], writer: TraceWriter, budget: int, input_names: list[str]
 ) -> None:
     """The first ``budget`` stored samples, in sample order (those a whole run stores)."""
     left = budget
@@ -302,7 +181,7 @@ def _copy_stored(
             ins = t.inputs(sample)
             missing = [n for n in input_names if n not in ins]
             if missing:
-                raise _damaged(t.path, f"stored sample {sample} lacks input(s) {missing}")
+                raise damaged(t.path, f"stored sample {sample} lacks input(s) {missing}")
             values: dict[int, tuple[np.ndarray, np.ndarray]] = {}
             local: dict[int, np.ndarray] = {}
             for i in layers:
@@ -314,12 +193,12 @@ def _copy_stored(
             left -= 1
 
 
-def _vector(s: _Shard, key: str, length: int | None = None) -> np.ndarray:
+def _vector(s: Shard, key: str, length: int | None = None) -> np.ndarray:
     """A checked 1-D numeric dataset of the shard as float64."""
     return s.trace.read_vector(key, length)
 
 
-def _analysis(shards: list[_Shard], files: list[h5py.File], names: list[str]) -> dict[str, Any]:
+def _analysis(shards: list[Shard], files: list[h5py.File], names: list[str]) -> dict[str, Any]:
     """``/analysis`` of the whole run: channel sums add, ranges min/max, ``segment_check`` from
     the shard holding sample 0, worst samples chosen again from every shard's worst list."""
     n_layers = len(shards[0].trace.layers)
@@ -333,10 +212,10 @@ def _analysis(shards: list[_Shard], files: list[h5py.File], names: list[str]) ->
     for s, f in zip(shards, files, strict=True):
         group = f.get("analysis/channels")
         if not isinstance(group, h5py.Group):
-            raise _damaged(s.path, "analysis/channels is missing")
+            raise damaged(s.path, "analysis/channels is missing")
         for name in group:
             if not (name.isdigit() and int(name) < n_layers):
-                raise _damaged(s.path, f"analysis/channels/{name} names no layer")
+                raise damaged(s.path, f"analysis/channels/{name} names no layer")
             key = f"analysis/channels/{name}"
             f2 = _vector(s, f"{key}/sum_f2")
             e2 = _vector(s, f"{key}/sum_e2", len(f2))
@@ -352,7 +231,7 @@ def _analysis(shards: list[_Shard], files: list[h5py.File], names: list[str]) ->
                     sum_f2=f2, sum_e2=e2, clipped=clipped, saturated=saturated
                 )
             elif len(cur.sum_f2) != len(f2):
-                raise _refuse(f"{s.path}: layer {name} has {len(f2)} channels, not "
+                raise refuse(f"{s.path}: layer {name} has {len(f2)} channels, not "
                               f"{len(cur.sum_f2)}")
             else:
                 cur.sum_f2, cur.sum_e2, cur.clipped = (
@@ -369,7 +248,7 @@ def _analysis(shards: list[_Shard], files: list[h5py.File], names: list[str]) ->
 
 
 def _worst(
-    shards: list[_Shard], files: list[h5py.File], names: list[str]
+    shards: list[Shard], files: list[h5py.File], names: list[str]
 ) -> tuple[np.ndarray, list[list[np.ndarray]]]:
     """The ``WORST_K`` samples of lowest first-output SQNR among every shard's worst, ranked as
     the tracer ranks them (SQNR recomputed from the per-sample statistics; ties: lower index)."""
@@ -380,9 +259,9 @@ def _worst(
             continue
         rows = idx - s.info.start
         if rows.min() < 0 or rows.max() >= s.info.count:
-            raise _damaged(s.path, "worst samples lie outside the shard's slice")
+            raise damaged(s.path, "worst samples lie outside the shard's slice")
         if any(n not in inputs for n in names):
-            raise _damaged(s.path, "the worst samples' inputs are incomplete")
+            raise damaged(s.path, "the worst samples' inputs are incomplete")
         g = "metrics/outputs/per_sample"
         shape = (s.trace.n_samples, len(s.trace.outputs))
         stats = {k: s.trace.read_part(f"{g}/{k}", shape, (slice(None), 0))[rows]
@@ -397,7 +276,7 @@ def _worst(
     return np.array([t[1] for t in chosen], dtype=np.int64), [t[2] for t in chosen]
 
 
-def _weights(s: _Shard, f: h5py.File) -> list[SimpleNamespace]:
+def _weights(s: Shard, f: h5py.File) -> list[SimpleNamespace]:
     """The weight statistics of the first shard (weights are the same in every shard)."""
     g = "analysis/weights"
     layer = _vector(s, f"{g}/layer").astype(np.int64)
@@ -410,14 +289,14 @@ def _weights(s: _Shard, f: h5py.File) -> list[SimpleNamespace]:
     rows = []
     for j in range(n):
         if not 0 <= layer[j] < len(s.trace.layers):
-            raise _damaged(s.path, f"{g}/layer names a layer the trace does not have")
+            raise damaged(s.path, f"{g}/layer names a layer the trace does not have")
         ch = s.trace.weight_channels(int(layer[j])) or {
             "sqnr_db": np.zeros(0), "range": np.zeros(0)
         }
         try:
             out_ch = json.loads(outliers[j])
         except ValueError as exc:
-            raise _damaged(s.path, f"{g}/outlier_channels is not JSON") from exc
+            raise damaged(s.path, f"{g}/outlier_channels is not JSON") from exc
         rows.append(SimpleNamespace(
             layer=int(layer[j]), tensor_name=tensor[j], channel_axis=int(axis[j]),
             sqnr_db=float(sqnr[j]), max_abs_error=float(max_err[j]), outlier_channels=out_ch,
@@ -427,7 +306,7 @@ def _weights(s: _Shard, f: h5py.File) -> list[SimpleNamespace]:
 
 
 def _merge_layer_worst(
-    shards: list[_Shard], writer: TraceWriter, budget: int, input_names: list[str]
+    shards: list[Shard], writer: TraceWriter, budget: int, input_names: list[str]
 ) -> None:
     """``/samples/layer_worst`` of the whole run (``layer_worst.merge``); the samples the
     merged trace stores (the first ``budget`` the shards store) need no kept input."""
