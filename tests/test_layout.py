@@ -33,3 +33,10 @@ def test_no_function_is_over_100_lines() -> None:
         and (n.end_lineno or n.lineno) - n.lineno + 1 > 100
     ]
     assert long == [], long
+
+
+def test_no_module_is_over_450_lines() -> None:
+    """One concept a module (issue 23): a module past 450 lines holds two."""
+    big = [f"{p.relative_to(PACKAGE)} ({n} lines)" for p in sorted(PACKAGE.rglob("*.py"))
+           if (n := len(p.read_text().splitlines())) > 450]
+    assert big == [], big
