@@ -84,6 +84,8 @@ class Matched:
     out_index: Any
     runner: SegmentRunner | None
     weights: Any
+    op_local: frozenset[str]
+    """Layers whose local error is their single op's (``trace_loop.op_local_layers``)."""
 
 
 

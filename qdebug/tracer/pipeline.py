@@ -131,7 +131,7 @@ class Tracer:
         )
         with writer:
             plan = TracePlan(sides, matched.records, matched.outputs, matched.out_index,
-                             matched.runner, prep.graph is None)
+                             matched.runner, prep.graph is None, matched.op_local)
             loop = trace_samples(
                 prep.data, plan, writer, first_sample=prep.first_sample,
                 batch_size=opt.batch_size, phases=self.phases, preds=preds,
@@ -240,6 +240,7 @@ class Tracer:
         local = self._local_refs(converted.twin_bytes, int8, table, converted.options.denylisted,
                                  twin)
         runner: SegmentRunner | None = None
+        single: set[str] = set()
         if prep.graph is not None:
             keras_vals = self._probe_values(prep.graph, prep.first)
             twin_vals = twin_values(twin, prep.first, prep.input_names)
@@ -260,7 +261,7 @@ class Tracer:
             outputs, out_index = op_outputs(records, int8, twin)
         weights = weight_stats(records, twin, int8)
         return Matched(int8, plain, deploy, twin, table, local, records, outputs, out_index,
-                       runner, weights)
+                       runner, weights, frozenset(single))
 
     def _deployed(
         self, prep: Prepared, converted: Converted, matched: Matched, notes: list[str]

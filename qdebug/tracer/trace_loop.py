@@ -42,6 +42,9 @@ class TracePlan:
     """Re-runs the Keras layers made of several ops on the int8 inputs (None: none)."""
     ops_view: bool
     """The ops are the layer table (a model without a Keras layer graph)."""
+    op_local: frozenset[str] = frozenset()
+    """Layers whose local error is their single op's (``op_local_layers``, found once when
+    the layers were matched)."""
 
 
 @dataclass
@@ -104,7 +107,7 @@ def trace_samples(
         sources = segment_sources(runner.segments, records) if runner else {}
         measurer = Measurer(records, outputs, qps, runner, sources)
         measurer.pad_to = max(1, batch_size)
-    names = op_local_layers(records, sides.local, sides.table)
+    names = plan.op_local
     single = {i for i, r in enumerate(records) if r.name in names}
     int8_wanted = {r.tensor_index for _, r in measured} | ops.int8_tensors
     twin_wanted = {twin_of[r.tensor_index] for _, r in measured} | ops.twin_tensors
