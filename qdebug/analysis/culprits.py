@@ -56,6 +56,13 @@ def is_healthy(output_sqnr_db: float, top1_agreement: float = math.nan) -> bool:
     return math.isnan(top1_agreement) or top1_agreement >= HEALTHY_TOP1
 
 
+def outputs_healthy(om: dict[str, np.ndarray]) -> bool:
+    """Whether every output of a trace's output metrics (``sqnr_db``, ``top1_agreement``) is
+    healthy (``is_healthy``); False without outputs."""
+    pairs = list(zip(om["sqnr_db"], om["top1_agreement"], strict=True))
+    return bool(pairs) and all(is_healthy(float(v), float(t)) for v, t in pairs)
+
+
 def _nsr(sqnr_db: float) -> float:
     """Noise-to-signal power ratio of an SQNR in dB."""
     return 10 ** (-sqnr_db / 10) if math.isfinite(sqnr_db) else 0.0

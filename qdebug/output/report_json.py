@@ -27,7 +27,7 @@ def report_dict(trace: Trace) -> dict[str, Any]:
     meta = trace.meta
     custom = trace.custom_metrics()
     outputs = _outputs(trace)
-    layers = _layers(trace)
+    layers = _layers(trace, custom)
     first = outputs[0] if outputs else {}
     acc = accuracy(trace)
     return {
@@ -108,10 +108,10 @@ def _outputs(trace: Trace) -> list[dict[str, Any]]:
     ]
 
 
-def _layers(trace: Trace) -> list[dict[str, Any]]:
-    """Every layer (or op, in an ops-only trace) with its metrics, in topological order."""
+def _layers(trace: Trace, custom: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every layer (or op, in an ops-only trace) with its metrics and ``custom`` metrics
+    (``trace.custom_metrics()``), in topological order."""
     lm = trace.layer_metrics()
-    custom = trace.custom_metrics()
     return [
         {
             "index": i,

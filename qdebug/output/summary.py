@@ -14,8 +14,8 @@ from qdebug.analysis.culprits import (
     COARSE_DB,
     HEALTHY_OUTPUT_DB,
     HEALTHY_TOP1,
-    is_healthy,
     no_culprits_reason,
+    outputs_healthy,
 )
 from qdebug.output.fmt import NAME_LIMIT, TEXT_LIMIT, db_unit, shown
 from qdebug.output.report_json import worst_layers
@@ -160,8 +160,7 @@ def _say_culprits(trace: Trace, say: Say, every: str) -> None:
         for c in culprits:
             say(f"  {_safe(c.layer):<24} {c.score:5.2f}  {_safe(c.reason, TEXT_LIMIT)}",
                 soft_wrap=True)
-    elif trace.outputs and all(is_healthy(float(v), float(t)) for v, t in
-                               zip(om["sqnr_db"], om["top1_agreement"], strict=True)):
+    elif trace.outputs and outputs_healthy(om):
         say(f"[green]healthy[/]: every output at {HEALTHY_OUTPUT_DB:.0f} dB SQNR or more "
             f"(classifiers agreeing on {HEALTHY_TOP1:.0%} of the answers or more), so no "
             f"{every} is worth acting on (no culprits)")

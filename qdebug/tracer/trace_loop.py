@@ -175,7 +175,6 @@ class LoopClock:
     def __init__(self) -> None:
         self.interpreters = 0.0
         self.waiting_for = 0.0
-        self._start = 0.0
 
     def timed(self, run: Callable[[T], R]) -> Callable[[T], R]:
         """``run`` (the sides of one batch, in the worker thread), its seconds added up."""

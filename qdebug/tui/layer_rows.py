@@ -44,15 +44,14 @@ def sqnr_style(v: float) -> str:
 
 def colour_legend() -> str:
     """The viewer's SQNR colours in words, from the bands (its help screen shows this)."""
-    ceilings = [c for c, _ in metrics.SQNR_BANDS]
-    parts = [f"< {ceilings[0]:g} {BAND_STYLES[0]}"]
-    for i in range(1, len(ceilings)):
-        if BAND_STYLES[i] == BAND_STYLES[i - 1]:
-            continue
-        last = i == len(ceilings) - 1 or BAND_STYLES[i + 1:] == (BAND_STYLES[i],) * (
-            len(ceilings) - 1 - i)
-        parts.append(f"≥ {ceilings[i - 1]:g} {BAND_STYLES[i]}" if last
-                     else f"{ceilings[i - 1]:g}–{ceilings[i]:g} {BAND_STYLES[i]}")
+    floors = [-math.inf] + [c for c, _ in metrics.SQNR_BANDS]  # band i spans floors[i:i+2]
+    styles = list(dict.fromkeys(BAND_STYLES))  # each colour once, worst first
+    parts = []
+    for style in styles:
+        lo = floors[BAND_STYLES.index(style)]
+        hi = floors[len(BAND_STYLES) - BAND_STYLES[::-1].index(style)]
+        parts.append(f"< {hi:g} {style}" if lo == -math.inf else f"≥ {lo:g} {style}"
+                     if hi == math.inf else f"{lo:g}–{hi:g} {style}")
     return "SQNR (dB): " + ", ".join(parts)
 
 

@@ -11,7 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList
 
-from qdebug.analysis.culprits import HEALTHY_OUTPUT_DB, is_healthy, no_culprits_reason
+from qdebug.analysis.culprits import HEALTHY_OUTPUT_DB, no_culprits_reason, outputs_healthy
 from qdebug.store.reader import Trace
 from qdebug.store.schema import VIEW_OPS
 from qdebug.tui.layer_rows import LayerRow, ranking
@@ -24,8 +24,7 @@ def no_culprits_text(trace: Trace) -> str:
     """Why a trace names no culprit, as the summary says it."""
     every = "op" if trace.view == VIEW_OPS else "layer"
     om = trace.output_metrics()
-    if trace.outputs and all(is_healthy(float(v), float(t)) for v, t in
-                             zip(om["sqnr_db"], om["top1_agreement"], strict=True)):
+    if trace.outputs and outputs_healthy(om):
         return (f"every output is healthy ({HEALTHY_OUTPUT_DB:.0f} dB SQNR or more): no {every} "
                 "is worth acting on")
     return no_culprits_reason(trace.layers, trace.layer_metrics(), every)
