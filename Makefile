@@ -29,7 +29,7 @@ unit: $(STAMP)
 
 ## test-fast: the tests that need no TensorFlow (store, reports, diff, viewer, hostile traces)
 test-fast: $(STAMP)
-	QDEBUG_TEST_FAST=1 $(BIN)/python -m pytest -n 2 -q -m "not tf"
+	QDEBUG_TEST_FAST=1 $(BIN)/python -m pytest -n 2 -q tests/unit
 
 ## bench: speed and memory ratios (see bench/README.md)
 bench: $(STAMP)
@@ -37,7 +37,7 @@ bench: $(STAMP)
 
 ## fuzz: the long fuzz variant
 fuzz: $(STAMP)
-	$(BIN)/python -m pytest -q -rP -n 2 tests/test_fuzz.py --run-long-fuzz -k long
+	$(BIN)/python -m pytest -q -rP -n 2 tests/unit/test_fuzz.py --run-long-fuzz -k long
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,8 @@
-"""Shared fixtures: the committed fixture trace, and real models traced once per session."""
+"""Shared fixtures: the committed fixture trace, and real models traced once per session.
+
+The tiers are folders: ``tests/unit`` needs no TensorFlow (``make test-fast``), ``tests/tf``
+builds, converts or traces real models; ``tests/helpers`` holds the modules both import by name.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
