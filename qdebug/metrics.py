@@ -281,7 +281,11 @@ def _local_rmse_lsb(s: Stats, scale: np.ndarray | None) -> np.ndarray:
 
 
 def _gain(s: Stats, scale: np.ndarray | None) -> np.ndarray:
-    return np.sqrt(_ratio(s["sum_prop_e2"], s["sum_in_e2"]))
+    # No error comes in (an exactly quantized input, a requantize matched to no float tensor):
+    # there is nothing to amplify, and prop/0 (float noise of the re-run over 0) is no gain.
+    den = np.asarray(s["sum_in_e2"], dtype=np.float64)
+    gain = np.sqrt(_ratio(s["sum_prop_e2"], den))
+    return np.where(den > 0, gain, np.nan)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,11 @@ class LayerNode:
     """A nested model; its value is that of its output layer."""
     is_input: bool = False
     consumers: list[str] = field(default_factory=list)
+    call_index: int = 0
+    """Which of the layer's calls (``_inbound_nodes`` index) this node is: a layer called more
+    than once (a shared layer, a siamese sub-model) has one node per call, ``name#k`` the k-th."""
+    tensor: Any = None
+    """The call's output tensor, where it is not the layer's first (``layer.output``)."""
 
 
 def _history_layer(tensor: Any) -> Any:
@@ -56,11 +61,11 @@ def _flatten_tensors(value: Any) -> list[Any]:
     return [value] if value is not None else []
 
 
-def _node_inputs(layer: Any) -> list[Any]:
+def _node_inputs(layer: Any, call: int = 0) -> list[Any]:
     nodes = getattr(layer, "_inbound_nodes", [])
-    if not nodes:
+    if len(nodes) <= call:
         return []
-    node = nodes[0]
+    node = nodes[call]
     tensors = getattr(node, "input_tensors", None)
     if tensors is None:  # pragma: no cover - both flavours have it
         return []
@@ -103,6 +108,9 @@ class LayerGraph:
         self.model = model
         self.nodes: list[LayerNode] = []
         self._names: dict[int, str] = {}  # id(layer) -> qualified name
+        self._calls: dict[tuple[int, int], str] = {}  # (id(layer), call) -> node name
+        self._later: dict[str, tuple[Any, int]] = {}  # later calls not yet added
+        self._first: dict[int, int] = {}  # id(layer) -> the call its own node stands for
         self._visit(model, prefix="")
         self._by_name = {n.name: n for n in self.nodes}
         for n in self.nodes:
@@ -110,7 +118,7 @@ class LayerGraph:
                 if src in self._by_name:
                     self._by_name[src].consumers.append(n.name)
         self.input_names = [self._names[id(_history_layer(t))] for t in model.inputs]
-        self.output_names = [self._names[id(_history_layer(t))] for t in _outputs(model)]
+        self.output_names = [self.source_name(t) for t in _outputs(model)]
         """The layer computing each model output (a layer returning several tensors, such as
         a wrapped subclassed model or an LSTM with ``return_state``, appears once per output)."""
         self.output_keys = _output_keys(model, self.output_names)
@@ -131,13 +139,22 @@ class LayerGraph:
             il = _history_layer(t)
             if il is not None and all(il is not x for x in layers):
                 layers.insert(0, il)
+        calls = _calls_in_graph(model)
         for layer in layers:
             name = prefix + layer.name
             self._names[id(layer)] = name
+            used = calls.get(id(layer), [0])
+            self._first[id(layer)] = used[0]
+            for k, c in enumerate(used):
+                self._calls[(id(layer), c)] = name if k == 0 else f"{name}#{k + 1}"
+                if k:
+                    self._later[self._calls[(id(layer), c)]] = (layer, c)
+            for t in _node_inputs(layer, used[0]):
+                self._emit_later(t)
             if _is_model(layer):
                 # The nested model's own input layers are the values its caller feeds in.
                 self._visit(layer, prefix=name + "/")
-                inner_out = [self._names[id(_history_layer(t))] for t in _outputs(layer)]
+                inner_out = [self.source_name(t) for t in _outputs(layer)]
                 self.nodes.append(
                     LayerNode(
                         name,
@@ -146,32 +163,62 @@ class LayerGraph:
                         inner_out,
                         _shape(_first_tensor(_outputs(layer))),
                         is_model=True,
+                        call_index=used[0],
                     )
                 )
                 continue
-            inbound = []
-            for t in _node_inputs(layer):
-                src = _history_layer(t)
-                if src is not None and id(src) in self._names:
-                    inbound.append(self._names[id(src)])
             is_input = layer.__class__.__name__ == "InputLayer"
+            inbound = self._inbound(layer, used[0])
             if is_input and prefix and not inbound:
                 inbound = self._caller_inputs(model, layer)
-            out = _first_tensor(getattr(layer, "output", None))
-            self.nodes.append(
-                LayerNode(
-                    name, layer, layer.__class__.__name__, inbound, _shape(out), is_input=is_input
-                )
-            )
+            self.nodes.append(self._call_node(name, layer, used[0], inbound, is_input))
+        for t in _outputs(model):
+            self._emit_later(t)
+
+    def _inbound(self, layer: Any, call: int) -> list[str]:
+        """The names of the layers (or calls) whose tensors a layer's call consumes."""
+        return [n for n in (self.source_name(t) for t in _node_inputs(layer, call)) if n]
+
+    def _call_node(
+        self, name: str, layer: Any, call: int, inbound: list[str], is_input: bool = False
+    ) -> LayerNode:
+        tensor = None
+        if call:  # not the layer's first call: ``layer.output`` is another call's
+            nodes = layer._inbound_nodes
+            tensor = _first_tensor(getattr(nodes[call], "output_tensors", None))
+        out = tensor if tensor is not None else _first_tensor(getattr(layer, "output", None))
+        return LayerNode(name, layer, layer.__class__.__name__, inbound, _shape(out),
+                         is_input=is_input, call_index=call, tensor=tensor)
+
+    def _emit_later(self, tensor: Any) -> None:
+        """Add the node of a layer's later call (``name#k``) that produces ``tensor``, once,
+        before the first layer that consumes it: one node for the whole call, a nested model's
+        included (its ops are that call's, not its consumer's)."""
+        name = self.source_name(tensor)
+        if name not in self._later:
+            return
+        layer, call = self._later.pop(name)
+        for t in _node_inputs(layer, call):
+            self._emit_later(t)
+        self.nodes.append(self._call_node(name, layer, call, self._inbound(layer, call)))
+
+    def source_name(self, tensor: Any) -> str:
+        """The node (layer, or a layer's later call) that computed a Keras tensor; "" when
+        it is none of the graph's."""
+        hist = getattr(tensor, "_keras_history", None)
+        if hist is None:
+            return ""
+        key = (id(hist[0]), int(hist[1]) if len(hist) > 1 else 0)
+        return self._calls.get(key) or self._names.get(id(hist[0]), "")
 
     def _caller_inputs(self, model: Any, input_layer: Any) -> list[str]:
         """For an input layer of a nested model: the outer layer that feeds it."""
         position = [i for i, t in enumerate(model.inputs) if _history_layer(t) is input_layer]
-        callers = _node_inputs(model)
+        callers = _node_inputs(model, self._first.get(id(model), 0))
         if position and position[0] < len(callers):
-            src = _history_layer(callers[position[0]])
-            if src is not None and id(src) in self._names:
-                return [self._names[id(src)]]
+            name = self.source_name(callers[position[0]])
+            if name:
+                return [name]
         return []
 
     @property
@@ -228,6 +275,23 @@ def _outputs(model: Any) -> list[Any]:
     return _flatten_tensors(model.outputs)
 
 
+def _calls_in_graph(model: Any) -> dict[int, list[int]]:
+    """id(layer) → the calls (``_inbound_nodes`` indices) of it that this model's graph makes,
+    walking back from the outputs: more than one for a shared layer or a siamese sub-model."""
+    found: dict[int, set[int]] = {}
+    stack = list(_outputs(model))
+    while stack:
+        hist = getattr(stack.pop(), "_keras_history", None)
+        if hist is None:
+            continue
+        layer, call = hist[0], int(hist[1]) if len(hist) > 1 else 0
+        if call in found.setdefault(id(layer), set()):
+            continue
+        found[id(layer)].add(call)
+        stack.extend(_node_inputs(layer, call))
+    return {k: sorted(v) for k, v in found.items()}
+
+
 def _output_keys(model: Any, layers: list[str]) -> list[str]:
     keys: list[str] = []
     for t, layer in zip(_outputs(model), layers, strict=True):
@@ -267,13 +331,13 @@ class Probe:
         for n in layers:
             if n.is_model:
                 feed: list[int] = []
-                for t in _node_inputs(n.layer):
+                for t in _node_inputs(n.layer, n.call_index):
                     feed.append(len(tensors))
                     tensors.append(t)
                     names.append("")  # feeds only
                 nested.append((feed, self._build(n.layer, n.name + "/", K)))
                 continue
-            out = getattr(n.layer, "output", None)
+            out = n.tensor if n.tensor is not None else getattr(n.layer, "output", None)
             names.append(n.name)
             tensors.append(_first_tensor(out))
         if not prefix:  # a layer's later outputs, where the model returns them

@@ -29,7 +29,7 @@ def _map(value: Any, fn: Callable[[Any], Any]) -> Any:
 
 
 def _call_arguments(node: LayerNode) -> tuple[Any, dict[str, Any]]:
-    kn = node.layer._inbound_nodes[0]
+    kn = node.layer._inbound_nodes[node.call_index]
     if hasattr(kn, "arguments"):  # Keras 3
         return kn.arguments.args, dict(kn.arguments.kwargs)
     return kn.call_args, dict(kn.call_kwargs)  # tf_keras
@@ -55,10 +55,9 @@ class SegmentRunner:
                 args, kwargs = _call_arguments(node)
 
                 def fill(t: Any, values: dict[str, Any] = values) -> Any:
-                    hist = getattr(t, "_keras_history", None)
-                    if hist is None:
+                    if getattr(t, "_keras_history", None) is None:
                         return t
-                    return values[self.graph.names_by_id[id(hist[0])]]
+                    return values[self.graph.source_name(t)]
 
                 call_args = _map(args, fill)
                 call_kwargs = _map(kwargs, fill)
