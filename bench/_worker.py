@@ -137,10 +137,10 @@ def instrument_qdebug(timers: Timers) -> dict[str, float]:
     """Wrap qdebug's phases and its hot calls with timers (about 1 µs per call: negligible
     next to an interpreter invoke). Returns the per-phase wall times, filled while tracing."""
     from qdebug import metrics
+    from qdebug.progress import Phases
     from qdebug.store.writer import TraceWriter
     from qdebug.tracer import convert, graph, litert, measure, pipeline
     from qdebug.tracer import segment_runner as segments
-    from qdebug.tracer.progress import Phases
 
     phases: dict[str, float] = {}
     step, bar = Phases.step, Phases.bar

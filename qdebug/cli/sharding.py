@@ -1,6 +1,6 @@
 """``qdebug trace --workers N`` and ``--ray``: the command line a worker gets, and the choice
-between one process, local workers and Ray. The work itself is ``qdebug.tracer.shards`` and
-``qdebug.tracer.ray_shards``, which know nothing of click."""
+between one process, local workers and Ray. The work itself is ``qdebug.shards.local`` and
+``qdebug.shards.ray_tasks``, which know nothing of click."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from qdebug.errors import QdebugError
-from qdebug.store.sharding import ShardSpec
-from qdebug.tracer.shards import default_out, resolve_workers, run_local, shard_count
+from qdebug.shards.local import resolve_workers, run_local, shard_count
+from qdebug.shards.slicing import ShardSpec
 
 #: Options of ``qdebug trace`` that the parent handles and never forwards to a worker.
 PARENT_ONLY = {"out", "workers", "shard", "ray_address", "fmt", "quiet", "debug"}
@@ -28,9 +28,17 @@ def forwarded_args(ctx: click.Context) -> list[str]:
         if value is None or value is False or value == "" or value == ():
             continue
         flag = max(param.opts, key=len)
-        args += [flag] if param.is_flag else [flag, str(value)]
+        if param.multiple:  # --metric a --metric b: each value its own flag
+            args += [x for v in value for x in (flag, str(v))]
+        else:
+            args += [flag] if param.is_flag else [flag, str(value)]
     return args
 
+def default_out(model: str) -> Path:
+    """``traces/<model>-<timestamp>.h5`` named after MODEL's file."""
+    from qdebug.tracer.pipeline import default_trace_path
+
+    return default_trace_path(Path(model.split(":")[0]).stem or "model")
 
 
 def run_sharded(
@@ -54,7 +62,7 @@ def run_sharded(
     command = "qdebug " + " ".join(shlex.quote(a) for a in ctx.meta.get("qdebug.argv", []))
     quiet = quiet or p.get("fmt") == "json"
     if ray_address is not None:
-        from qdebug.tracer.ray_shards import trace_on_ray
+        from qdebug.shards.ray_tasks import trace_on_ray
 
         given = ctx.get_parameter_source("workers") != click.core.ParameterSource.DEFAULT
         auto = not given or workers.strip().lower() == "auto"

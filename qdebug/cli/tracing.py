@@ -146,7 +146,7 @@ def trace(
 
         load_labels(labels)  # labels that are no class ids: refused before TensorFlow loads
     from qdebug.cli.sharding import run_sharded
-    from qdebug.store.sharding import parse_shard
+    from qdebug.shards.slicing import parse_shard
 
     shard_spec = parse_shard(shard) if shard is not None else None
     sharded = run_sharded(click.get_current_context(), workers, ray_address, shard_spec, quiet)
@@ -249,7 +249,7 @@ def merge(
       qdebug merge shards/s*.h5 --out traces/run.h5
       qdebug merge s1.h5 s2.h5 s3.h5 --out run.h5 --format json
     """
-    from qdebug.tracer.merge import merge_traces
+    from qdebug.shards.merge import merge_traces
 
     command = "qdebug " + " ".join(
         shlex.quote(a) for a in click.get_current_context().meta.get("qdebug.argv", [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -77,6 +78,30 @@ class SampleSource:
         if self.length is None:
             return self.limit
         return len(self)
+
+    def count_all(self) -> int:
+        """Samples here (after the limit). A source of unknown length (a data function) is
+        counted by iterating it once without validating."""
+        if self.length is not None:
+            return len(self)
+        n = 0
+        for _ in self._factory():
+            n += 1
+            if self.limit is not None and n >= self.limit:
+                break
+        return n
+
+    def window(self, start: int, count: int) -> SampleSource:
+        """Samples ``start`` … ``start + count − 1`` (a shard's slice); those before are
+        skipped unvalidated."""
+        factory = self._factory
+        return SampleSource(
+            self.description,
+            self.inputs,
+            lambda: itertools.islice(factory(), start, start + count),
+            length=count,
+            warnings=self.warnings,
+        )
 
     def __iter__(self) -> Iterator[list[np.ndarray]]:
         count = 0

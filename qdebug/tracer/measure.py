@@ -13,8 +13,8 @@ import numpy as np
 
 from qdebug import metrics
 from qdebug.analysis.segments import Segment, source_of
+from qdebug.analysis.worst_samples import LayerWorst
 from qdebug.store.schema import STATUS_INPUT, LayerRecord, OutputRecord
-from qdebug.tracer.layer_worst import LayerWorst
 from qdebug.tracer.segment_runner import SegmentRunner
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from qdebug.store.sharding import ShardSpec
+from qdebug.shards.slicing import ShardSpec
 from qdebug.version import __version__
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from qdebug.shards.slicing import ATTR_STORE, ShardSlice
 from qdebug.store.meta import DeployedKind
-from qdebug.store.schema import VIEW_LAYERS, VIEW_OPS, LayerRecord
-from qdebug.store.sharding import ATTR_STORE, ATTR_TFLITE_SHA256
+from qdebug.store.schema import ATTR_TFLITE_SHA256, VIEW_LAYERS, VIEW_OPS, LayerRecord
 from qdebug.tracer import convert as conv
 from qdebug.tracer.data import InputSpec, SampleSource
 from qdebug.tracer.graph import LayerGraph
@@ -24,7 +24,6 @@ from qdebug.tracer.loading import LoadedModel
 from qdebug.tracer.oprows import OpTable
 from qdebug.tracer.options import TraceOptions, software_versions
 from qdebug.tracer.segment_runner import SegmentRunner
-from qdebug.tracer.shard_data import ShardSlice
 from qdebug.tracer.verify import LocalRefs
 
 
@@ -43,7 +42,7 @@ class Prepared:
     calib: SampleSource
     first: list[list[np.ndarray]]
     """The verification samples (the data's first), on which layers are matched."""
-    shard: ShardSlice | None
+    shard: ShardSlice[SampleSource] | None
     labels: Labels | None
 
     @property

@@ -11,7 +11,10 @@ import numpy as np
 
 from qdebug.analysis.culprits import find_culprits
 from qdebug.analysis.segments import build_segments
+from qdebug.analysis.worst_samples import input_cap
 from qdebug.errors import QdebugError, TfliteModelError
+from qdebug.progress import Phases
+from qdebug.shards.slicing import shard_source
 from qdebug.store.schema import LayerRecord
 from qdebug.store.writer import TraceWriter
 from qdebug.tracer import convert as conv
@@ -27,7 +30,6 @@ from qdebug.tracer.labels import (
 )
 from qdebug.tracer.labels import check_count as check_labels_count
 from qdebug.tracer.labels import resolve as resolve_labels
-from qdebug.tracer.layer_worst import input_cap
 from qdebug.tracer.litert import LiteModel, kernel_notes
 from qdebug.tracer.loading import TFLITE, LoadedModel, load_model, wrap_live_model
 from qdebug.tracer.local_ref import build_op_local_refs
@@ -47,9 +49,7 @@ from qdebug.tracer.options import (
     default_trace_path,
 )
 from qdebug.tracer.phase_records import Converted, Matched, Prepared, trace_attrs
-from qdebug.tracer.progress import Phases
 from qdebug.tracer.segment_runner import SegmentRunner
-from qdebug.tracer.shard_data import shard_source
 from qdebug.tracer.sides import Sides, stored_sizes
 from qdebug.tracer.tfenv import import_tf
 from qdebug.tracer.trace_loop import TracePlan, op_local_layers, trace_samples

@@ -12,6 +12,7 @@ from typing import TypeVar
 import numpy as np
 
 from qdebug.errors import DataError
+from qdebug.progress import Phases
 from qdebug.store.schema import OP_INTEGER, STATUS_MATCHED, LayerRecord, OutputRecord
 from qdebug.store.writer import TraceWriter
 from qdebug.tracer.data import SampleSource
@@ -20,7 +21,6 @@ from qdebug.tracer.measure import Measurer, segment_sources
 from qdebug.tracer.model_io import integer_source
 from qdebug.tracer.op_measure import OpMeasurer
 from qdebug.tracer.oprows import OpTable
-from qdebug.tracer.progress import Phases
 from qdebug.tracer.segment_runner import SegmentRunner
 from qdebug.tracer.sides import Sides, run_ahead
 from qdebug.tracer.verify import LocalRefs

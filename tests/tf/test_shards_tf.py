@@ -157,6 +157,33 @@ def test_merge_exit_code_is_2_from_a_real_process(shards: Path) -> None:
 
 
 
+@pytest.mark.tf
+def test_merge_runs_where_tensorflow_cannot_be_imported(shards: Path) -> None:
+    """qdebug.shards needs no TensorFlow: the merge runs in a process that cannot import it."""
+    import subprocess
+    import sys
+
+    blocked = (
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'tf_keras', 'keras', 'ai_edge_litert'):\n"
+        "            raise ModuleNotFoundError(name, name=name)\n"
+        "sys.meta_path.insert(0, _Block())\n"
+        "from qdebug.cli import main\n"
+        "sys.argv = ['qdebug'] + sys.argv[1:]\n"
+        "main()\n"
+    )
+    out = shards / "merged_no_tf.h5"
+    done = subprocess.run(
+        [sys.executable, "-c", blocked, "merge", shards / "s1of3.h5", shards / "s2of3.h5",
+         shards / "s3of3.h5", "--out", out, "-q"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert differences(shards / "whole.h5", out) == []
+
+
 def _trace_process(shards: Path, out: Path, *args: str) -> str:
     import subprocess
     import sys
@@ -219,7 +246,7 @@ def test_a_failing_worker_is_one_line(shards: Path, tmp_path: Path) -> None:
 def test_shards_as_ray_tasks_on_a_local_cluster(shards: Path, workers1: Path) -> None:
     import ray
 
-    from qdebug.tracer.ray_shards import trace_on_ray
+    from qdebug.shards.ray_tasks import trace_on_ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

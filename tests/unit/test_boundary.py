@@ -33,6 +33,7 @@ def _heavy_after(setup: str) -> list[str]:
 def test_readers_never_import_tensorflow() -> None:
     modules = _modules_outside_tracer()
     assert "qdebug.store.reader" in modules and "qdebug.metrics" in modules
+    assert "qdebug.shards.merge" in modules and "qdebug.shards.local" in modules
     setup = f"import importlib\nfor m in {modules!r}: importlib.import_module(m)\nimport qdebug"
     assert _heavy_after(setup) == []
 

@@ -12,7 +12,7 @@ import itertools
 import pytest
 
 from qdebug.errors import QdebugError
-from qdebug.store.sharding import ShardSpec, parse_shard
+from qdebug.shards.slicing import ShardSpec, parse_shard
 
 
 @pytest.mark.parametrize(("total", "bs", "n"), [(96, 16, 2), (96, 16, 3), (100, 16, 3),

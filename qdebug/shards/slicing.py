@@ -1,6 +1,6 @@
-"""Shards: the K-th of N disjoint, contiguous slices of the samples, and the trace attributes
-that record one. Pure Python (no TensorFlow, no h5py): the tracer, ``qdebug merge`` and the
-worker launchers share it.
+"""Shards: the K-th of N disjoint, contiguous slices of the samples, the trace attributes
+that record one, and a shard's samples cut from a source. Pure Python (no TensorFlow, no
+h5py): the tracer, ``qdebug merge`` and the worker launchers share it.
 
 Slices are made of whole batches (``--batch-size``), so every sample is computed in the same
 batch as in one whole run and its per-sample statistics are bit for bit the same.
@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from qdebug.errors import QdebugError
-from qdebug.store.schema import ATTR_TFLITE_SHA256  # noqa: F401  (the tracer and merge take it from here)
 
 #: Root attributes of a shard trace (see docs/trace-format.md).
 ATTR_SHARD = "shard"  # "K/N"
@@ -114,3 +113,35 @@ def shard_info(meta: Mapping[str, Any]) -> ShardInfo | None:
     if info.end > info.total or info.batch_size < 1:
         raise ValueError(f"shard {spec} covers samples {info.start}–{info.end - 1} of {info.total}")
     return info
+
+
+class Sliceable(Protocol):
+    """A source of samples a shard can be cut from (the tracer's ``SampleSource``)."""
+
+    def count_all(self) -> int:
+        """Samples in the source (after its limit), counted without validating them."""
+        ...
+
+    def window(self, start: int, count: int) -> Self:
+        """Samples ``start`` … ``start + count − 1``; those before are skipped unvalidated."""
+        ...
+
+
+S = TypeVar("S", bound=Sliceable)
+
+
+@dataclass(frozen=True)
+class ShardSlice(Generic[S]):
+    """A shard's samples and what the trace records about them."""
+
+    source: S
+    info: ShardInfo
+
+
+def shard_source(src: S, spec: ShardSpec, batch_size: int, store_samples: int) -> ShardSlice[S]:
+    """The K-th of N slices of ``src`` (``qdebug trace --shard K/N``), cut in whole batches,
+    with the global position of its first sample."""
+    total = src.count_all()
+    start, count = spec.slice(total, batch_size)
+    info = ShardInfo(spec, start, count, total, max(1, batch_size), store_samples)
+    return ShardSlice(src.window(start, count), info)

@@ -1,5 +1,6 @@
 """``qdebug trace --workers N``: the N shards of a trace run as local processes, then merged.
-(Reading the command line for them is the CLI's: ``qdebug.cli.sharding``.)
+(Reading the command line for them, and the default ``--out``, is the CLI's:
+``qdebug.cli.sharding``.)
 
 Each worker is ``qdebug trace … --shard K/N`` in its own interpreter and converts the model
 itself: conversion is deterministic (same model, same first ``--calib-samples`` calibration
@@ -26,9 +27,9 @@ from typing import IO, Any
 import numpy as np
 
 from qdebug.errors import QdebugError
-from qdebug.store.sharding import ShardSpec
-from qdebug.tracer.merge import merge_traces
-from qdebug.tracer.progress import Phases
+from qdebug.progress import Phases
+from qdebug.shards.merge import merge_traces
+from qdebug.shards.slicing import ShardSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
@@ -73,13 +74,6 @@ def shard_count(workers: int, data: str, samples: int | None, batch_size: int) -
     if total is None:
         return workers
     return max(1, min(workers, math.ceil(total / max(1, batch_size))))
-
-
-def default_out(model: str) -> Path:
-    """``traces/<model>-<timestamp>.h5`` named after MODEL's file."""
-    from qdebug.tracer.pipeline import default_trace_path
-
-    return default_trace_path(Path(model.split(":")[0]).stem or "model")
 
 
 def worker_command(model: str, args: Sequence[str], spec: ShardSpec, out: Path) -> list[str]:

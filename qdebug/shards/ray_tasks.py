@@ -18,16 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from qdebug.errors import QdebugError
-from qdebug.store.sharding import ShardSpec
-from qdebug.tracer.merge import merge_traces
-from qdebug.tracer.progress import Phases
+from qdebug.progress import Phases
+from qdebug.shards.local import error_line, shard_count, worker_command
+from qdebug.shards.merge import merge_traces
+from qdebug.shards.slicing import ShardSpec
 
 
 def trace_shard_bytes(model: str, args: Sequence[str], k: int, n: int) -> tuple[bool, Any]:
     """One shard, traced here: ``(True, trace bytes)`` or ``(False, the one-line error)``.
     The body of each Ray task (a plain function, so it runs and tests without Ray)."""
-    from qdebug.tracer.shards import error_line, worker_command
-
     with tempfile.TemporaryDirectory(prefix="qdebug-shard-") as tmp:
         out = Path(tmp) / f"shard-{k}-of-{n}.h5"
         done = subprocess.run(worker_command(model, args, ShardSpec(k, n), out),
@@ -112,8 +111,6 @@ def trace_on_ray(
 
 def _cap(n: int, args: Sequence[str]) -> int:
     """At most one shard per batch, when DATA can be counted here."""
-    from qdebug.tracer.shards import shard_count
-
     def value(flag: str) -> str | None:
         return args[args.index(flag) + 1] if flag in args[:-1] else None
 
@@ -128,4 +125,4 @@ def _cap(n: int, args: Sequence[str]) -> int:
 __all__ = ["trace_on_ray", "trace_shard_bytes"]
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use qdebug trace --ray ADDRESS, or qdebug.tracer.ray_shards.trace_on_ray")
+    sys.exit("use qdebug trace --ray ADDRESS, or qdebug.shards.ray_tasks.trace_on_ray")

@@ -24,11 +24,11 @@ import h5py
 import numpy as np
 
 from qdebug import metrics
+from qdebug.analysis import worst_samples
 from qdebug.analysis.culprits import find_culprits
-from qdebug.store.sharding import SHARD_ATTRS
+from qdebug.shards.shard_file import Shard, check_cover, check_same, damaged, open_shard, refuse
+from qdebug.shards.slicing import SHARD_ATTRS
 from qdebug.store.writer import TraceWriter, check_target
-from qdebug.tracer import layer_worst
-from qdebug.tracer.merge_shards import Shard, check_cover, check_same, damaged, open_shard, refuse
 
 #: Worst samples a trace keeps (the tracer's ``Measurer.worst_k``).
 WORST_K = 8
@@ -308,10 +308,10 @@ def _weights(s: Shard, f: h5py.File) -> list[SimpleNamespace]:
 def _merge_layer_worst(
     shards: list[Shard], writer: TraceWriter, budget: int, input_names: list[str]
 ) -> None:
-    """``/samples/layer_worst`` of the whole run (``layer_worst.merge``); the samples the
+    """``/samples/layer_worst`` of the whole run (``worst_samples.merge``); the samples the
     merged trace stores (the first ``budget`` the shards store) need no kept input."""
     stored = np.concatenate([s.trace.stored_samples for s in shards])[:budget]
-    worst = layer_worst.merge([s.trace for s in shards], set(stored.tolist()), input_names)
+    worst = worst_samples.merge([s.trace for s in shards], set(stored.tolist()), input_names)
     if worst is not None:
         writer.write_layer_worst(worst)
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from qdebug.errors import ShardMismatchError, TraceFileError
+from qdebug.shards.slicing import ShardInfo, shard_info
 from qdebug.store.reader import Trace
-from qdebug.store.sharding import ATTR_TFLITE_SHA256, ShardInfo, shard_info
+from qdebug.store.schema import ATTR_TFLITE_SHA256
 
 #: Root attributes every shard must share: same model, conversion, kernels and data.
 SAME_ATTRS = (
