@@ -80,9 +80,15 @@ from qdebug.errors import QdebugError
               help="Class labels of DATA for task accuracy: labels.npy, file.npz[:key], or "
               "'data' for the (x, y) pairs a data function or tf.data dataset yields.")
 @click.option("--metric", "metric", multiple=True, metavar="MODULE:FUNCTION",
-              help="Also compute this metric of the sufficient statistics (module:function, "
-              "file.py:function, or the name of a 'qdebug.metrics' entry point; repeatable). "
-              "Its values and definition are stored in the trace: docs/metrics.md.")
+              help="Also compute this metric of every layer, op and output (module:function, "
+              "file.py:function, or the name of a 'qdebug.metrics' entry point; repeatable): "
+              "fn(stats, scale) of the pooled statistics, or fn(float, quantized) -> float of "
+              "one sample's tensors with fn.kind = 'per_sample', averaged over samples. Its "
+              "values and definition are stored in the trace: docs/metrics.md.")
+@click.option("--output-metric", "output_metric", multiple=True, metavar="MODULE:FUNCTION",
+              help="Also compute fn(float_outputs, quantized_outputs) -> float over the "
+              "model's outputs (IoU, task accuracy; same SPEC forms as --metric; repeatable): "
+              "per sample and averaged, or once over all samples with fn.kind = 'whole_set'.")
 @click.option("--profile", is_flag=True,
               help="Print where the time went, phase by phase (TensorFlow import, load, "
               "conversion, matching, the loop and its split, write) on stderr; with --format "
@@ -95,7 +101,8 @@ def trace(
     batch_size: int,
     xnnpack: bool, int8_io: bool, image_range: str, trust_model_code: bool, fmt: str,
     quiet: bool, keep_float: str, scheme: str, shard: str | None, workers: str,
-    ray_address: str | None, labels: str | None, metric: tuple[str, ...], profile: bool,
+    ray_address: str | None, labels: str | None, metric: tuple[str, ...],
+    output_metric: tuple[str, ...], profile: bool,
 ) -> None:
     """Run MODEL in float Keras and INT8 LiteRT side by side and write a trace.
 
@@ -174,6 +181,7 @@ def trace(
             xnnpack=xnnpack, int8_io=int8_io, image_range=image_range,
             trust_model_code=trust_model_code, quiet=quiet or fmt == "json", keep_float=kept,
             scheme=scheme, shard=shard_spec, labels=labels, metrics=metric,
+            output_metrics=output_metric,
             command_line="qdebug " + " ".join(
                 shlex.quote(a) for a in click.get_current_context().meta.get("qdebug.argv", [])
             ),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -138,11 +139,24 @@ def _quoted(text: str) -> str:
     return text
 
 
+def custom_columns(trace: Trace, taken: Sequence[str]) -> tuple[list[str], list[Any]]:
+    """The user metrics' columns (``--metric``, ``--output-metric``): per layer its values,
+    and the output metrics' one value each (the model's, repeated on every row). A column is
+    named after its metric, ``custom_<name>`` when that name is a column already."""
+    layer = trace.custom_metrics()
+    model = trace.custom_metrics("model")
+    names = [*layer, *model]
+    header = [f"custom_{n}" if n in taken else n for n in names]
+    return header, [*(m.values for m in layer.values()), *(m.values[0] for m in model.values())]
+
+
 def report_csv(trace: Trace) -> str:
     """The per-layer CSV (header and one row per layer)."""
     lm = trace.layer_metrics()
     moments = error_moments(pooled_layer_stats(trace), trace.n_samples)
     extra = [k for k in lm if k not in QDEBUG_COLUMNS and k not in _AS_TFLITE]
+    own = [*TFLITE_COLUMNS, *QDEBUG_COLUMNS, *extra, *ACCURACY_COLUMNS]
+    custom_header, custom = custom_columns(trace, own)
     acc = accuracy(trace)
     # Task accuracy is the model's: the same on every row, only in traces with labels.
     task = (
@@ -153,7 +167,8 @@ def report_csv(trace: Trace) -> str:
     )
     buf = io.StringIO()
     writer = _Writer(buf)
-    header = [*TFLITE_COLUMNS, *QDEBUG_COLUMNS, *extra, *(ACCURACY_COLUMNS if acc else ())]
+    header = [*TFLITE_COLUMNS, *QDEBUG_COLUMNS, *extra, *(ACCURACY_COLUMNS if acc else ()),
+              *custom_header]
     writer.writerow([inert(h) for h in header])  # user metrics name columns
     for i, r in trace.iter_layers():
         n = moments["num_elements"][i]
@@ -174,6 +189,7 @@ def report_csv(trace: Trace) -> str:
             *(lm[c][i] if c in lm else math.nan for c in QDEBUG_COLUMNS[6:]),
             *(lm[c][i] for c in extra),
             *task,
+            *(float(v[i]) if isinstance(v, np.ndarray) else float(v) for v in custom),
         ]
         writer.writerow([_cell(v) for v in row])
     return buf.getvalue()

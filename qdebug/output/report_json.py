@@ -73,9 +73,16 @@ def report_dict(trace: Trace) -> dict[str, Any]:
         },
         "warnings": meta.get("warnings", []),
         "custom_metrics": [
-            {"name": m.name, "unit": m.unit, "definition": m.definition, "source": m.source,
-             "error": m.error or None}
+            {"name": m.name, "kind": m.kind, "unit": m.unit, "definition": m.definition,
+             "source": m.source, "error": m.error or None}
             for m in custom.values()
+        ],
+        "output_metrics": [
+            {"name": m.name, "kind": m.kind, "unit": m.unit, "definition": m.definition,
+             "source": m.source, "value": _num(m.values[0]),
+             "samples": None if m.samples is None else int(m.samples[0]),
+             "error": m.error or None}
+            for m in trace.custom_metrics("model").values()
         ],
         "culprits": [
             {"layer": c.layer, "index": c.index, "kind": c.kind, "score": _num(c.score),
@@ -155,6 +162,7 @@ def worst_layers(trace: Trace, n: int = 5) -> list[tuple[int, float]]:
 def op_rows(trace: Trace) -> list[dict[str, Any]]:
     """Every op of the deployed model with its metrics (empty for traces before schema 1.2)."""
     om = trace.op_metrics()
+    custom = trace.custom_metrics("ops") if trace.ops else {}
     return [
         {
             "index": i,
@@ -170,6 +178,7 @@ def op_rows(trace: Trace) -> list[dict[str, Any]]:
             "zero_point": o.zero_point,
             "has_local": o.has_local,
             **{k: _num(v[i]) for k, v in om.items()},
+            "custom_metrics": {k: _num(m.values[i]) for k, m in custom.items()},
         }
         for i, o in enumerate(trace.ops)
     ]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qdebug.output import md
-from qdebug.output.fmt import TEXT_LIMIT, db, pct, plain, printable
+from qdebug.output.fmt import TEXT_LIMIT, db, num, pct, plain, printable
 from qdebug.output.report_json import report_dict, worst_layers
 from qdebug.store.reader import Trace
 
@@ -88,6 +88,23 @@ def _outputs(rep: dict[str, Any]) -> list[str | md.Rows]:
     return lines
 
 
+def _custom(rep: dict[str, Any]) -> list[str | md.Rows]:
+    """The user metrics (``--metric``, ``--output-metric``): each output metric's value, and
+    what each metric is; per-layer values are columns of the per-layer table."""
+    model, layer = rep.get("output_metrics") or [], rep.get("custom_metrics") or []
+    if not model and not layer:
+        return []
+    rows = [
+        [_name(m["name"]), md.text(m["kind"]),
+         num(_f(m["value"])) if "value" in m else "per layer (table below)",
+         md.text(m["unit"] or "—"), md.text(m["definition"], TEXT_LIMIT)
+         + (f" (failed: {md.text(m['error'], TEXT_LIMIT)})" if m.get("error") else "")]
+        for m in (*model, *layer)
+    ]
+    return ["### Custom metrics", "",
+            md.table(["metric", "kind", "value", "unit", "definition"], rows, "metrics", _JSON)]
+
+
 def _islands(rep: dict[str, Any]) -> list[str | md.Rows]:
     islands = rep["float_islands"]
     if not islands:
@@ -128,14 +145,16 @@ def _culprits(rep: dict[str, Any], trace: Trace) -> list[str | md.Rows]:
 def _layer_table(rep: dict[str, Any]) -> list[str | md.Rows]:
     layers = rep["layers"]
     extra = [c for c in _ANALYSIS_COLUMNS if layers and c[0] in layers[0]]
+    custom = [m["name"] for m in rep.get("custom_metrics") or []]
     header = ["#", "layer", "class", "op", "status", "SQNR (dB)", "RMSE (LSB)", "saturation",
-              *(c[1] for c in extra)]
+              *(c[1] for c in extra), *(md.text(c) for c in custom)]
     rows = [
         [str(r["index"]), _name(r["name"]), md.text(r["class"]), md.text(r["op"] or "—"),
          md.text(r["status"])
          + (f" → {_name(r['related'])}" if r["related"] else ""),
          db(_f(r["sqnr_db"])), plain(_f(r["rmse_lsb"])), pct(_f(r["saturation"])),
-         *(fmt(_f(r[key])) for key, _, fmt in extra)]
+         *(fmt(_f(r[key])) for key, _, fmt in extra),
+         *(num(_f(r["custom_metrics"].get(c))) for c in custom)]
         for r in layers
     ]
     return ["### Per-layer", "", f"<details><summary>{len(layers)} layers</summary>", "",
@@ -188,6 +207,7 @@ def report_markdown(trace: Trace, chart: str | None = None,
         _environment(rep),
         _model(rep),
         _outputs(rep),
+        _custom(rep),
         _islands(rep),
         _culprits(rep, trace),
         _layer_table(rep),

@@ -17,7 +17,7 @@ from qdebug.analysis.culprits import (
     no_culprits_reason,
     outputs_healthy,
 )
-from qdebug.output.fmt import NAME_LIMIT, TEXT_LIMIT, db_unit, shown
+from qdebug.output.fmt import NAME_LIMIT, TEXT_LIMIT, db_unit, num, shown
 from qdebug.output.report_json import worst_layers
 from qdebug.store.reader import Trace
 from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED, VIEW_OPS
@@ -85,6 +85,11 @@ def _say_head(trace: Trace, say: Say) -> None:
             f"{acc.float_accuracy * 100:.1f}%, int8 {acc.int8_accuracy * 100:.1f}%; flipped "
             f"{len(acc.right_to_wrong)} right→wrong, {len(acc.wrong_to_right)} wrong→right"
         )
+    for m in trace.custom_metrics("model").values():  # --output-metric
+        how = "over all samples" if m.kind == "whole_set" else "mean over samples"
+        value = "failed" if m.error else num(float(m.values[0]))
+        unit = f" {_safe(m.unit)}" if m.unit and not m.error else ""
+        say(f"  {_safe(m.name)}: {value}{unit} ({how})")
 
 
 def _say_flags(trace: Trace, say: Say) -> None:

@@ -71,13 +71,18 @@ class AnalysisReads(SampleReads):
 
     @guarded("the custom metrics")
     def custom_metrics(self, part: str = "layers") -> dict[str, StoredMetric]:
-        """The user metrics the trace was made with (``qdebug trace --metric``) by name, each
-        with one value per layer (``part="layers"``) or per output (``"outputs"``): values and
-        definitions as stored; the code that computed them is never imported."""
-        if part not in ("layers", "outputs"):
+        """The user metrics the trace was made with (``qdebug trace --metric``,
+        ``--output-metric``) by name, each with one value per layer (``part="layers"``), per
+        output (``"outputs"``), per op (``"ops"``) or one for the model (``"model"``, the output
+        metrics): values and definitions as stored; the code that computed them is never
+        imported."""
+        widths = {"layers": len(self.layers), "outputs": len(self.outputs),
+                  "ops": len(getattr(self, "ops", None) or ()), "model": 1}
+        if part not in widths:
             raise ValueError(part)
-        width = len(self.layers) if part == "layers" else len(self.outputs)
+        width = widths[part]
         key = f"metrics/{part}/{user_metrics.GROUP}"
+        counts = f"metrics/{part}/{user_metrics.SAMPLES_GROUP}"
         g = self._f.get(key)
         if not isinstance(g, h5py.Group):
             return {}
@@ -88,10 +93,13 @@ class AnalysisReads(SampleReads):
             ds = self._dataset(f"{key}/{name}")
             with memory_cap(MARGIN):
                 attrs = {a: text(plain(ds.attrs.get(a, "")))[:1000] for a in
-                         ("unit", "definition", "source", "error")}
+                         ("unit", "definition", "source", "error", "kind")}
+            samples = (self._float(f"{counts}/{name}", (width,))
+                       if f"{counts}/{name}" in self._f else None)
             out[text(name)] = StoredMetric(
                 text(name), attrs["unit"], attrs["definition"], attrs["source"],
                 self._float(f"{key}/{name}", (width,)), attrs["error"],
+                attrs["kind"] or user_metrics.POOLED, samples,
             )
         return out
 

@@ -44,7 +44,7 @@ from qdebug.store.write_guard import (
     _writing,
 )
 from qdebug.store.write_guard import failed_writes as failed_writes  # the CLI asks it here
-from qdebug.user_metrics import UserMetric
+from qdebug.user_metrics import StoredMetric, UserMetric
 
 _STR = h5py.string_dtype("utf-8")
 
@@ -108,6 +108,7 @@ class TraceWriter:
         """Ranks the culprits at ``commit`` (``/analysis/culprits``); None writes none."""
         self.custom_metrics = list(custom_metrics)
         """User metrics (``--metric``), computed from the pooled statistics at ``commit``."""
+        self._custom_values: dict[str, list[StoredMetric]] = {}
         self._claim = contextlib.ExitStack()
         self.layers = list(layers)
         self.outputs = list(outputs)
@@ -238,6 +239,14 @@ class TraceWriter:
         n = self._top1.shape[0]
         self._top1.resize(n + top1.shape[0], axis=0)
         self._top1[n:] = top1.astype(np.int8)
+
+    def add_custom(self, parts: Mapping[str, Sequence[StoredMetric]]) -> None:
+        """User metrics computed while tracing (per-sample and output metrics) or merged, per
+        part (``layers``, ``outputs``, ``ops``, ``model``), written at ``commit``."""
+        for part, stored in parts.items():
+            if part not in user_metrics.PARTS:
+                raise ValueError(part)
+            self._custom_values.setdefault(part, []).extend(stored)
 
     @property
     def wants_samples(self) -> bool:
@@ -380,6 +389,9 @@ class TraceWriter:
         if self._op_stats is not None:
             op_m = self._op_stats.finish(np.array([o.scale for o in self.ops], dtype=np.float64))
             write_table(f.create_group("ops"), self.ops, OP_COLUMNS)
+        for part, stored in self._custom_values.items():
+            if part != "ops" or self._op_stats is not None:
+                user_metrics.write_stored(f["metrics"].require_group(part), stored)
         out_sqnr = float(out_m["sqnr_db"][0]) if self.outputs else float("nan")
         top1 = float("nan")
         if self.outputs and self.outputs[0].classifier and self._top1.shape[0]:

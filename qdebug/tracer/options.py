@@ -50,6 +50,8 @@ class TraceOptions:
     """Class labels of the samples (``qdebug.tracer.labels.load_labels``): task accuracy."""
     metrics: tuple[Any, ...] = ()
     """User metrics (``--metric``): specs, ``Metric`` objects or functions (qdebug.user_metrics)."""
+    output_metrics: tuple[Any, ...] = ()
+    """Metrics of the model's outputs (``--output-metric``): specs or functions."""
 
 
 #: What a default trace may take beside the model's own size (MB), leaving room for metrics.

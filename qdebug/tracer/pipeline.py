@@ -60,7 +60,7 @@ from qdebug.tracer.verify import (
     strip_verify_ops,
 )
 from qdebug.tracer.weights import weight_stats
-from qdebug.user_metrics import load_metrics
+from qdebug.user_metrics import load_user_metrics
 
 
 def _stack(batch: list[list[np.ndarray]], size: int) -> list[np.ndarray]:
@@ -93,7 +93,8 @@ class Tracer:
 
     def _run(self) -> Path:
         opt = self.opt
-        custom = load_metrics(opt.metrics)  # before any work: a bad --metric fails fast
+        # before any work: a bad --metric or --output-metric fails fast
+        custom = load_user_metrics(opt.metrics, opt.output_metrics)
         notes: list[str] = list(opt.warnings)
         prep = self._prepare()
         converted = self._convert(prep, notes)
@@ -126,12 +127,12 @@ class Tracer:
             ],
             store_samples=stored,
             ops=matched.table.rows,
-            custom_metrics=custom,
+            custom_metrics=custom.pooled,
             rank_culprits=find_culprits,
         )
         with writer:
             plan = TracePlan(sides, matched.records, matched.outputs, matched.out_index,
-                             matched.runner, prep.graph is None, matched.op_local)
+                             matched.runner, prep.graph is None, matched.op_local, custom)
             loop = trace_samples(
                 prep.data, plan, writer, first_sample=prep.first_sample,
                 batch_size=opt.batch_size, phases=self.phases, preds=preds,

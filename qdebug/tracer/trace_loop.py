@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -21,9 +21,11 @@ from qdebug.tracer.measure import Measurer, segment_sources
 from qdebug.tracer.model_io import integer_source
 from qdebug.tracer.op_measure import OpMeasurer
 from qdebug.tracer.oprows import OpTable
+from qdebug.tracer.sample_metrics import MetricFeed
 from qdebug.tracer.segment_runner import SegmentRunner
 from qdebug.tracer.sides import Sides, run_ahead
 from qdebug.tracer.verify import LocalRefs
+from qdebug.user_metrics import UserMetrics
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,6 +47,8 @@ class TracePlan:
     op_local: frozenset[str] = frozenset()
     """Layers whose local error is their single op's (``op_local_layers``, found once when
     the layers were matched)."""
+    user_metrics: UserMetrics = field(default_factory=UserMetrics)
+    """The user's metrics; those of arrays (per-sample, output) are run in the loop."""
 
 
 @dataclass
@@ -113,6 +117,8 @@ def trace_samples(
     twin_wanted = {twin_of[r.tensor_index] for _, r in measured} | ops.twin_tensors
     twin_wanted |= set(twin_out)
     result = LoopResult(measurer)
+    feed = MetricFeed(plan.user_metrics, int8, table, records, outputs, measured, out_tensor,
+                      twin_out) if plan.user_metrics.on_arrays else None
     measurer.layer_worst.keep_for(writer.store_samples)
     sample_no = first_sample
     bsz = max(1, batch_size)
@@ -142,6 +148,8 @@ def trace_samples(
             refs = {r.name: shaped(got.twin[twin_of[r.tensor_index]], r)
                     for _, r in measured}
             stacked = {i: shaped(got.int8[r.tensor_index], r) for i, r in measured}
+            if feed is not None:
+                feed.add(got, refs, stacked)
             if plan.ops_view:
                 m = om
             else:
@@ -164,6 +172,8 @@ def trace_samples(
             advance(n)
     if sample_no == first_sample:
         raise DataError(f"{data.description} holds no samples", "give at least one sample")
+    if feed is not None:
+        writer.add_custom(feed.stored())
     return result
 
 
