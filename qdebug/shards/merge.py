@@ -4,6 +4,9 @@ Statistics are sums over samples, so shards merge exactly: per-sample statistics
 concatenated in sample order and pooled again batch by batch (the batches of the whole run),
 pooled op statistics and per-channel sums add, ranges take min/max. Every pooled metric, the
 worst samples and the culprits are derived again from those sums by the trace writer itself.
+User metrics: a per-sample metric's means merge weighted by each shard's samples (exact);
+one of the pooled statistics or of the whole set needs its function, so it is kept as NaN
+with the reason.
 
 Shards are untrusted files: every array of theirs is read through ``Trace``'s checked reads
 (kind, shape, declared size, what a trace may read in all); raw h5py only lists the groups
@@ -23,7 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from qdebug import metrics
+from qdebug import metrics, user_metrics
 from qdebug.analysis import worst_samples
 from qdebug.analysis.culprits import find_culprits
 from qdebug.shards.shard_file import Shard, check_cover, check_same, damaged, open_shard, refuse
@@ -108,6 +111,8 @@ def _write(shards: list[Shard], out: Path, budget: int, command_line: str) -> Pa
         rank_culprits=find_culprits,
     )
     with writer:
+        # per-sample means merge exactly, weighted by samples (user_metrics.merge_stored)
+        writer.add_custom(user_metrics.merge_parts([s.trace for s in shards]))
         with ExitStack() as stack:
             files = [stack.enter_context(h5py.File(s.path, "r")) for s in shards]
             for s, f in zip(shards, files, strict=True):
