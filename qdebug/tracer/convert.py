@@ -4,9 +4,8 @@ failures translated into the Keras layer and the fix."""
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +36,31 @@ class ConversionOptions:
     """Keras layers left in float (selective quantization: DEQUANTIZE/QUANTIZE around them)."""
     scheme: str = "int8"
     """``int8``, or ``int16x8`` (16-bit activations, 8-bit weights)."""
-    denylisted: list[str] = field(default_factory=list)
-    """Filled by the conversion: the op names left in float for ``keep_float``."""
-    keras_export: list[str] = field(default_factory=list)
-    """Filled by the conversion: how the model reached the converter (``frozen graph`` or
-    ``saved model``; empty for a SavedModel folder)."""
 
-    def as_dict(self) -> dict[str, Any]:
-        """The options as plain values."""
+    def as_dict(self, keep_float_ops: Iterable[str] = (), keras_export: str = "") -> dict[str, Any]:
+        """The options as plain values, with what the conversion made of them (``Conversion``:
+        the ops kept in float, the Keras export route): the trace's ``converter`` attribute."""
         out = asdict(self)
         out["keep_float"] = list(self.keep_float)
-        out["keep_float_ops"] = out.pop("denylisted")
-        out["keras_export"] = self.keras_export[0] if self.keras_export else ""
+        out["keras_export"] = keras_export
+        out["keep_float_ops"] = list(keep_float_ops)
         if self.scheme == "int16x8":
             out["supported_ops"] = INT16X8_OPS
         return out
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What one conversion made: the deployed model, its float twin, and how."""
+
+    int8: bytes
+    twin: bytes
+    keep_float_ops: tuple[str, ...] = ()
+    """The op names left in float for ``ConversionOptions.keep_float`` (the quantizer's deny
+    list)."""
+    keras_export: str = ""
+    """How the Keras model reached the converter (``frozen graph`` or ``saved model``); empty
+    for a SavedModel folder."""
 
 
 #: The converter's op set for 16-bit activations and 8-bit weights.
@@ -183,8 +192,9 @@ def convert_int8(
     representative: Callable[[], Iterable[list[np.ndarray]]],
     options: ConversionOptions,
     layer_names: list[str],
-) -> bytes:
-    """Full-integer post-training quantization of ``model``."""
+) -> tuple[bytes, str]:
+    """Full-integer post-training quantization of ``model``: the flatbuffer and the Keras
+    export route (``Conversion.keras_export``)."""
     tf = import_tf()
 
     def configure(conv: Any) -> None:
@@ -197,13 +207,12 @@ def convert_int8(
             conv.inference_output_type = io
 
     content, route = _convert_keras(model, configure, layer_names)
-    _note_route(options, model, route)
-    return content
+    return content, _route(model, route)
 
 
-def _note_route(options: ConversionOptions, model: Any, route: str) -> None:
-    if not isinstance(model, Path):
-        options.keras_export[:] = [route]
+def _route(model: Any, route: str) -> str:
+    """The route recorded for ``model``: none for a SavedModel folder."""
+    return "" if isinstance(model, Path) else route
 
 
 def _op_set(scheme: str) -> Any:
@@ -215,51 +224,18 @@ def _op_set(scheme: str) -> Any:
     return tf.lite.OpsSet.TFLITE_BUILTINS_INT8
 
 
-def keep_float_nodes(
-    calibrated: bytes, keep_float: Iterable[str], layer_names: list[str]
-) -> list[str]:
-    """The op names (their output tensors' names in the calibrated model) of the Keras layers
-    to keep in float, as ``mlir_quantize``'s ``denylisted_nodes`` wants them.
-
-    A layer owns every op whose fused name carries its scope, so a layer fused into its
-    neighbour (Conv+BN+ReLU) keeps the whole fused op in float.
-    """
-    from qdebug.tracer.litert import LiteModel
-
-    lite = LiteModel(calibrated, preserve=False)
-    op_names = [lite.tensors[op.outputs[0]].name for op in lite.compute_ops() if op.outputs]
-    known = {n.rpartition("/")[2]: n for n in layer_names}
-    nodes: list[str] = []
-    for layer in keep_float:
-        if layer not in known and layer not in layer_names:
-            close = difflib.get_close_matches(layer, list(known), n=3)
-            raise ConversionError(
-                f"--keep-float: the model has no layer named {layer!r}",
-                f"did you mean {', '.join(close)}" if close else "give Keras layer names",
-            )
-        mine = [n for n in op_names if layer_names_in(n, [known.get(layer, layer)])]
-        if not mine:
-            raise ConversionError(
-                f"--keep-float: layer {layer!r} has no TFLite op of its own (it is folded into "
-                "a neighbour, or has no computation)",
-                "keep the layer it is fused into in float instead (see the fused layers in "
-                "qdebug view)",
-            )
-        nodes.extend(n for n in mine if n not in nodes)
-    return nodes
-
-
 def convert_int8_and_twin(
     model: Any,
     representative: Callable[[], Iterable[list[np.ndarray]]],
     options: ConversionOptions,
     layer_names: list[str],
     keep_float_ops: Callable[[bytes], list[str]] | None = None,
-) -> tuple[bytes, bytes]:
+) -> Conversion:
     """The INT8 model and its float twin from one conversion.
 
     ``keep_float_ops`` gives, from the calibrated model, the op names of the layers in
-    ``options.keep_float`` (default: by the layers' name scopes).
+    ``options.keep_float`` (``qdebug.tracer.keep_float.layer_op_names``); it is needed when
+    ``options.keep_float`` names any.
 
     The converter's calibrate-only mode returns the float model it calibrated (the same ops and
     tensor names as a plain float conversion) and ``mlir_quantize`` turns it into the INT8 model
@@ -277,13 +253,17 @@ def convert_int8_and_twin(
             "--keep-float works with --scheme int8 only",
             "trace the int16x8 scheme without --keep-float",
         )
+    if options.keep_float and keep_float_ops is None:
+        raise ValueError("keep_float needs keep_float_ops, the resolver of the layers' ops")
+
+    def two_conversions() -> Conversion:
+        int8, route = convert_int8(model, representative, options, layer_names)
+        return Conversion(int8, convert_float(model, layer_names), keras_export=route)
+
     if options.scheme != "int8":
         # 16-bit activations go through the converter's older quantizer (mlir_quantize is
         # int8-only in it), so the twin is a plain float conversion.
-        return (
-            convert_int8(model, representative, options, layer_names),
-            convert_float(model, layer_names),
-        )
+        return two_conversions()
     if mlir_quantize is None or not _has_calibrate_only():
         if options.keep_float:
             raise ConversionError(
@@ -291,10 +271,7 @@ def convert_int8_and_twin(
                 "TensorFlow lacks",
                 "use TensorFlow 2.16 or newer",
             )
-        return (
-            convert_int8(model, representative, options, layer_names),
-            convert_float(model, layer_names),
-        )
+        return two_conversions()
 
     def configure(conv: Any) -> None:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -303,7 +280,6 @@ def convert_int8_and_twin(
         conv._experimental_calibrate_only = True
 
     calibrated, route = _convert_keras(model, configure, layer_names)
-    _note_route(options, model, route)
     if is_quantized(calibrated):
         # A QAT model: the converter quantizes it from its fake-quant ranges even in
         # calibrate-only mode. The float twin is then a plain conversion, which keeps the fake
@@ -313,20 +289,10 @@ def convert_int8_and_twin(
                 "--keep-float cannot be applied to a quantization-aware-trained model",
                 "annotate only the layers to quantize with tfmot's quantize_annotate_layer",
             )
-        return (
-            convert_int8(model, representative, options, layer_names),
-            convert_float(model, layer_names),
-        )
+        return two_conversions()
     io_type = tf.int8 if options.int8_io else tf.float32
-    denylisted = None
-    if options.keep_float:
-        denylisted = (
-            keep_float_ops(calibrated)
-            if keep_float_ops is not None
-            else keep_float_nodes(calibrated, options.keep_float, layer_names)
-        )
-    options.denylisted.clear()
-    options.denylisted.extend(denylisted or [])
+    denylisted = (keep_float_ops(calibrated) if options.keep_float and keep_float_ops is not None
+                  else None)
     log: list[str] = []
     try:
         with captured_output() as log:
@@ -339,7 +305,7 @@ def convert_int8_and_twin(
             )
     except Exception as exc:
         raise translate(exc, layer_names, "".join(log)) from exc
-    return bytes(int8), calibrated
+    return Conversion(bytes(int8), calibrated, tuple(denylisted or ()), _route(model, route))
 
 
 def _has_calibrate_only() -> bool:

@@ -1,9 +1,11 @@
 """``--keep-float LAYER``: every op the layer lowered to, found on the calibrated float model.
+The one resolver of ``--keep-float``: ``convert_int8_and_twin`` is handed it.
 
 A user thinks in layers: keeping ``probs`` (Dense + softmax) in float must keep its
 FULLY_CONNECTED *and* its SOFTMAX, whose tensor carries no layer name. So the layers are matched
 to the calibrated model's tensors as for a trace (numerically), each layer is given the chain of
-ops it lowered to, and those ops' names go to the quantizer's deny list.
+ops it lowered to, and those ops' names go to the quantizer's deny list. A model traced as ops
+has no layers to keep.
 """
 
 from __future__ import annotations
@@ -21,19 +23,20 @@ from qdebug.tracer.oprows import assign_layers, build_op_table
 
 def layer_op_names(
     calibrated: bytes,
-    graph: LayerGraph,
+    graph: LayerGraph | None,
     keras_values: dict[str, np.ndarray],
     twin_values: dict[int, np.ndarray],
     keep: tuple[str, ...],
     notes: list[str],
 ) -> list[str]:
-    """Names of the ops (their output tensors in ``calibrated``) of the layers in ``keep``.
+    """Names of the ops (their output tensors in ``calibrated``) of the layers in ``keep``;
+    ``graph`` None (a model traced as ops) has none of them.
 
     A layer without an op of its own (fused into the next one's op, e.g. a Conv2D under its
     BatchNorm and ReLU) keeps the op that computes it; ``notes`` says so.
     """
     twin = LiteModel(calibrated, preserve=False)
-    records = match_layers(graph, keras_values, twin, twin_values, twin)
+    records = [] if graph is None else match_layers(graph, keras_values, twin, twin_values, twin)
     table = build_op_table(twin, twin, align_tensors(twin, twin))
     assign_layers(table, records, twin)
     by_name = {r.name: r for r in records}

@@ -66,6 +66,10 @@ class Converted:
     int8_bytes: bytes
     twin_bytes: bytes
     options: conv.ConversionOptions
+    keep_float_ops: tuple[str, ...] = ()
+    """The op names the conversion left in float for ``--keep-float`` (``conv.Conversion``)."""
+    keras_export: str = ""
+    """How the Keras model reached the converter (``conv.Conversion``)."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,8 @@ def trace_attrs(
         ),
         "tflite_source": str(opt.tflite) if opt.tflite else "converted",
         "converter": (
-            {**converted.options.as_dict(), "calib_samples": prep.calib.taken}
+            {**converted.options.as_dict(converted.keep_float_ops, converted.keras_export),
+             "calib_samples": prep.calib.taken}
             if opt.tflite is None else {}
         ),
         "kernels": kernels_text(matched.int8, matched.deploy),

@@ -216,15 +216,16 @@ class Tracer:
 
         with self.phases.step("convert to INT8"):
             try:
-                int8_bytes, twin_bytes = conv.convert_int8_and_twin(
+                made = conv.convert_int8_and_twin(
                     prep.conv_model, representative, options, prep.layer_names,
-                    self._keep_float_ops(prep, notes) if prep.graph else None,
+                    self._keep_float_ops(prep, notes),
                 )
             except QdebugError:
                 if data_errors:
                     raise data_errors[0] from None
                 raise
-        return Converted(int8_bytes, twin_bytes, options)
+        return Converted(made.int8, made.twin, options, keep_float_ops=made.keep_float_ops,
+                         keras_export=made.keras_export)
 
     def _match(self, prep: Prepared, converted: Converted) -> Matched:
         """Interpreters, the op table, local references, and layers (or ops) to tensors."""
@@ -238,7 +239,7 @@ class Tracer:
         twin = LiteModel(converted.twin_bytes, preserve=True)
         check_inputs(int8, prep.specs)
         table = build_op_table(int8, twin, align_tensors(twin, int8))
-        local = self._local_refs(converted.twin_bytes, int8, table, converted.options.denylisted,
+        local = self._local_refs(converted.twin_bytes, int8, table, list(converted.keep_float_ops),
                                  twin)
         runner: SegmentRunner | None = None
         single: set[str] = set()
@@ -377,10 +378,11 @@ class Tracer:
 
     def _keep_float_ops(self, prep: Prepared, notes: list[str]) -> Callable[[bytes], list[str]]:
         """For ``--keep-float``: every op of each named layer, found on the calibrated model."""
-        assert prep.graph is not None
         graph = prep.graph
 
         def ops_of(calibrated: bytes) -> list[str]:
+            if graph is None:  # a model traced as ops: no layer to keep
+                return layer_op_names(calibrated, None, {}, {}, self.opt.keep_float, notes)
             twin = LiteModel(calibrated, preserve=True)
             keras_vals = self._probe_values(graph, prep.first)
             twin_vals = twin_values(twin, prep.first, prep.input_names)

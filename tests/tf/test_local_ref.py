@@ -42,7 +42,8 @@ def _convert(model: Any, data: np.ndarray) -> tuple[bytes, bytes]:
         for x in data[:16]:
             yield [x[None].astype(np.float32)]
 
-    return convert_int8_and_twin(model, representative, ConversionOptions(), [])
+    made = convert_int8_and_twin(model, representative, ConversionOptions(), [])
+    return made.int8, made.twin
 
 
 def _verify_refs(twin_bytes: bytes, int8: LiteModel, table: OpTable) -> LocalRefs:

@@ -38,7 +38,7 @@ def _verify_bytes(model: Any, data: np.ndarray) -> bytes:
         for x in data[:16]:
             yield [x[None].astype(np.float32)]
 
-    _, twin = convert_int8_and_twin(model, representative, ConversionOptions(), [])
+    twin = convert_int8_and_twin(model, representative, ConversionOptions(), []).twin
     assert not is_quantized(twin)
     verify = build_verify_model(twin)
     assert verify is not None

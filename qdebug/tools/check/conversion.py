@@ -49,9 +49,9 @@ def check_ops(
 
     rep: Callable[[], Iterable[Any]] = representative
     try:
-        int8, _ = conv.convert_int8_and_twin(
+        int8 = conv.convert_int8_and_twin(
             model, rep, conv.ConversionOptions(calib_samples=len(samples)), layer_names
-        )
+        ).int8
     except ConversionError as exc:
         return [_finding(exc, "INT8")]
     lite = LiteModel(int8, preserve=False)
