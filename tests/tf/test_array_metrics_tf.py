@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,7 +78,7 @@ def _layer_expected(tr: Any) -> dict[int, float]:
     """Per layer with stored activations, the mean over samples of the 99th percentile of
     |q − f|, q dequantized here from the raw int8 values."""
     out = {}
-    for i, r in enumerate(tr.layers):
+    for i in range(len(tr.layers)):
         if not tr.has_activations(i):
             continue
         per = []
@@ -142,9 +141,9 @@ def test_the_trace_holds_values_equal_to_numpy(traced: dict[str, Any]) -> None:
         assert [model[k].kind for k in OUTPUT_METRICS] == ["per_sample", "per_sample",
                                                            "whole_set"]
         assert model["same_class"].values[0] == expected["same_class"]
-        for k in ("mean_prob_error", "max_prob_error"):
+        for name in ("mean_prob_error", "max_prob_error"):
             # Keras against the trace's float twin: ~1e-7, a thousandth of the int8 error
-            assert model[k].values[0] == pytest.approx(expected[k], rel=1e-3)
+            assert model[name].values[0] == pytest.approx(expected[name], rel=1e-3)
         assert 0 < expected["mean_prob_error"] < expected["max_prob_error"]
 
 
@@ -174,8 +173,8 @@ def test_csv_and_markdown_show_both_kinds(traced: dict[str, Any]) -> None:
     header = next(line for line in table if line.startswith("| #"))
     col = [c.strip() for c in header.split("|")].index("p99_abs_error")
     for i, v in want.items():
-        row = next(line for line in table if f"| `{names[i]}` |" in line)
-        assert [c.strip() for c in row.split("|")][col] == f"{v:.3g}"
+        line = next(t for t in table if f"| `{names[i]}` |" in t)
+        assert [c.strip() for c in line.split("|")][col] == f"{v:.3g}"
     rep = json.loads(run_qdebug("report", traced["trace"], "--format", "json").stdout)
     got = {m["name"]: m for m in rep["output_metrics"]}
     assert got["same_class"]["samples"] == N and got["same_class"]["value"] == expected[
