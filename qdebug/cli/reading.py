@@ -28,10 +28,12 @@ from qdebug.output.fmt import printable_lines
               default="text", show_default=True,
               help="text for people, markdown for a GitHub issue, json for scripts, csv with "
               "TFLite QuantizationDebugger's columns first.")
-@click.option("--chart", metavar="CHART.png",
-              help="markdown: link this picture (made by qdebug plot) under the headline.")
+@click.option("--chart", metavar="CHART.png|svg", type=click.Path(path_type=Path),
+              help="markdown: draw qdebug plot's picture into CHART and link it under the "
+              "headline.")
+@click.option("--force", is_flag=True, help="With --chart: replace an existing picture.")
 @debug_option
-def report(trace_path: Path, fmt: str, chart: str | None) -> None:
+def report(trace_path: Path, fmt: str, chart: Path | None, force: bool) -> None:
     """Print what a trace says: model, output numbers, the five worst layers and the culprits
     (text); every layer with --format markdown, json or csv.
 
@@ -39,9 +41,15 @@ def report(trace_path: Path, fmt: str, chart: str | None) -> None:
     Examples:
       qdebug report traces/run1.h5
       qdebug report traces/run1.h5 --format markdown > issue.md   # paste into a bug report
+      qdebug report traces/run1.h5 --format markdown --chart chart.png > issue.md
       qdebug report traces/run1.h5 --format json | jq '.layers[] | select(.sqnr_db < 20)'
       qdebug report traces/run1.h5 --format csv > layers.csv
     """
+    if chart is not None and fmt != "markdown":
+        from qdebug.errors import QdebugError
+
+        raise QdebugError(f"--chart goes with --format markdown (a {fmt} report links no "
+                          "picture)", f"draw it alone: qdebug plot TRACE --out {chart}")
     if fmt in ("text", "json"):
         print_result(trace_path, fmt, quiet=False)
         return
@@ -51,7 +59,11 @@ def report(trace_path: Path, fmt: str, chart: str | None) -> None:
 
     with open_trace(trace_path) as tr:
         if fmt == "markdown":
-            say(report_markdown(tr, chart).rstrip("\n"))
+            if chart is not None:  # drawn first: a picture that cannot be made, no report
+                from qdebug.output.plot import plot_trace
+
+                plot_trace(tr, chart, force=force)
+            say(report_markdown(tr, None if chart is None else str(chart)).rstrip("\n"))
         else:  # CSV keeps names exact for scripts, but not for a terminal
             text = report_csv(tr)
             write(printable_lines(text) if is_terminal(sys.stdout) else text, nl=False)
@@ -298,16 +310,17 @@ def explore(
 @click.argument("trace_path", metavar="TRACE", type=click.Path(path_type=Path))
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
               metavar="CHART.svg|png", help="The picture to write.")
-@click.option("--layer", metavar="LAYER", help="Histogram of this layer (default: the top "
+@click.option("--layer", metavar="LAYER", help="Histograms of this layer (default: the first "
               "culprit).")
 @click.option("--force", is_flag=True, help="Replace an existing picture.")
 @debug_option
 def plot(trace_path: Path, out: Path, layer: str | None, force: bool) -> None:
-    """Draw error by depth (accumulated and local SQNR per layer, culprits circled) and one
-    layer's error histogram. Needs matplotlib.
+    """Draw error by depth (accumulated and local SQNR per layer, the culprits circled and
+    named) and, over every stored sample, one layer's float and int8 values with its
+    calibrated range and its error. Needs matplotlib.
 
     The picture is written atomically and never over an existing file without --force; it is
-    at most 1600 pixels wide (a long model's layers are thinned to the worst of each run).
+    at most 1600 pixels wide (a long model's names are thinned, the culprits always named).
 
     \b
     Examples:

@@ -22,11 +22,14 @@ import webbrowser
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from qdebug.errors import QdebugError
 from qdebug.output.fmt import printable
+
+if TYPE_CHECKING:
+    from qdebug.output.explore_graph import Focus
 
 INSTALL_HINT = "install it with: pip install 'qdebug[explorer]'"
 
@@ -174,14 +177,19 @@ def _write(p: Plan, tflite: bytes, force: bool, written: list[Path]) -> None:
         written.append(path)
 
 
-def page_url(host: str, port: int, token: str, p: Plan) -> str:
+def page_url(host: str, port: int, token: str, p: Plan, focus: Focus | None = None) -> str:
     """The page's URL: the token, and Model Explorer's ``data`` parameter naming the model and
-    the node-data files (the format of ``ModelExplorerConfig.to_url_param_value``)."""
+    the node-data files (the format of ``ModelExplorerConfig.to_url_param_value``) with the
+    first set (the accumulated SQNR) last, so that the graph is coloured by it, and the
+    ``uiState`` opening the page on ``focus``."""
+    from qdebug.output.explore_graph import ui_state
     from qdebug.output.explore_guard import TOKEN_PARAM, WILDCARDS, host_header_name
 
     shown = "localhost" if host_header_name(host) in WILDCARDS else host_header_name(host)
-    data = {"models": [{"url": str(p.model)}], "nodeData": [str(f) for f in p.node_data],
-            "nodeDataTargets": [""] * len(p.node_data)}
+    files = [str(f) for f in p.node_data]
+    files = files[1:] + files[:1]
+    data = {"models": [{"url": str(p.model)}], "nodeData": files,
+            "nodeDataTargets": [""] * len(files), "uiState": ui_state(focus)}
     return f"http://{shown}:{port}/?{TOKEN_PARAM}={token}&data={quote(json.dumps(data))}"
 
 
@@ -194,6 +202,7 @@ def explore(
     (returns) or SIGTERM/SIGHUP (raises). Everything that can fail is checked before anything
     is written; files written are removed if serving never starts, and a temporary folder
     whenever the server stops. The trace is closed before serving."""
+    from qdebug.output.explore_graph import annotate, culprit_tensors, op_layers
     from qdebug.output.explore_guard import Guard, guarded, is_loopback, new_token
     from qdebug.output.explore_server import Site, listen, make_app, serve
     from qdebug.output.model_explorer import node_data
@@ -210,6 +219,7 @@ def explore(
         tflite = trace.tflite_bytes()
         sets = node_data(trace)
         stem = file_stem(trace.model_name)
+        layers, culprits = op_layers(trace), culprit_tensors(trace)
     if not sets:
         raise QdebugError(f"{trace_path} has no per-op SQNR to overlay", "re-trace the model")
     if tflite[4:8] != b"TFL3":  # the flatbuffer's file identifier
@@ -231,7 +241,7 @@ def explore(
     try:
         temp = plan(work, stem, sets)
         temp.model.write_bytes(tflite)
-        graphs = convert_model(temp.model, trace_path)
+        graphs, focus = annotate(convert_model(temp.model, trace_path), layers, culprits)
         if final is None:
             for path, body in temp.node_data.items():
                 path.write_bytes(body)
@@ -254,7 +264,7 @@ def explore(
                     {str(k): v for k, v in shown.node_data.items()})
         bound = sock.getsockname()[1]
         guard = Guard(new_token(), bound, host)
-        url = page_url(host, bound, guard.token, shown)
+        url = page_url(host, bound, guard.token, shown, focus)
         warning = None if is_loopback(host) else (
             f"--host {host} listens beyond this machine: anyone who can reach port {bound} "
             "and has the URL (its token) sees the model and its numbers")

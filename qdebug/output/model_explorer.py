@@ -2,7 +2,8 @@
 as overlays on the INT8 ``.tflite`` graph.
 
 The files follow Model Explorer's own format, its ``node_data_builder.GraphNodeData`` dataclass
-serialised by ``to_json_string``: ``{"name", "results": {key: {"value"}}, "thresholds": [...]}``,
+serialised by ``to_json_string``: ``{"name", "results": {key: {"value"}}, "thresholds": [...]}``
+and the side panel's options (no sums of dB, see ``HIDDEN_STATS``),
 keyed by the INT8 model's output tensor names (the key Model Explorer matches against a TFLite
 node's ``tensor_name`` output metadata). Written without importing Model Explorer, so ``qdebug
 export`` works without the ``explorer`` extra. Never imports TensorFlow.
@@ -39,6 +40,10 @@ GAIN_THRESHOLDS = (
     (4.0, "#fc8d59"),
     (1e9, "#d73027"),
 )
+
+
+#: Model Explorer's side-panel statistics not shown for a set (``hideAggregatedStats``).
+HIDDEN_STATS = ("sum", "avg")
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,10 @@ def node_data(trace: Trace) -> dict[str, dict[str, Any]]:
             "name": ov.name,
             "results": results,
             "thresholds": [{"value": t, "bgColor": c} for t, c in ov.thresholds],
+            # A sum (or mean) of dB or of gains is no SQNR: Model Explorer's side panel shows
+            # only the min and max, and no per-group shares of a sum.
+            "hideAggregatedStats": list(HIDDEN_STATS),
+            "hideInChildrenStatsTable": True,
         }
     return out
 

@@ -9,8 +9,9 @@ files from the ``data`` URL parameter, asks the server to convert the ``.tflite`
 (``/apipost/v1/send_command``), lays the graph out in a web worker ("Processing graph…") and
 draws it with WebGL into ``webgl-renderer canvas.main``; each node-data file becomes a row of the
 "Node data providers" panel, and the node colours are those of the selected row (the eye icon).
-The row selected on load depends on whether the graph or the files arrived first, so the page
-is told which one to show by a click, as a user would.
+The row selected on load is the last file of the URL (Model Explorer loads them once the graph
+is processed and selects each as it is added); ``screenshot`` still makes its choice by a click,
+as a user would, and ``open_as_printed`` looks at the page as it opens.
 """
 
 from __future__ import annotations
@@ -197,6 +198,85 @@ def screenshot(browser: HeadlessChromium, url: str, out: Path, *, show: str, n_s
     return Shot(png, providers, box, colours)
 
 
+#: ``{section header: [[key, value]]}`` of the side panel's node info (a node is selected).
+_NODE_INFO_JS = """JSON.stringify(Object.fromEntries([...document.querySelectorAll(
+  "info-panel .section")].map(s => [
+    [...(s.querySelector(".header") || {childNodes: []}).childNodes].filter(
+      n => n.nodeType === 3).map(n => n.textContent).join("").trim(),
+    [...s.querySelectorAll("table.info-attrs tr")].map(r => [
+      (r.querySelector("td.key") || {}).textContent?.trim() || "",
+      (r.querySelector("td.value .one-line-text") || r.querySelector("td.value") || {})
+        .textContent?.trim() || ""])])))"""
+
+#: ``[[title, rows of cells]]`` of the node-data providers panel's tables (no node selected).
+_STATS_JS = """JSON.stringify([...document.querySelectorAll(
+  "node-data-provider-summary-panel .table-container")].map(t => [
+    [...t.querySelector(".title-label-container").childNodes].filter(
+      n => n.nodeType === 3).map(n => n.textContent).join("").trim(),
+    [...t.querySelectorAll("tbody tr")].slice(0, 200).map(
+      r => [...r.querySelectorAll("td")].map(c => c.textContent.trim()))]))"""
+
+#: The page has drawn the graph and shows the selected node's info.
+_OPENED_JS = """(() => {
+  const text = document.body ? document.body.innerText : "";
+  const canvas = document.querySelector("webgl-renderer canvas.main");
+  return !text.includes("Processing graph") && !text.includes("Converting")
+    && canvas !== null && canvas.width > 0
+    && [...document.querySelectorAll("info-panel .section .header")].some(
+      h => h.textContent.includes("Node data providers"))
+    && [...document.querySelectorAll("info-panel .section .header")].some(
+      h => h.textContent.includes("Node info"));
+})()"""
+
+
+@dataclass
+class Opened:
+    """The page as ``qdebug explore`` opens it (nothing clicked), and its side panel once the
+    selection is cleared."""
+
+    png: bytes
+    node_info: dict[str, list[tuple[str, str]]]
+    """The selected node's side panel: section header → (key, value) rows."""
+    canvas: tuple[int, int, int, int]
+    colours: Counter[str]
+    """Pixels of the graph's canvas by ``#rrggbb``, as opened."""
+    providers: list[tuple[str, str]]
+    """The node-data providers panel (name, eye icon) after clicking the empty canvas."""
+    tables: dict[str, list[list[str]]]
+    """The providers panel's tables (Aggregated stats, Node data, …) by title, likewise."""
+
+
+def _frames(browser: HeadlessChromium) -> None:
+    browser.evaluate("new Promise(r => requestAnimationFrame(() => "
+                     "requestAnimationFrame(() => r(true))))")
+
+
+def open_as_printed(browser: HeadlessChromium, url: str, out: Path, *,
+                    timeout: float = 120) -> Opened:
+    """Open the URL ``qdebug explore`` printed, as it is, wait until the graph is drawn with a
+    node selected, save the viewport to ``out``; then clear the selection with a click on the
+    empty right edge of the canvas and read the providers panel."""
+    browser.navigate(url)
+    browser.wait_for(_OPENED_JS, timeout=timeout)
+    time.sleep(1.0)  # the zoom to the selected node is animated
+    _frames(browser)
+    png = browser.screenshot(out)
+    info = {k: [(a, b) for a, b in rows]
+            for k, rows in json.loads(browser.evaluate(_NODE_INFO_JS)).items()}
+    box = tuple(round(v) for v in browser.evaluate(_CANVAS_RECT_JS))
+    left, top, right, bottom = box
+    colours = canvas_colours(png, (left, top, right, bottom))
+    for kind in ("mousePressed", "mouseReleased"):
+        browser.send("Input.dispatchMouseEvent", {
+            "type": kind, "x": right - 40, "y": (top + bottom) // 2, "button": "left",
+            "clickCount": 1})
+    browser.wait_for("document.querySelectorAll("
+                     "'node-data-provider-summary-panel .index-row').length > 0", timeout=30)
+    providers = [(n, e) for n, e in json.loads(browser.evaluate(_PROVIDERS_JS))]
+    tables = {t: rows for t, rows in json.loads(browser.evaluate(_STATS_JS))}
+    return Opened(png, info, (left, top, right, bottom), colours, providers, tables)
+
+
 #: A colour counts as drawn on the graph from this many pixels (an op's node is ~800 pixels
 #: at the default zoom of the digits CNN in a 1400×900 window; its anti-aliased edge, far
 #: fewer).
@@ -208,7 +288,6 @@ def main(argv: list[str]) -> int:
     import tempfile
 
     from headless_chromium import find_chromium
-    from qdebug.output.model_explorer import OVERLAYS
 
     trace, out = Path(argv[0]), Path(argv[1])
     binary = find_chromium()
@@ -217,8 +296,9 @@ def main(argv: list[str]) -> int:
         return 2
     with tempfile.TemporaryDirectory() as folder, explore_server(trace, Path(folder)) as url, \
             HeadlessChromium(binary, flags=WEBGL_FLAGS) as browser:
-        shot = screenshot(browser, url, out, show=OVERLAYS[0].name, n_sets=len(OVERLAYS))
-    print(f"wrote {out}: {len(shot.png)} bytes; providers {shot.providers}")
+        page = open_as_printed(browser, url, out)
+    print(f"wrote {out}: {len(page.png)} bytes; selected {page.node_info.get('Node info')}; "
+          f"providers {page.providers}")
     return 0
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from qdebug import metrics
 from qdebug.analysis.culprits import find_culprits
 from qdebug.store import LayerRecord, OutputRecord, TraceWriter
+from qdebug.store.schema import CulpritRanker
 
 SCALE = 0.05
 ZERO_POINT = 0
@@ -31,6 +32,8 @@ def make_trace(
     sha256: str = "abc",
     store: int = 0,
     seed: int = 0,
+    on_grid: Sequence[int] = (),
+    rank_culprits: CulpritRanker = find_culprits,
 ) -> Path:
     """Write a complete trace; layer 0 is the input, the last layer the classifier output.
 
@@ -41,6 +44,8 @@ def make_trace(
         statuses: per layer index, a status other than ``matched`` (``fused``/``folded`` layers
             get NaN metrics, as the tracer writes them).
         store: how many samples keep activations and inputs.
+        on_grid: layers whose float values lie on the int8 grid (no error: +inf dB).
+        rank_culprits: what ranks the culprits written (default: qdebug's own).
     """
     rng = np.random.default_rng(seed)
     noise = {i: base_noise_lsb for i in range(layers)} | dict(noise_lsb or {})
@@ -61,9 +66,12 @@ def make_trace(
     outputs = [OutputRecord(names[-1], names[-1], f"t{layers - 1}", SCALE, ZERO_POINT, True)]
     qp = metrics.QuantParams(SCALE, ZERO_POINT)
     f = rng.normal(0.0, 1.0, size=(layers, samples, width)).astype(np.float32)
+    for i in on_grid:
+        f[i] = (np.clip(np.round(f[i] / SCALE), -128, 127) * SCALE).astype(np.float32)
     raws = []
     for i in range(layers):
-        q = f[i] / SCALE + rng.normal(0.0, noise[i], size=f[i].shape)
+        exact = 0.0 if i in on_grid else noise[i]
+        q = f[i] / SCALE + rng.normal(0.0, exact, size=f[i].shape)
         raws.append(np.clip(np.round(q) + ZERO_POINT, -128, 127).astype(np.int8))
     per_layer = []
     for i, r in enumerate(records):
@@ -80,7 +88,7 @@ def make_trace(
         attrs={"model_name": model_name, "model_sha256": sha256, "input_names": [input_name],
                "data_source": "synthetic", "converter": {"calib_samples": samples}},
         layers=records, outputs=outputs, input_names=[input_name], tflite=b"TFL3" + bytes(60),
-        float_islands=[], store_samples=store, rank_culprits=find_culprits,
+        float_islands=[], store_samples=store, rank_culprits=rank_culprits,
     ) as w:
         w.add_batch(layer_stats, out_stats, top1)
         for s in range(min(store, samples)):

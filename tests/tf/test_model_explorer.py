@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 import qdebug
-from explorer_page import NODE_PIXELS, WEBGL_FLAGS, explore_server, screenshot
+from explorer_page import (
+    NODE_PIXELS,
+    WEBGL_FLAGS,
+    explore_server,
+    open_as_printed,
+    screenshot,
+)
 from headless_chromium import HeadlessChromium, find_chromium
 from qdebug.output.model_explorer import SQNR_THRESHOLDS, node_data
 
@@ -137,11 +143,12 @@ def test_page_in_headless_chromium_shows_the_overlay(op_trace: Path, tmp_path: P
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and png == shot.png
     with image.open(out) as im:
         assert im.size == (1400, 900)
-    # Every set qdebug wrote is listed, by the name qdebug gave it; the accumulated SQNR is
-    # the one shown (eye open), the others are not.
+    # Every set qdebug wrote is listed, by the name qdebug gave it, in the URL's order (the
+    # accumulated SQNR last); the accumulated SQNR is the one shown (eye open), the others not.
+    order = [*list(sets.values())[1:], accumulated]
     assert shot.providers == [
         (body["name"], "visibility" if body is accumulated else "visibility_off")
-        for body in sets.values()
+        for body in order
     ], console
     # The graph (its WebGL canvas, not the side panel's table) is painted in the colours of
     # the ops' values, each at least one node's worth of pixels, and in no other colour of
@@ -152,6 +159,57 @@ def test_page_in_headless_chromium_shows_the_overlay(op_trace: Path, tmp_path: P
     # Most of the graph is still background: the overlay colours nodes, not the canvas.
     width, height = shot.canvas[2] - shot.canvas[0], shot.canvas[3] - shot.canvas[1]
     assert sum(shot.colours[c] for c in expect) < 0.2 * width * height
+
+
+def test_explore_opens_on_the_accumulated_sqnr_and_the_first_culprit(
+        op_trace: Path, tmp_path: Path) -> None:
+    """The page as the printed URL opens it, nothing clicked: the first culprit's op selected
+    and in view, named by its Keras layer; the graph coloured by the accumulated SQNR; no sum
+    or mean of dB in the side panel. The screenshot is docs/images/model-explorer.png's."""
+    pytest.importorskip("model_explorer", reason="ai-edge-model-explorer is not installed "
+                        "(pip install 'qdebug[explorer]')")
+    image = pytest.importorskip("PIL.Image", reason="Pillow is not installed (dev extra)")
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("no Chromium on PATH (apt-get install chromium)")
+    with qdebug.open(op_trace) as tr:
+        culprits = tr.culprits()
+        assert culprits, "the fixture trace has a culprit to open on"
+        layer = tr.layers[culprits[0].index]
+        op = next(o for o in tr.ops if o.tensor_name == layer.tensor_name)
+        named = {f"{o.layer.rsplit('/', 1)[-1]} ({o.op_type.lower()})"
+                 for o in tr.ops if o.layer and o.measured}
+        sets = node_data(tr)
+    accumulated = sets[""]
+    value = accumulated["results"][layer.tensor_name]["value"]
+    out = tmp_path / "opened.png"
+    with explore_server(op_trace, tmp_path) as url, \
+            HeadlessChromium(binary, flags=WEBGL_FLAGS) as browser:
+        page = open_as_printed(browser, url, out)
+        console = browser.console_messages()
+    with image.open(out) as im:
+        assert im.size == (1400, 900)
+    info = dict(page.node_info["Node info"])
+    assert info["op name"] == f"{culprits[0].layer} ({op.op_type.lower()})", page.node_info
+    assert info["namespace"] == culprits[0].layer
+    assert info["id"] == str(op.index)
+    # Its values, one per set; the accumulated SQNR's is the trace's.
+    values = dict(page.node_info["Node data providers"])
+    assert set(values) == {body["name"] for body in sets.values()}
+    assert float(values[accumulated["name"]]) == pytest.approx(value)
+    # The culprit is on screen in its accumulated SQNR's colour, the one the graph is drawn by.
+    assert page.colours[_colour(value, accumulated["thresholds"])] >= NODE_PIXELS, (
+        page.colours.most_common(8), console)
+    # With the selection cleared: the accumulated SQNR's eye is open (no click made it so).
+    assert page.providers[-1] == (accumulated["name"], "visibility"), page.providers
+    assert all(eye == "visibility_off" for _, eye in page.providers[:-1]), page.providers
+    # Min and max only: no sum or mean of dB, no table of each root node's share of a sum.
+    stats = {row[0]: row[1:] for row in page.tables["Aggregated stats"]}
+    assert set(stats["Sum"]) == set(stats["Avg"]) == {"-"}, stats
+    assert "-" not in stats["Min"] and "-" not in stats["Max"]
+    assert not any("Root-level" in title or "children" in title.lower() for title in page.tables)
+    # Every measured op of a layer is listed under its layer's name.
+    assert named <= {row[1] for row in page.tables["Node data"]}, page.tables["Node data"]
 
 
 def test_explore_without_model_explorer_says_install(fixture_trace: Path) -> None:

@@ -55,12 +55,14 @@ def test_plot_written_and_not_empty(fixture_trace: Path, tmp_path: Path) -> None
 
 
 
-def test_markdown_report_links_the_chart(fixture_trace: Path) -> None:
+def test_markdown_report_links_the_chart(fixture_trace: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed")
     res = subprocess.run([sys.executable, "-m", "qdebug", "report", str(fixture_trace),
                           "--format", "markdown", "--chart", "chart.png"], capture_output=True,
-                         text=True, cwd=ROOT, timeout=60)
+                         text=True, cwd=tmp_path, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "![error by depth](chart.png)" in res.stdout.splitlines()[2]
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # drawn
 
 
 
