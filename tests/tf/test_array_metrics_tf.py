@@ -63,15 +63,18 @@ def traced(tmp_path_factory: pytest.TempPathFactory, digits_model, digits_data) 
     np.save(d / "calib.npy", digits_data[N : N + 100])
     (d / "user_metrics_mod.py").write_text(METRICS)
     spec = f"{d / 'user_metrics_mod.py'}"
-    r = CliRunner().invoke(cli, [
+    common = [
         "trace", str(d / "digits.keras"), "--data", str(d / "x.npy"), "--calib",
-        str(d / "calib.npy"), "--out", str(d / "t.h5"), "--store-samples", str(N),
-        "--batch-size", "16", "-q", "--metric", f"{spec}:p99_abs_error",
+        str(d / "calib.npy"), "--store-samples", str(N), "--batch-size", "16", "-q",
+        "--metric", f"{spec}:p99_abs_error",
         *[a for m in OUTPUT_METRICS for a in ("--output-metric", f"{spec}:{m}")],
-    ])
-    assert r.exit_code == 0, r.output
-    (d / "user_metrics_mod.py").unlink()  # reports must not need it
-    return {"trace": d / "t.h5", "x": x, "keras": digits_model.predict(x, verbose=0)}
+    ]
+    for out, shard in (("t.h5", []), ("s1.h5", ["--shard", "1/2"]), ("s2.h5", ["--shard", "2/2"])):
+        r = CliRunner().invoke(cli, [*common, "--out", str(d / out), *shard])
+        assert r.exit_code == 0, r.output
+    (d / "user_metrics_mod.py").unlink()  # reports and the merge must not need it
+    return {"trace": d / "t.h5", "x": x, "keras": digits_model.predict(x, verbose=0),
+            "shards": [d / "s1.h5", d / "s2.h5"], "dir": d}
 
 
 def _layer_expected(tr: Any) -> dict[int, float]:
@@ -179,3 +182,28 @@ def test_csv_and_markdown_show_both_kinds(traced: dict[str, Any]) -> None:
     got = {m["name"]: m for m in rep["output_metrics"]}
     assert got["same_class"]["samples"] == N and got["same_class"]["value"] == expected[
         "same_class"]
+
+
+def test_shards_merge_into_the_whole_runs_means(traced: dict[str, Any]) -> None:
+    """Per-sample means merge weighted by samples, which is the whole run's mean; a whole-set
+    metric needs its function, so the merge keeps it as NaN with each shard's value."""
+    merged = traced["dir"] / "merged.h5"
+    res = run_qdebug("merge", *traced["shards"], "--out", merged, "-q")
+    assert res.returncode == 0, res.stderr
+    with qdebug.open(traced["trace"]) as whole, qdebug.open(merged) as m:
+        sizes = []
+        for path in traced["shards"]:
+            with qdebug.open(path) as s:
+                sizes.append(s.n_samples)
+                assert s.custom_metrics("model")["same_class"].samples[0] == s.n_samples  # type: ignore[index]
+        assert sum(sizes) == N and 0 < sizes[0] < N
+        for part in ("layers", "ops", "outputs"):
+            a, b = whole.custom_metrics(part)["p99_abs_error"], m.custom_metrics(part)[
+                "p99_abs_error"]
+            np.testing.assert_allclose(b.values, a.values, rtol=1e-12, equal_nan=True)
+            np.testing.assert_array_equal(b.samples, a.samples)
+        for name in ("same_class", "mean_prob_error"):
+            assert m.custom_metrics("model")[name].values[0] == pytest.approx(
+                whole.custom_metrics("model")[name].values[0], rel=1e-12)
+        kept = m.custom_metrics("model")["max_prob_error"]
+        assert np.isnan(kept.values[0]) and "the shards' values:" in kept.error

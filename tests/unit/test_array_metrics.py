@@ -194,3 +194,17 @@ def test_stored_values_carry_kind_and_sample_counts(tmp_path: Path) -> None:
         ds = f["ops/custom/m"]
         assert ds.attrs["kind"] == PER_SAMPLE and ds.attrs["source"] == "s.py:m"
         assert list(f["ops/custom_samples/m"][()]) == [4, 0]
+
+
+def test_workers_get_each_metric_as_its_own_option() -> None:
+    from qdebug.cli import trace
+    from qdebug.cli.sharding import forwarded_args
+
+    ctx = trace.make_context("trace", [
+        "m.keras", "--data", "x.npy", "--workers", "2", "--metric", "a.py:p99",
+        "--metric", "a.py:bias", "--output-metric", "a.py:iou",
+    ])
+    args = forwarded_args(ctx)
+    pairs = list(zip(args[::2], args[1::2], strict=False))
+    assert ("--metric", "a.py:p99") in pairs and ("--metric", "a.py:bias") in pairs
+    assert ("--output-metric", "a.py:iou") in pairs
