@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -112,6 +113,26 @@ def no_culprits_reason(
             "(try --scheme int16x8)")
 
 
+def measured_inputs(ops: Sequence[Any], i: int, measured: set[int]) -> list[int]:
+    """The measured ops whose values op ``i`` consumes, looking through the unmeasured
+    QUANTIZE ops between them (a requantize to another scale, such as the converter's
+    rescaling of a CONCATENATION's inputs to one: no float tensor of its own, the value passes
+    as it is). Without it the op after one has no inputs, and nothing upstream reaches the
+    output: BlazeFace's classificators head had no culprit."""
+    found: list[int] = []
+    stack, seen = list(reversed(ops[i].inputs)), set()
+    while stack:
+        j = stack.pop()
+        if j in seen or not 0 <= j < len(ops):
+            continue
+        seen.add(j)
+        if j in measured:
+            found.append(j)
+        elif ops[j].op_type == "QUANTIZE":
+            stack.extend(reversed(ops[j].inputs))
+    return found
+
+
 def op_rows(ops: Sequence[OpRecord], layers: Sequence[LayerRecord]) -> list[LayerRecord]:
     """The measured ops as rows of a layer table, so that ``rank_layers`` ranks ops: named by
     the op, ``inbound`` the measured ops they consume, a model input's QUANTIZE an input row."""
@@ -120,7 +141,7 @@ def op_rows(ops: Sequence[OpRecord], layers: Sequence[LayerRecord]) -> list[Laye
     return [
         LayerRecord(
             name=o.name, class_name=o.op_type,
-            inbound=[ops[j].name for j in o.inputs if j in measured],
+            inbound=[ops[j].name for j in measured_inputs(ops, i, measured)],
             status=STATUS_INPUT if i in input_ops else STATUS_MATCHED,
             tensor_name=o.tensor_name, tensor_index=o.tensor_index, op_type=o.op_type,
             dtype=o.dtype, scale=o.scale, zero_point=o.zero_point, match_rel_error=0.0,

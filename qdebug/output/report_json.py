@@ -86,7 +86,7 @@ def report_dict(trace: Trace) -> dict[str, Any]:
         ],
         "culprits": [
             {"layer": c.layer, "index": c.index, "kind": c.kind, "score": _num(c.score),
-             "reason": c.reason}
+             "reason": c.reason, "output": c.output}
             for c in trace.culprits()
         ],
         "layers": layers,

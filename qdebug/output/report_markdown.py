@@ -127,6 +127,11 @@ def _culprits(rep: dict[str, Any], trace: Trace) -> list[str | md.Rows]:
     culprits = rep.get("culprits")
     if culprits:
         rows = [_culprit_row(c) for c in culprits]
+        if len(trace.outputs) > 1:  # each output has its own: say which one a row is about
+            rows = [[md.text(c.get("output", "") if isinstance(c, dict) else ""), *r]
+                    for c, r in zip(culprits, rows, strict=True)]
+            return ["### Culprits", "", md.table(["output", "layer", "kind", "reason"], rows,
+                                                 "culprits", _JSON)]
         return ["### Culprits", "",
                 md.table(["layer", "kind", "reason"], rows, "culprits", _JSON)]
     layers = rep["layers"]

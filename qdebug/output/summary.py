@@ -14,6 +14,7 @@ from qdebug.analysis.culprits import (
     COARSE_DB,
     HEALTHY_OUTPUT_DB,
     HEALTHY_TOP1,
+    is_healthy,
     no_culprits_reason,
     outputs_healthy,
 )
@@ -159,19 +160,27 @@ def _say_culprits(trace: Trace, say: Say, every: str) -> None:
     """The culprits, or why there are none (healthy, or nothing measured says where)."""
     om = trace.output_metrics()
     lm = trace.layer_metrics()
-    culprits = trace.culprits()[:5]
-    if culprits:
-        say(f"culprits (share of the output's error born at the {every}):")
-        for c in culprits:
-            say(f"  {_safe(c.layer):<24} {c.score:5.2f}  {_safe(c.reason, TEXT_LIMIT)}",
-                soft_wrap=True)
-    elif trace.outputs and outputs_healthy(om):
+    culprits = trace.culprits()
+    if not culprits and trace.outputs and outputs_healthy(om):
         say(f"[green]healthy[/]: every output at {HEALTHY_OUTPUT_DB:.0f} dB SQNR or more "
             f"(classifiers agreeing on {HEALTHY_TOP1:.0%} of the answers or more), so no "
             f"{every} is worth acting on (no culprits)")
-    elif trace.outputs:
-        say(f"[yellow]no culprits[/]: {no_culprits_reason(trace.layers, lm, every)}",
-            soft_wrap=True)
+        return
+    several = len(trace.outputs) > 1
+    for j, o in enumerate(trace.outputs):
+        mine = [c for c in culprits if c.output == o.name][:5]
+        about = f" of output {_safe(o.name)}" if several else ""
+        whose = "its" if several else "the output's"
+        if mine:
+            say(f"culprits{about} (share of {whose} error born at the {every}):")
+            for c in mine:
+                say(f"  {_safe(c.layer):<24} {c.score:5.2f}  {_safe(c.reason, TEXT_LIMIT)}",
+                    soft_wrap=True)
+        elif not is_healthy(float(om["sqnr_db"][j]), float(om["top1_agreement"][j])):
+            say(f"[yellow]no culprits{about}[/]: {no_culprits_reason(trace.layers, lm, every)}",
+                soft_wrap=True)
+        else:
+            say(f"[green]healthy[/]{about}: {db_unit(float(om['sqnr_db'][j]))}, no culprits")
 
 
 #: The attachment limit of GitHub's issues (25 MB): a trace is meant to be attached.

@@ -226,6 +226,9 @@ class Culprit:
     """Its error relative to the output's (see docs/metrics.md); higher matters more."""
     reason: str
     """One line for people."""
+    output: str = ""
+    """The model output whose error it is about (its name): each output not healthy has its
+    own culprits. Traces written before read as their first output."""
 
 
 #: The member of an ``qdebug export --inputs`` ``.npz`` holding each row's position in the

@@ -28,15 +28,19 @@ class AnalysisReads(SampleReads):
         index = np.asarray(self._read(f"{key}/index", (None,), "iu"), dtype=np.int64)
         n = len(index)
         # a layer of many ops may be named by several of its ops: one row per op at most
-        bound = len(self.layers) + len(getattr(self, "ops", None) or ())
+        # ... for each output that has culprits
+        bound = (len(self.layers) + len(getattr(self, "ops", None) or ())) * max(
+            1, len(self.outputs))
         if n > bound or np.any((index < 0) | (index >= len(self.layers))):
             raise self._corrupt(f"{key} names layers the trace does not have")
         layer, kind, reason = (self._strings(f"{key}/{c}", n) for c in ("layer", "kind", "reason"))
         score = self._float(f"{key}/score", (n,))
+        first = self.outputs[0].name if self.outputs else ""
+        about = self._strings(f"{key}/output", n) if f"{key}/output" in self._f else [first] * n
         # Older tracers ranked rows whose tensor was never verified: never show those.
         return [
-            Culprit(a, int(b), _kind(c), float(d), e)
-            for a, b, c, d, e in zip(layer, index, kind, score, reason, strict=True)
+            Culprit(a, int(b), _kind(c), float(d), e, o or first)
+            for a, b, c, d, e, o in zip(layer, index, kind, score, reason, about, strict=True)
             if self.layers[int(b)].ranked and math.isfinite(float(d))
         ]
 

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -359,6 +359,27 @@ class TraceWriter:
         (``/samples/layer_worst``)."""
         layer_worst.write(self.f, worst, self.input_names)
 
+    def _rank_per_output(
+        self, layer_m: dict[str, np.ndarray], out_m: dict[str, np.ndarray],
+        op_m: dict[str, np.ndarray] | None,
+    ) -> list[Culprit]:
+        """Each output's culprits (``rank_culprits`` against that output), in the outputs'
+        order, each tagged with the output it is about."""
+        assert self.rank_culprits is not None
+        op_sums = self._op_stats.sums if self._op_stats is not None else None
+        found: list[Culprit] = []
+        for j, o in enumerate(self.outputs):
+            top1 = float("nan")
+            if o.classifier and self._top1.shape[0]:
+                top1 = float(np.mean(self._top1[:, j] == 1))
+            ranked = self.rank_culprits(
+                self.layers, layer_m, self._layer_stats.sums, float(out_m["sqnr_db"][j]),
+                o.layer, top1_agreement=top1, ops=self.ops or (), op_m=op_m,
+                op_stats=op_sums or None,
+            )
+            found += [replace(c, output=o.name) for c in ranked]
+        return found
+
     def _write_culprits(self, culprits: Sequence[Culprit]) -> None:
         g = self.f.require_group("analysis").create_group("culprits")
         g.create_dataset(
@@ -369,6 +390,9 @@ class TraceWriter:
             "kind", data=np.array([str(c.kind) for c in culprits], dtype=object), dtype=_STR
         )
         g.create_dataset("score", data=np.array([c.score for c in culprits], dtype=np.float64))
+        g.create_dataset(
+            "output", data=np.array([c.output for c in culprits], dtype=object), dtype=_STR
+        )
         g.create_dataset(
             "reason", data=np.array([c.reason for c in culprits], dtype=object), dtype=_STR
         )
@@ -392,18 +416,9 @@ class TraceWriter:
         for part, stored in self._custom_values.items():
             if part != "ops" or self._op_stats is not None:
                 user_metrics.write_stored(f["metrics"].require_group(part), stored)
-        out_sqnr = float(out_m["sqnr_db"][0]) if self.outputs else float("nan")
-        top1 = float("nan")
-        if self.outputs and self.outputs[0].classifier and self._top1.shape[0]:
-            top1 = float(np.mean(self._top1[:, 0] == 1))
         sums = self._layer_stats.sums
         if sums and self.rank_culprits is not None:
-            out_layer = self.outputs[0].layer if self.outputs else ""
-            op_sums = self._op_stats.sums if self._op_stats is not None else None
-            self._write_culprits(self.rank_culprits(
-                self.layers, layer_m, sums, out_sqnr, out_layer, top1_agreement=top1,
-                ops=self.ops or (), op_m=op_m, op_stats=op_sums or None,
-            ))
+            self._write_culprits(self._rank_per_output(layer_m, out_m, op_m))
         n = self._stored
         for group in (f["samples/inputs"], *[g for g in f["activations"].values()]):
             for ds in group.values():

@@ -11,6 +11,7 @@ from qdebug.store.schema import LayerRecord, OutputRecord
 from qdebug.tracer.data import InputSpec
 from qdebug.tracer.graph import LayerGraph, input_dtype
 from qdebug.tracer.litert import LiteModel
+from qdebug.tracer.op_view import class_scores
 from qdebug.tracer.sides import lite_input_order
 
 
@@ -75,6 +76,7 @@ def output_records(
     keras_vals: dict[str, np.ndarray],
     twin: LiteModel,
     twin_vals: dict[int, np.ndarray],
+    labelled: bool = False,
 ) -> tuple[list[OutputRecord], list[int]]:
     """Each Keras output's record and the LiteRT output position that carries it (a position
     no earlier output took, where two fit as well: an LSTM's output and its state ``h``)."""
@@ -107,6 +109,7 @@ def output_records(
             if op is not None and op.op_type == "DEQUANTIZE":
                 qp = int8.tensors[op.inputs[0]].qp
         shape = graph.output_shapes[j]
+        made = twin.producer.get(twin_out[pos]) if pos < len(twin_out) else None
         outs.append(
             OutputRecord(
                 name=key,
@@ -114,7 +117,7 @@ def output_records(
                 tensor_name=info.name,
                 scale=qp.scale if qp else float("nan"),
                 zero_point=qp.zero_point if qp else 0,
-                classifier=len(shape) == 2 and (shape[-1] or 0) > 1,
+                classifier=class_scores(shape, made.op_type if made else "", k, labelled),
             )
         )
     return outs, positions

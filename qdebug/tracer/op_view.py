@@ -57,8 +57,40 @@ def lite_input_specs(lite: LiteModel) -> list[InputSpec]:
     return specs
 
 
+#: Float ops whose output is class scores (docs/metrics.md, ``top1_agreement``).
+CLASS_SCORE_OPS = ("SOFTMAX", "LOG_SOFTMAX")
+
+
+def class_scores(
+    shape: list[int | None] | tuple[int, ...], op_type: str, values: np.ndarray | None = None,
+    labelled: bool = False,
+) -> bool:
+    """Whether a model output holds class scores, so that its arg-max is an answer and top-1
+    agreement means something: rank 2 with more than one class, and computed by a softmax
+    (``CLASS_SCORE_OPS`` in the float model), or holding probability vectors on the first
+    samples (no value outside [0, 1], each sample's summing to 1 within 1e-3), or labelled
+    (``--labels``: the user says it classifies, logits included). An embedding, a regression
+    or a box is none of these."""
+    if len(shape) != 2 or not (shape[-1] or 0) > 1:
+        return False
+    if labelled or op_type in CLASS_SCORE_OPS:
+        return True
+    if values is None or not values.size:
+        return False
+    v = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    return bool(v.min() >= 0 and v.max() <= 1 and np.all(np.abs(v.sum(axis=1) - 1) <= 1e-3))
+
+
+def _float_op(twin: LiteModel, pos: int) -> str:
+    """The type of the float op computing output ``pos`` ("" when unknown)."""
+    if pos >= len(twin.output_indices):
+        return ""
+    op = twin.producer.get(twin.output_indices[pos])
+    return op.op_type if op is not None else ""
+
+
 def op_outputs(
-    records: list[LayerRecord], int8: LiteModel, twin: LiteModel
+    records: list[LayerRecord], int8: LiteModel, twin: LiteModel, labelled: bool = False
 ) -> tuple[list[OutputRecord], list[int]]:
     """One output record per model output (same order in both models), each naming the row
     whose op computes it."""
@@ -85,7 +117,7 @@ def op_outputs(
                 tensor_name=int8.tensors[index].name,
                 scale=qp.scale if qp else float("nan"),
                 zero_point=qp.zero_point if qp else 0,
-                classifier=len(shape) == 2 and shape[-1] > 1,
+                classifier=class_scores(list(shape), _float_op(twin, pos), None, labelled),
             )
         )
     return outs, list(range(len(outs)))

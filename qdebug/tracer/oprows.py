@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qdebug.analysis.culprits import measured_inputs
 from qdebug.metrics import QuantParams
 from qdebug.store.schema import (
     OP_HIDDEN,
@@ -137,6 +138,7 @@ def op_layer_records(table: OpTable, int8: LiteModel) -> list[LayerRecord]:
     records: list[LayerRecord] = []
     keep = table.measured()
     names = {i: table.rows[i].name for i in keep}
+    measured = set(keep)
     islands = int8.quantized_activations()
     for i in keep:
         r = table.rows[i]
@@ -145,7 +147,7 @@ def op_layer_records(table: OpTable, int8: LiteModel) -> list[LayerRecord]:
             LayerRecord(
                 name=r.name,
                 class_name=r.op_type,
-                inbound=[names[j] for j in r.inputs if j in names],
+                inbound=[names[j] for j in measured_inputs(table.rows, i, measured)],
                 output_shape=[None, *info.shape[1:]],
                 status=STATUS_INPUT if i in table.graph_input_rows else STATUS_MATCHED,
                 tensor_name=r.tensor_name,

@@ -249,7 +249,7 @@ class Tracer:
             records = match_layers(prep.graph, keras_vals, twin, twin_vals, int8)
             assign_layers(table, records, int8)
             outputs, out_index = output_records(
-                prep.graph, records, int8, keras_vals, twin, twin_vals
+                prep.graph, records, int8, keras_vals, twin, twin_vals, prep.labels is not None
             )
             # A layer of one op has its local error from the numeric-verify model; the Keras
             # re-run is for layers of several ops.
@@ -260,7 +260,7 @@ class Tracer:
             records = op_layer_records(table, int8)
             for row in table.measured():
                 table.rows[row].layer = table.rows[row].name
-            outputs, out_index = op_outputs(records, int8, twin)
+            outputs, out_index = op_outputs(records, int8, twin, prep.labels is not None)
         weights = weight_stats(records, twin, int8)
         return Matched(int8, plain, deploy, twin, table, local, records, outputs, out_index,
                        runner, weights, frozenset(single))
