@@ -377,7 +377,9 @@ def merge_stored(shards: Sequence[Mapping[str, StoredMetric]], width: int) -> li
 def _weighted(first: StoredMetric, parts: Sequence[StoredMetric], width: int) -> StoredMetric:
     total, count = np.zeros(width), np.zeros(width, dtype=np.int64)
     for m in parts:
-        n = np.asarray(m.samples, dtype=np.int64).reshape(width)
+        got = np.asarray(m.samples, dtype=np.float64).reshape(width)
+        # a stranger's shard: a count that is no count weighs nothing
+        n = np.where(np.isfinite(got) & (got >= 0) & (got < 2**53), got, 0).astype(np.int64)
         total += np.where(n > 0, np.nan_to_num(m.values * n, nan=0.0), 0.0)
         count += n
     with np.errstate(invalid="ignore", divide="ignore"):

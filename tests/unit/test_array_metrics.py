@@ -233,3 +233,10 @@ def test_a_bad_spec_is_refused_before_tensorflow_loads(tmp_path: Path) -> None:
         assert len(r.stderr.strip().splitlines()) == 1
     assert had_tf or "tensorflow" not in sys.modules
     assert not (tmp_path / "t.h5").exists()
+
+
+def test_counts_from_a_strangers_shard_that_are_no_counts_weigh_nothing() -> None:
+    bad = StoredMetric("m", "", "", "", np.array([1.0, 2.0]), "", PER_SAMPLE,
+                       np.array([np.nan, -3.0]))
+    (m,) = user_metrics.merge_stored([{"m": bad}, {"m": _stored([3.0, 4.0], [2, 2])}], 2)
+    assert list(m.values) == [3.0, 4.0] and list(m.samples) == [2, 2]  # type: ignore[arg-type]
