@@ -149,9 +149,12 @@ def trace(
     if labels != "data":
         precheck_path(labels, "labels", "give labels.npy, file.npz[:key], or 'data'")
     if labels is not None and labels != "data":
-        from qdebug.tracer.labels import load_labels
+        from qdebug.tracer.labels import check_file_count, load_labels
 
-        load_labels(labels)  # labels that are no class ids: refused before TensorFlow loads
+        # labels that are no class ids, or too few for DATA: refused before TensorFlow loads
+        got = load_labels(labels)
+        if shard is None:
+            check_file_count(got, data, samples)
     from qdebug.user_metrics import load_user_metrics
 
     user = load_user_metrics(metric, output_metric)  # a bad SPEC: refused before TensorFlow
