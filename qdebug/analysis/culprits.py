@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from qdebug import textfmt
 from qdebug.analysis.segments import build_segments, source_of
 from qdebug.store.schema import (
     STATUS_INPUT,
@@ -297,16 +298,17 @@ def _score_text(score: float) -> str:
     """A score in words: a share of the output's noise-to-signal under 1, a multiple of it
     above (later layers damped the rest: scores are not shares, and never add up to 100 %)."""
     if score < 1:
-        return f"{score:.0%} of the output's noise-to-signal"
-    return f"{score:.1f}× the output's noise-to-signal (later layers damp it)"
+        return f"{textfmt.pct(score, digits=0)} of the output's noise-to-signal"
+    return f"{textfmt.plain(score, 1)}× the output's noise-to-signal (later layers damp it)"
 
 
 def _lsb_text(lsb: float, dtype: str) -> str:
     """An error in LSB of the tensor's own grid, named for a 16-bit tensor and then given in
     int8-equivalent steps as well."""
     if dtype == "int16":
-        return f"{lsb:.2f} int16 LSB (= {lsb / INT16_PER_INT8:.3f} of an int8 step)"
-    return f"{lsb:.2f} LSB"
+        steps = textfmt.plain(lsb / INT16_PER_INT8, 3)
+        return f"{textfmt.lsb(lsb)} int16 LSB (= {steps} of an int8 step)"
+    return f"{textfmt.lsb(lsb)} LSB"
 
 
 def _why(
@@ -315,23 +317,23 @@ def _why(
     if r.float_island:
         return CulpritKind.FLOAT_ISLAND, "runs in float inside the INT8 model"
     if math.isfinite(gain) and gain >= AMPLIFY_GAIN and not share >= 0.5:
-        return CulpritKind.AMPLIFIES, f"amplifies incoming error {gain:.1f}×"
+        return CulpritKind.AMPLIFIES, f"amplifies incoming error {textfmt.plain(gain, 1)}×"
     clip = float(m["clip_share"][i])
     lsb = float(m["local_rmse_lsb"][i])
     if clip >= CLIP_SHARE:
         return CulpritKind.CLIPPING, (
-            f"clipping: {float(m['clip_fraction'][i]):.1%} of values outside the calibrated "
-            f"range cause {clip:.0%} of its error"
+            f"clipping: {textfmt.pct(float(m['clip_fraction'][i]))} of values outside the "
+            f"calibrated range cause {textfmt.pct(clip, digits=0)} of its error"
         )
     local = float(m["local_sqnr_db"][i])
     own = float(m["sqnr_db"][i])
     if lsb <= HEALTHY_LSB and min(local, own) < COARSE_DB:
         return CulpritKind.RESOLUTION, (
             f"values too small for the quantization step: {_lsb_text(lsb, r.dtype)} of "
-            f"rounding leaves {min(local, own):.1f} dB"
+            f"rounding leaves {textfmt.db_unit(min(local, own))}"
         )
     if not math.isfinite(lsb):  # a float tensor has no LSB
-        where = f", {local:.1f} dB" if math.isfinite(local) else ""
+        where = f", {textfmt.db_unit(local)}" if math.isfinite(local) else ""
         return CulpritKind.INJECTS, f"injects error{where}"
     if lsb <= HEALTHY_LSB and score >= COARSE_SCORE:
         fix = "float here" if r.dtype == "int16" else "more bits or float here"
@@ -341,12 +343,14 @@ def _why(
         )
     if lsb <= HEALTHY_LSB:
         return CulpritKind.ROUNDING, f"rounding noise {_lsb_text(lsb, r.dtype)} — healthy"
-    where = f", {local:.1f} dB" if math.isfinite(local) else ""
+    where = f", {textfmt.db_unit(local)}" if math.isfinite(local) else ""
     if r.dtype == "int16":
         steps = lsb / INT16_PER_INT8
         than = "less than" if steps <= HEALTHY_LSB else "more than"
         return CulpritKind.INJECTS, (
-            f"injects {lsb:.2f} int16 LSB of error (16-bit rounding alone is 0.29; that is "
-            f"{steps:.3f} of an int8 step, {than} int8 rounding adds){where}"
+            f"injects {textfmt.lsb(lsb)} int16 LSB of error (16-bit rounding alone is 0.29; "
+            f"that is {textfmt.plain(steps, 3)} of an int8 step, {than} int8 rounding adds)"
+            f"{where}"
         )
-    return CulpritKind.INJECTS, f"injects {lsb:.2f} LSB of error (rounding alone is 0.29){where}"
+    return CulpritKind.INJECTS, (
+        f"injects {textfmt.lsb(lsb)} LSB of error (rounding alone is 0.29){where}")

@@ -18,6 +18,7 @@ import numpy as np
 from qdebug.analysis.accuracy import accuracy
 from qdebug.errors import TraceFileError
 from qdebug.store.reader import Trace, open_trace
+from qdebug.textfmt import db, pct, plain
 
 #: Optional per-layer metrics of the propagation analysis, compared when both traces have them.
 ANALYSIS_METRICS = ("local_sqnr_db", "gain")
@@ -228,14 +229,14 @@ def _diff_outputs(base: Trace, new: Trace, th: Thresholds) -> tuple[list[OutputD
         if _exceeds(sq.drop, th.max_output_drop_db):
             bad = True
             reasons.append(
-                f"output {o.name}: SQNR {sq.base:.1f} → {sq.new:.1f} dB "
-                f"(drop {sq.drop:.1f} dB > {th.max_output_drop_db:g} dB)"
+                f"output {o.name}: SQNR {db(sq.base)} → {db(sq.new)} dB "
+                f"(drop {db(sq.drop)} dB > {th.max_output_drop_db:g} dB)"
             )
         if _exceeds(top1.drop, th.max_top1_drop):
             bad = True
             reasons.append(
-                f"output {o.name}: top-1 agreement {top1.base:.1%} → {top1.new:.1%} "
-                f"(drop {top1.drop:.3f} > {th.max_top1_drop:g})"
+                f"output {o.name}: top-1 agreement {pct(top1.base)} → {pct(top1.new)} "
+                f"(drop {plain(top1.drop, 3)} > {th.max_top1_drop:g})"
             )
         diffs.append(OutputDiff(o.name, sq, top1, bad))
     return diffs, reasons
@@ -269,8 +270,8 @@ def _diff_layers(
         bad = both and _exceeds(sq.drop, th.max_layer_drop_db)
         if bad:
             reasons.append(
-                f"layer {rn.name}: SQNR {sq.base:.1f} → {sq.new:.1f} dB "
-                f"(drop {sq.drop:.1f} dB > {th.max_layer_drop_db:g} dB)"
+                f"layer {rn.name}: SQNR {db(sq.base)} → {db(sq.new)} dB "
+                f"(drop {db(sq.drop)} dB > {th.max_layer_drop_db:g} dB)"
             )
         diffs.append(
             LayerDiff(
@@ -361,8 +362,8 @@ def _diff_accuracy(
     reasons = []
     if _exceeds(q.drop, th.max_accuracy_drop):
         reasons.append(
-            f"int8 accuracy {q.base:.1%} → {q.new:.1%} "
-            f"(drop {q.drop:.3f} > {th.max_accuracy_drop:g})"
+            f"int8 accuracy {pct(q.base)} → {pct(q.new)} "
+            f"(drop {plain(q.drop, 3)} > {th.max_accuracy_drop:g})"
         )
     return q, f, reasons
 
