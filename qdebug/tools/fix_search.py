@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from qdebug.analysis.ranking import lowest
 from qdebug.errors import ConversionError, QdebugError
 from qdebug.store.schema import STATUS_MATCHED, CulpritKind
+from qdebug.tools.precision import Cost, cost_of_traces
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,23 @@ class FixResult:
     """Why the search ended: ``target``, ``max-float-layers``, ``time`` or ``no candidates``."""
     command: str
     """The ``qdebug trace`` command that reproduces the final trace."""
+    cost: Cost | None = None
+    """What the final model costs beside the baseline (None: a trace without its model)."""
 
     @property
     def keep_float(self) -> tuple[str, ...]:
         """The layers to keep in float."""
         return self.final.keep_float
+
+
+class Numbers(Protocol):
+    """A traced candidate's output numbers (``Outcome``, ``MixedOutcome``)."""
+
+    @property
+    def output_sqnr_db(self) -> float: ...
+
+    @property
+    def top1(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,7 @@ class Target:
     output_sqnr_db: float | None = None
     top1: float | None = None
 
-    def met(self, o: Outcome) -> bool:
+    def met(self, o: Numbers) -> bool:
         """Whether ``o`` reaches every given target."""
         ok = True
         if self.output_sqnr_db is not None:
@@ -113,7 +126,7 @@ class Searcher:
         from qdebug.tracer.pipeline import TraceOptions, Tracer
 
         if self.loaded is None:
-            self.loaded = _load(self.model, self.options.get("trust_model_code", False))
+            self.loaded = load_for_search(self.model, self.options.get("trust_model_code", False))
         path = out or self.workdir / f"cand{len(self.cache)}.h5"
         start = time.monotonic()
         opts = {"store_samples": 0, "quiet": True, **self.options}
@@ -161,7 +174,8 @@ class Searcher:
         return seen
 
 
-def _load(model: Any, trust: bool) -> Any:
+def load_for_search(model: Any, trust: bool) -> Any:
+    """The model as the tracer takes it (TensorFlow imported)."""
     from qdebug.tracer.loading import load_or_wrap
     from qdebug.tracer.tfenv import import_tf
 
@@ -206,7 +220,7 @@ def search_fix(
     with tempfile.TemporaryDirectory(prefix="qdebug-fix-") as tmp:
         s = Searcher(model, data, Path(tmp), dict(options))
         base = s.outcome(())
-        say(f"baseline: {_numbers(base)}")
+        say(f"baseline: {numbers(base)}")
         current = base
         stopped = "target" if target.met(base) else ""
         while not stopped:
@@ -227,7 +241,7 @@ def search_fix(
                 except ConversionError:
                     continue  # no op of its own (folded into a neighbour)
                 tried += 1
-                say(f"  + {layer}: {_numbers(o)}")
+                say(f"  + {layer}: {numbers(o)}")
                 if best is None or _better(o, best, target):
                     best = o
                 if target.met(o):
@@ -244,6 +258,7 @@ def search_fix(
         final_path.parent.mkdir(parents=True, exist_ok=True)
         final = s.outcome(current.keep_float, out=final_path)
         tried_all = tuple(o for o in s.cache.values() if o.keep_float)
+        spent = cost_of_traces(base.trace, final.trace)
     command = command_prefix
     if final.keep_float:
         command += " --keep-float " + shlex.quote(",".join(final.keep_float))
@@ -254,6 +269,7 @@ def search_fix(
         tried=tried_all,
         stopped=stopped,
         command=command,
+        cost=spent,
     )
 
 
@@ -269,52 +285,11 @@ def _better(a: Outcome, b: Outcome, target: Target) -> bool:
     return a.output_sqnr_db > b.output_sqnr_db
 
 
-def _numbers(o: Outcome) -> str:
+def numbers(o: Outcome | Any, extra: str = "") -> str:
+    """A candidate's output numbers (any record with ``output_sqnr_db``, ``top1`` and
+    ``seconds``), ``extra`` and its time, as the progress lines say them."""
     top1 = f", top-1 agreement {o.top1:.3f}" if math.isfinite(o.top1) else ""
-    return f"output SQNR {o.output_sqnr_db:.1f} dB{top1} ({o.seconds:.1f} s)"
-
-
-@dataclass(frozen=True)
-class Sensitivity:
-    """One layer kept in float alone."""
-
-    layer: str
-    output_sqnr_db: float
-    delta_db: float
-    """Change of the output SQNR against the all-INT8 baseline (positive: better)."""
-    top1: float
-
-
-def one_at_a_time(
-    model: Any,
-    data: Any,
-    *,
-    layers: int = 8,
-    progress: Callable[[str], None] | None = None,
-    **options: Any,
-) -> tuple[Outcome, list[Sensitivity]]:
-    """Keep each of the ``layers`` best-ranked candidates in float alone; rank by the output
-    SQNR change. Returns the baseline and the ranking (largest gain first)."""
-    say = progress or (lambda _line: None)
-    with tempfile.TemporaryDirectory(prefix="qdebug-sens-") as tmp:
-        s = Searcher(model, data, Path(tmp), dict(options))
-        base = s.outcome(())
-        say(f"baseline: {_numbers(base)}")
-        found: list[Sensitivity] = []
-        for layer in s.ranked_candidates(base.trace, ()):
-            if len(found) >= layers:
-                break
-            try:
-                o = s.outcome((layer,))
-            except ConversionError:
-                continue
-            say(f"  {layer}: {_numbers(o)}")
-            found.append(
-                Sensitivity(layer, o.output_sqnr_db, o.output_sqnr_db - base.output_sqnr_db,
-                            o.top1)
-            )
-    found.sort(key=lambda x: x.delta_db, reverse=True)
-    return base, found
+    return f"output SQNR {o.output_sqnr_db:.1f} dB{top1}{extra} ({o.seconds:.1f} s)"
 
 
 def worst_accumulated(trace: Path) -> list[str]:
@@ -331,13 +306,23 @@ def worst_accumulated(trace: Path) -> list[str]:
                 and not tr.layers[i].float_island]
 
 
+def __getattr__(name: str) -> Any:
+    """``Sensitivity`` and ``one_at_a_time`` lived here before ``qdebug.tools.sensitivity``."""
+    if name in ("Sensitivity", "one_at_a_time"):
+        from qdebug.tools import sensitivity
+
+        return getattr(sensitivity, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "FixResult",
+    "Numbers",
     "Outcome",
     "Searcher",
-    "Sensitivity",
     "Target",
-    "one_at_a_time",
+    "load_for_search",
+    "numbers",
     "search_fix",
     "worst_accumulated",
 ]
