@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kinds
+
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
 MODEL_PATH = OUT / "mobilenetv2_a035_96.keras"
@@ -94,6 +96,10 @@ class BenchModel:
     model: Path
     data: Path
     calib: Path
+    samples: tuple[int, ...] = ()
+    """The N it is timed at (empty: the bench's own, 32 and 256)."""
+    kind: str = ""
+    """A model of bench/kinds.py (built and loaded there); empty: a plain Keras file."""
 
 
 DEEP_RESIDUAL = BenchModel(
@@ -105,7 +111,36 @@ MOBILENETV2 = BenchModel(
     "mobilenetv2", "MobileNetV2 alpha=0.35 96x96, random weights, random BN statistics",
     MODEL_PATH, DATA_PATH, CALIB_PATH,
 )
-MODELS = {m.name: m for m in (MOBILENETV2, DEEP_RESIDUAL)}
+KINDS = tuple(
+    BenchModel(name, description, OUT / f"{name}{kinds.SUFFIX[name]}", OUT / f"{name}_data.npz",
+               OUT / f"{name}_calib.npz", (n,), name)
+    for name, description, n in (
+        ("vgg_edges", "subclassed VGG16-style edge detector in a functional model, 128x128", 24),
+        ("char_conv1d", "two-input Conv1D/TimeDistributed char model (Keras 3, .keras)", 192),
+        ("lstm_attention", "2 unrolled LSTMs + attention (tf_keras, ~1,200 ops)", 96),
+    )
+)
+MODELS = {m.name: m for m in (MOBILENETV2, DEEP_RESIDUAL, *KINDS)}
+
+
+def load_model(which: BenchModel) -> Any:
+    """The bench model, loaded as its user would."""
+    if which.kind:
+        return kinds.load(which.kind, which.model)
+    import keras
+
+    return keras.models.load_model(which.model)
+
+
+def load_samples(path: Path, n: int | None = None) -> list[Any]:
+    """The first ``n`` samples of a bench ``.npy`` or ``.npz`` (one array per input), as one
+    array per input."""
+    import numpy as np
+
+    if path.suffix == ".npy":
+        return [np.ascontiguousarray(np.load(path, mmap_mode="r")[:n])]
+    with np.load(path) as z:
+        return [np.ascontiguousarray(z[k][:n]) for k in z.files]
 
 
 def prepare_model(which: BenchModel, max_samples: int) -> None:
@@ -116,6 +151,12 @@ def prepare_model(which: BenchModel, max_samples: int) -> None:
     import numpy as np
 
     OUT.mkdir(parents=True, exist_ok=True)
+    if which.kind:
+        if not (which.model.exists() and which.data.exists() and which.calib.exists()):
+            run_script("import kinds; from pathlib import Path; kinds.build_and_save("
+                       f"{which.kind!r}, Path({str(which.model)!r}), Path({str(which.data)!r}), "
+                       f"Path({str(which.calib)!r}), {max(which.samples)}, {CALIB_SAMPLES})")
+        return
     sys.path.insert(0, str(BENCH.parent / "examples"))
     import deep_residual
 
@@ -127,6 +168,14 @@ def prepare_model(which: BenchModel, max_samples: int) -> None:
     if not which.data.exists() or len(np.load(which.data, mmap_mode="r")) < max_samples:
         rest = images[CALIB_SAMPLES:]
         np.save(which.data, np.concatenate([rest] * (max_samples // len(rest) + 1))[:max_samples])
+
+
+def run_script(code: str) -> None:
+    """Run ``code`` in a fresh process (a model built there leaves no TensorFlow state here)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
+    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(BENCH)!r}); "
+                    "from qdebug.tracer.tfenv import import_tf; import_tf(); " + code],
+                   env=env, check=True)
 
 
 def run_worker(args: list[str], timeout: float = 900.0) -> dict[str, Any]:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The qdebug next to this bench/ folder, even when another checkout is installed in the venv.
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from _common import MODELS, OUT, RESULT_TAG
+from _common import MODELS, OUT, RESULT_TAG, load_model, load_samples
 
 
 def git_commit() -> str:
@@ -223,16 +223,29 @@ def run_qdebug(model: Any, data: Any, calib: Any, args: argparse.Namespace) -> d
     return result
 
 
+def per_input(sample: Any) -> list[Any]:
+    """One sample (an array, or one array per input) as a batch of one per input."""
+    return [x[None] for x in sample] if isinstance(sample, list) else [sample[None]]
+
+
+def as_samples(arrays: list[Any]) -> Any:
+    """One array per input as qdebug and the debugger take them: the array of a one-input
+    model, else a list of samples, each one array per input."""
+    if len(arrays) == 1:
+        return arrays[0]
+    return [list(s) for s in zip(*arrays, strict=True)]
+
+
 def run_debugger(model: Any, data: Any, calib: Any, args: argparse.Namespace) -> dict[str, Any]:
     import tensorflow as tf
 
     def representative() -> Iterator[list[Any]]:
         for x in calib:
-            yield [x[None]]
+            yield per_input(x)
 
     def debug_dataset() -> Iterator[list[Any]]:
         for x in data[: args.n]:
-            yield [x[None]]
+            yield per_input(x)
 
     start = time.perf_counter()
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -269,24 +282,25 @@ def main() -> None:
     args = p.parse_args()
 
     t0 = time.perf_counter()
-    import numpy as np
-
+    which = MODELS[args.model]
     from qdebug.tracer.tfenv import import_tf
 
     import_tf()
-    import keras
+    import keras  # noqa: F401
+
+    if which.model.suffix == ".h5" and which.kind:
+        import tf_keras  # noqa: F401
 
     # Import cost belongs to "imports", not to "work".
     import qdebug.tracer.pipeline
     t1 = time.perf_counter()
-    which = MODELS[args.model]
-    model = keras.models.load_model(which.model)
+    model = load_model(which)
     data: Any
     if args.source == "npy":
-        data = np.ascontiguousarray(np.load(which.data, mmap_mode="r")[: args.n])
+        data = as_samples(load_samples(which.data, args.n))
     else:
         data = SyntheticSamples(args.n, seed=7)
-    calib = np.load(which.calib)
+    calib = as_samples(load_samples(which.calib))
     t2 = time.perf_counter()
     rss_before = current_rss_mb()
     peak_before = peak_rss_mb()

@@ -32,24 +32,25 @@ def measure(
 ) -> dict[str, Any]:
     """Run both tools ``repeat`` times per model and N, alternating them; keep every run."""
     names = models or list(MODELS)
+    sizes = {name: list(MODELS[name].samples or samples) for name in names}
     for name in names:
-        prepare_model(MODELS[name], max(samples))
+        prepare_model(MODELS[name], max(sizes[name]))
     runs: dict[str, list[dict[str, Any]]] = {}
     for name in names:
-        for n in samples:
+        for n in sizes[name]:
             for r in range(repeat):
                 for tool in ("qdebug", "debugger"):
                     args = [tool, "--n", str(n), "--model", name]
                     args += ["--breakdown"] if tool == "qdebug" else []
                     result = run_worker(args)
                     runs.setdefault(f"{tool}/{name}/{n}", []).append(result)
-                    log(f"  {name:<13} {tool:<8} N={n:<4} run {r + 1}/{repeat}: work "
+                    log(f"  {name:<14} {tool:<8} N={n:<4} run {r + 1}/{repeat}: work "
                         f"{result['work_s']:6.2f}s, process {result['process_wall_s']:6.2f}s "
                         f"(imports {result['import_s']:.1f}s, "
                         f"model+data load {result['setup_s']:.1f}s)")
     rows = []
     for name in names:
-        for n in samples:
+        for n in sizes[name]:
             qs, ds = runs[f"qdebug/{name}/{n}"], runs[f"debugger/{name}/{n}"]
             q = min(qs, key=lambda x: x["work_s"])
             d = min(ds, key=lambda x: x["work_s"])

@@ -245,7 +245,9 @@ def _try_arrays(m: ArrayMetric, shown: str) -> None:
     try:
         as_number(m.fn(f, q))
     except Exception as exc:
-        raise _fail(shown, f"failed on a test sample: {type(exc).__name__}: {exc}") from exc
+        raise _fail(shown, f"failed on a test sample: {type(exc).__name__}: {exc}",
+                    "it gets one sample's float and quantized arrays, float32 of shape (1, ...), "
+                    "and returns one number (docs/metrics.md, Custom metrics)") from exc
 
 
 def as_number(value: Any) -> float:
@@ -259,10 +261,18 @@ def as_number(value: Any) -> float:
 def load_user_metrics(metric_specs: Sequence[Any] = (), output_specs: Sequence[Any] = ()
                       ) -> UserMetrics:
     """Every ``--metric`` (a function of the pooled statistics, or one with ``kind =
-    "per_sample"``) and ``--output-metric``, refusing two of one name among them all."""
+    "per_sample"``) and ``--output-metric``, refusing two of one name among them all. A
+    ``UserMetric`` or ``ArrayMetric`` (loaded already, as the CLI does before TensorFlow loads)
+    is taken as it is."""
     pooled: list[UserMetric] = []
     per_sample: list[ArrayMetric] = []
     for spec in metric_specs:
+        if isinstance(spec, UserMetric):
+            pooled.append(spec)
+            continue
+        if isinstance(spec, ArrayMetric):
+            per_sample.append(spec)
+            continue
         obj, source, shown = _resolve(spec, "--metric")
         if getattr(obj, "kind", POOLED) == POOLED or isinstance(obj, metrics.Metric):
             pooled.append(UserMetric(as_metric(obj, shown), source))
@@ -272,6 +282,9 @@ def load_user_metrics(metric_specs: Sequence[Any] = (), output_specs: Sequence[A
         per_sample.append(m)
     outputs = []
     for spec in output_specs:
+        if isinstance(spec, ArrayMetric):
+            outputs.append(spec)
+            continue
         obj, source, shown = _resolve(spec, "--output-metric")
         outputs.append(_array_metric(obj, source, shown, "--output-metric",
                                      (PER_SAMPLE, WHOLE_SET)))
@@ -364,7 +377,9 @@ def merge_stored(shards: Sequence[Mapping[str, StoredMetric]], width: int) -> li
 def _weighted(first: StoredMetric, parts: Sequence[StoredMetric], width: int) -> StoredMetric:
     total, count = np.zeros(width), np.zeros(width, dtype=np.int64)
     for m in parts:
-        n = np.asarray(m.samples, dtype=np.int64).reshape(width)
+        got = np.asarray(m.samples, dtype=np.float64).reshape(width)
+        # a stranger's shard: a count that is no count weighs nothing
+        n = np.where(np.isfinite(got) & (got >= 0) & (got < 2**53), got, 0).astype(np.int64)
         total += np.where(n > 0, np.nan_to_num(m.values * n, nan=0.0), 0.0)
         count += n
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -149,9 +149,15 @@ def trace(
     if labels != "data":
         precheck_path(labels, "labels", "give labels.npy, file.npz[:key], or 'data'")
     if labels is not None and labels != "data":
-        from qdebug.tracer.labels import load_labels
+        from qdebug.tracer.labels import check_file_count, load_labels
 
-        load_labels(labels)  # labels that are no class ids: refused before TensorFlow loads
+        # labels that are no class ids, or too few for DATA: refused before TensorFlow loads
+        got = load_labels(labels)
+        if shard is None:
+            check_file_count(got, data, samples)
+    from qdebug.user_metrics import load_user_metrics
+
+    user = load_user_metrics(metric, output_metric)  # a bad SPEC: refused before TensorFlow
     from qdebug.cli.sharding import run_sharded
     from qdebug.shards.slicing import parse_shard
 
@@ -180,8 +186,9 @@ def trace(
             calib=calib, calib_samples=calib_samples, batch_size=batch_size, tflite=tflite,
             xnnpack=xnnpack, int8_io=int8_io, image_range=image_range,
             trust_model_code=trust_model_code, quiet=quiet or fmt == "json", keep_float=kept,
-            scheme=scheme, shard=shard_spec, labels=labels, metrics=metric,
-            output_metrics=output_metric,
+            scheme=scheme, shard=shard_spec, labels=labels,
+            metrics=(*user.pooled, *user.per_sample),
+            output_metrics=user.outputs,
             command_line="qdebug " + " ".join(
                 shlex.quote(a) for a in click.get_current_context().meta.get("qdebug.argv", [])
             ),

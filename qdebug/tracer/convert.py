@@ -95,7 +95,7 @@ def _frozen_converter(model: Any) -> Any | None:
     """
     tf = import_tf()
     inputs = list(getattr(model, "inputs", None) or [])
-    if not inputs or isinstance(model, Path) or not callable(model) or has_recurrent(model):
+    if not inputs or isinstance(model, Path) or not callable(model) or has_rolled_rnn(model):
         return None
     try:
         specs = [tf.TensorSpec(t.shape, dtype=t.dtype, name=input_name(t)) for t in inputs]
@@ -118,12 +118,14 @@ def input_name(tensor: Any) -> str:
     return str(name).split(":")[0]
 
 
-def has_recurrent(model: Any) -> bool:
-    """Whether the Keras model holds a recurrent layer (LSTM, GRU, any RNN, Bidirectional),
-    nested models included. The converter fuses those (UNIDIRECTIONAL_SEQUENCE_LSTM) from the
-    function annotations of the SavedModel route; on the frozen graph of a fixed-batch tf_keras
-    LSTM it crashed the process (a segmentation fault in TensorFlow 2.21), so such models
-    always take the SavedModel route."""
+def has_rolled_rnn(model: Any) -> bool:
+    """Whether the Keras model holds a recurrent layer (LSTM, GRU, any RNN, also inside a
+    Bidirectional wrapper or a nested model) that is not unrolled. The converter fuses those
+    (UNIDIRECTIONAL_SEQUENCE_LSTM) from the function annotations of the SavedModel route; on
+    the frozen graph of a fixed-batch tf_keras LSTM it crashed the process (a segmentation
+    fault in TensorFlow 2.21), so such models always take the SavedModel route. An unrolled
+    layer (``unroll=True``) is plain ops on both routes, and its SavedModel export is most of
+    the conversion (the tf_keras export traces every step of every layer again)."""
     seen: set[int] = set()
     stack = [model]
     while stack:
@@ -132,7 +134,7 @@ def has_recurrent(model: Any) -> bool:
             continue
         seen.add(id(layer))
         names = {c.__name__ for c in type(layer).__mro__}
-        if "RNN" in names or "Bidirectional" in names:
+        if "RNN" in names and not getattr(layer, "unroll", False):
             return True
         stack.extend(getattr(layer, "layers", None) or [])
         for attr in ("layer", "forward_layer", "backward_layer"):  # wrappers
@@ -151,6 +153,7 @@ def _convert_keras(
     fast = None if isinstance(model, Path) else _frozen_converter(model)
     if fast is not None:
         configure(fast)
+        _samples_as_lists(fast, [input_name(t) for t in model.inputs])
         try:
             with captured_output():
                 return bytes(fast.convert()), EXPORT_FROZEN
@@ -160,6 +163,24 @@ def _convert_keras(
         conv = _converter(model)
         configure(conv)
         return _run(conv, layer_names), EXPORT_SAVED_MODEL
+
+
+def _samples_as_lists(conv: Any, names: list[str]) -> None:
+    """Calibration samples keyed by input name, given to a frozen-graph converter as lists in
+    its inputs' order: a model without signatures takes no dicts (its calibrator failed on the
+    first sample of every multi-input model, which was then converted again the slow way)."""
+    given = conv.representative_dataset
+    if given is None or len(names) < 2:
+        return
+
+    def in_order() -> Iterator[Any]:
+        for sample in given():
+            if isinstance(sample, dict) and set(sample) == set(names):
+                yield [sample[n] for n in names]
+            else:
+                yield sample
+
+    conv.representative_dataset = in_order
 
 
 @contextlib.contextmanager

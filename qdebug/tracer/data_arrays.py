@@ -165,7 +165,13 @@ def from_npz(path: Path, inputs: list[InputSpec], limit: int | None = None) -> S
         check_batched(path, k, a, s)
     lengths = {rows for _, rows in members}
     if len(lengths) > 1:
-        raise DataError(f"{path}: arrays have different sample counts {sorted(lengths)}")
+        counts = ", ".join(f"{k!r} {rows}" for k, (_, rows) in zip(chosen, members, strict=True))
+        raise DataError(
+            f"{path}: the inputs' arrays hold different numbers of samples ({counts}): "
+            "sample i is row i of every array",
+            f"give every array the same number of samples (the first {min(lengths)} of each: "
+            f"a[:{min(lengths)}])",
+        )
     n = lengths.pop()
     read = min(len(a) for a in arrays)  # the first ``limit`` samples, or all
     src = SampleSource(str(path), inputs, lambda: ([a[i] for a in arrays] for i in range(read)),

@@ -150,6 +150,39 @@ def check_count(labels: Labels, n: int, start: int = 0) -> None:
         )
 
 
+def file_samples(spec: Any) -> int | None:
+    """The number of samples of a ``.npy`` / ``.npz`` data file, from its arrays' headers
+    (no data read); None for any other form, or arrays that disagree (refused later, naming
+    them)."""
+    path = Path(str(spec))
+    if not isinstance(spec, str | Path) or path.suffix not in (".npy", ".npz") or \
+            not path.is_file():
+        return None
+    try:
+        if path.suffix == ".npy":
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            return int(shape[0]) if shape else None
+        with np.load(path, allow_pickle=False) as npz:
+            counts = set()
+            for k in npz.files:
+                with npz.zip.open(f"{k}.npy") as f:
+                    fmt = np.lib.format
+                    v1 = fmt.read_magic(f) == (1, 0)
+                    shape = (fmt.read_array_header_1_0 if v1 else fmt.read_array_header_2_0)(f)[0]
+                counts.add(int(shape[0]) if shape else -1)
+    except (OSError, ValueError, KeyError):
+        return None  # the data's own loader says what is wrong
+    return counts.pop() if len(counts) == 1 and -1 not in counts else None
+
+
+def check_file_count(labels: Labels, data: Any, samples: int | None) -> None:
+    """``check_count`` before anything loads, where the data is a ``.npy`` / ``.npz`` file:
+    too few labels are refused in a second, not after the model is loaded and converted."""
+    n = file_samples(data)
+    if n is not None:
+        check_count(labels, min(n, samples) if samples else n)
+
+
 def label_range_warning(values: np.ndarray, classes: int, description: str) -> str | None:
     """A warning when labels fall outside the output's classes 0 … classes − 1 (a model with
     fewer classes, labels counted from 1, a padding value): those samples are wrong on both

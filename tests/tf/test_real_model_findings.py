@@ -153,3 +153,16 @@ def test_an_op_after_a_requantize_keeps_its_inputs_in_the_op_view(tmp_path: Path
         assert len(tr.layers[cat].inbound) == 3
         assert all(ops[n].measured for n in tr.layers[cat].inbound)
         assert not np.isinf(tr.layer_metrics()["gain"]).any()
+
+
+def test_unequal_sample_counts_in_an_npz_name_the_arrays(tmp_path: Path) -> None:
+    """chars2vec's pair with word_b cut to 10 samples: the line names each array and its
+    count, and the fix (it said 'arrays have different sample counts [10, 32]')."""
+    _siamese().save(tmp_path / "m.keras")
+    x = np.zeros((32, 12), np.float32)
+    np.savez(tmp_path / "pair.npz", a=x, b=x[:10])
+    r = CliRunner().invoke(cli, ["trace", str(tmp_path / "m.keras"), "--data",
+                                 str(tmp_path / "pair.npz"), "--out", str(tmp_path / "t.h5")])
+    assert r.exit_code == 2, r.output
+    line = r.stderr.strip().splitlines()[-1]
+    assert "'a' 32, 'b' 10" in line and "a[:10]" in line, line

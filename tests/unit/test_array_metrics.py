@@ -208,3 +208,35 @@ def test_workers_get_each_metric_as_its_own_option() -> None:
     pairs = list(zip(args[::2], args[1::2], strict=False))
     assert ("--metric", "a.py:p99") in pairs and ("--metric", "a.py:bias") in pairs
     assert ("--output-metric", "a.py:iou") in pairs
+
+
+def test_a_bad_spec_is_refused_before_tensorflow_loads(tmp_path: Path) -> None:
+    import sys
+
+    from click.testing import CliRunner
+
+    from qdebug.cli import cli
+
+    (tmp_path / "m.keras").write_bytes(b"PK\x03\x04")
+    np.save(tmp_path / "x.npy", np.zeros((2, 3), dtype=np.float32))
+    bad = tmp_path / "bad.py"
+    bad.write_text("def broken(f, q):\n    return f.nope\nbroken.kind = 'per_sample'\n")
+    had_tf = "tensorflow" in sys.modules
+    for option, spec, needle in (
+        ("--metric", f"{bad}:broken", "failed on a test sample: AttributeError"),
+        ("--output-metric", f"{bad}:missing", "has no 'missing'"),
+    ):
+        r = CliRunner().invoke(cli, ["trace", str(tmp_path / "m.keras"), "--data",
+                                     str(tmp_path / "x.npy"), "--out", str(tmp_path / "t.h5"),
+                                     option, spec])
+        assert r.exit_code == 2 and needle in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert had_tf or "tensorflow" not in sys.modules
+    assert not (tmp_path / "t.h5").exists()
+
+
+def test_counts_from_a_strangers_shard_that_are_no_counts_weigh_nothing() -> None:
+    bad = StoredMetric("m", "", "", "", np.array([1.0, 2.0]), "", PER_SAMPLE,
+                       np.array([np.nan, -3.0]))
+    (m,) = user_metrics.merge_stored([{"m": bad}, {"m": _stored([3.0, 4.0], [2, 2])}], 2)
+    assert list(m.values) == [3.0, 4.0] and list(m.samples) == [2, 2]  # type: ignore[arg-type]

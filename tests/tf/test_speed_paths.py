@@ -1,0 +1,72 @@
+"""The faster paths of a trace give the very same numbers (issue 22): on a small model of each of
+the three bench kinds of bench/kinds.py, the per-sample statistics of every layer and output are
+bit for bit those of the slower path they replace (the SavedModel route of the converter for a
+multi-input model and for unrolled LSTMs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import qdebug
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _kinds() -> Any:
+    name = "bench_kinds"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "kinds.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _small(kind: str) -> tuple[Any, Any]:
+    """A small model of ``kind`` and 12 samples (qdebug's sample forms)."""
+    k = _kinds()
+    if kind == "vgg_edges":
+        return k.vgg_edges(shape=(32, 32, 3), width=4), k.images(12, 5, (32, 32, 3))
+    if kind == "char_conv1d":
+        chars, feats = k.chars(12, 5, words=6, n_chars=5)
+        return k.char_conv1d(words=6, chars=5), [[c, f] for c, f in zip(chars, feats, strict=True)]
+    return k.lstm_attention(seq_len=8, units=8), k.token_ids(12, 5, seq_len=8)
+
+
+def _numbers(path: Path) -> dict[str, np.ndarray]:
+    with qdebug.open(str(path)) as tr:
+        out = {f"layer {k}": v for k, v in tr.layer_sample_stats().items()}
+        out["output sqnr_db"] = tr.output_sample_metrics("sqnr_db")
+        out["top1"] = tr.top1_match()
+        out["layer rows"] = np.array([(r.name, r.status) for r in tr.layers], dtype=object)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["vgg_edges", "char_conv1d", "lstm_attention"])
+def test_fast_conversion_route_gives_the_same_statistics_bit_for_bit(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qdebug.tracer import convert
+
+    model, data = _small(kind)
+    opts: dict[str, Any] = {"calib": data, "calib_samples": 12, "quiet": True, "batch_size": 4}
+    fast = qdebug.trace(model, data, out=tmp_path / "fast.h5", **opts)
+    with qdebug.open(str(fast)) as tr:
+        assert tr.meta.converter.keras_export == "frozen graph"
+    monkeypatch.setattr(convert, "_frozen_converter", lambda model: None)
+    slow = qdebug.trace(model, data, out=tmp_path / "slow.h5", **opts)
+    with qdebug.open(str(slow)) as tr:
+        assert tr.meta.converter.keras_export == "saved model"
+    a, b = _numbers(fast), _numbers(slow)
+    assert a.keys() == b.keys() and len(a) > 3
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert np.isfinite(a["output sqnr_db"]).all()

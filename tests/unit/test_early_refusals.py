@@ -1,0 +1,37 @@
+"""Bad input that needs no model is refused before the model loads: in a second, one line,
+not after TensorFlow's import and the conversion (~40 s on a real model)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli_helpers import assert_one_line_error
+from qdebug.cli import cli
+from qdebug.tracer.labels import check_file_count, load_labels
+
+
+@pytest.mark.parametrize("form", ["npy", "npz"])
+def test_too_few_labels_for_a_data_file_are_refused_before_the_model_loads(
+    tmp_path: Path, form: str
+) -> None:
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"never opened: the labels are refused first")
+    x = np.zeros((32, 4), np.float32)
+    data = tmp_path / f"x.{form}"
+    if form == "npy":
+        np.save(data, x)
+    else:
+        np.savez(data, a=x, b=x[:, :2])
+    np.save(tmp_path / "y.npy", np.arange(10))
+    had_tf = "tensorflow" in sys.modules
+    r = CliRunner().invoke(cli, ["trace", str(model), "--data", str(data), "--labels",
+                                 str(tmp_path / "y.npy"), "--out", str(tmp_path / "t.h5")])
+    assert_one_line_error(r.exit_code, r.stderr, "holds 10 labels for 32 samples")
+    assert had_tf or "tensorflow" not in sys.modules
+    # --samples 10: ten labels are enough, the check passes
+    check_file_count(load_labels(str(tmp_path / "y.npy")), str(data), 10)
