@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from qdebug.analysis.accuracy import accuracy
+from qdebug.analysis.kernels import kernels_comparison
 from qdebug.analysis.ranking import lowest
 from qdebug.output.channels import worst_channels
 from qdebug.output.jsonout import dumps
@@ -62,11 +63,7 @@ def report_dict(trace: Trace) -> dict[str, Any]:
             "outputs": outputs,
         },
         "float_islands": [asdict(i) for i in trace.float_islands],
-        "deployment_kernels": {
-            "delegated_ops": meta.get("delegated_ops", []),
-            "mismatched_samples": meta.get("kernel_mismatched_samples"),
-            "max_abs_diff": meta.get("kernel_max_abs_diff"),
-        },
+        "deployment_kernels": _kernels(trace),
         "instrumentation": {
             "mismatched_samples": meta.get("instrumentation_mismatched_samples"),
             "max_abs_diff": meta.get("instrumentation_max_abs_diff"),
@@ -157,6 +154,26 @@ def worst_layers(trace: Trace, n: int = 5) -> list[tuple[int, float]]:
     SQNR; a layer whose tensor could not be verified never appears."""
     sq = trace.layer_metrics()["sqnr_db"]
     return [(i, float(sq[i])) for i in lowest(trace.layers, sq, n)]
+
+
+def _kernels(trace: Trace) -> dict[str, Any]:
+    """``--xnnpack``: XNNPACK's outputs and accuracy beside the reference kernels'."""
+    meta = trace.meta
+    k = kernels_comparison(trace)
+    return {
+        "delegated_ops": meta.get("delegated_ops", []),
+        "mismatched_samples": meta.get("kernel_mismatched_samples"),
+        "max_abs_diff": meta.get("kernel_max_abs_diff"),
+        "outputs": [
+            {"name": o.name, "sqnr_db": _num(o.deployment_sqnr_db),
+             "top1_agreement": _num(o.deployment_top1),
+             "max_abs_diff": _num(o.max_diff), "max_abs_diff_lsb": _num(o.max_diff_lsb),
+             "reference_sqnr_db": _num(o.reference_sqnr_db),
+             "reference_top1_agreement": _num(o.reference_top1)}
+            for o in k.outputs
+        ] if k is not None else [],
+        "accuracy": _num(k.deployment_accuracy) if k is not None else None,
+    }
 
 
 def op_rows(trace: Trace) -> list[dict[str, Any]]:

@@ -13,10 +13,19 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from qdebug.analysis.culprits import (
+    HEALTHY_OUTPUT_DB,
+    HEALTHY_TOP1,
+    no_culprits_reason,
+    outputs_healthy,
+)
 from qdebug.output import md
 from qdebug.output.fmt import TEXT_LIMIT, db, num, pct, plain, printable
 from qdebug.output.report_json import report_dict, worst_layers
 from qdebug.store.reader import Trace
+from qdebug.store.schema import VIEW_OPS
 
 #: Optional per-layer fields of the propagation analysis shown in the layer table when present.
 _ANALYSIS_COLUMNS = (("local_sqnr_db", "local SQNR (dB)", db), ("gain", "gain", plain))
@@ -88,6 +97,33 @@ def _outputs(rep: dict[str, Any]) -> list[str | md.Rows]:
     return lines
 
 
+def _kernels(rep: dict[str, Any]) -> list[str | md.Rows]:
+    """``--xnnpack``: each output and the accuracy as XNNPACK computed them."""
+    k = rep["deployment_kernels"]
+    if not k.get("outputs"):
+        return []
+    rows = [
+        [_name(o["name"]), db(_f(o["sqnr_db"])), db(_f(o["reference_sqnr_db"])),
+         pct(_f(o["top1_agreement"])), pct(_f(o["reference_top1_agreement"])),
+         plain(_f(o["max_abs_diff_lsb"]))]
+        for o in k["outputs"]
+    ]
+    header = ["output", "SQNR XNNPACK (dB)", "SQNR reference (dB)", "top-1 XNNPACK",
+              "top-1 reference", "max difference (LSB)"]
+    lines: list[str | md.Rows] = [
+        "### Deployment kernels (XNNPACK)", "",
+        f"XNNPACK took {len(k['delegated_ops'])} ops; its outputs differ from the reference "
+        f"kernels' on {md.text(k['mismatched_samples'])} of {rep['samples']} samples. Both "
+        "against the float model; every other number here is the reference kernels'.", "",
+        md.table(header, rows, "outputs", _JSON),
+    ]
+    if k.get("accuracy") is not None:
+        out = rep["output"]
+        lines += ["", f"Accuracy: XNNPACK {pct(_f(k['accuracy']))}, reference "
+                  f"{pct(_f(out['int8_accuracy']))}, float {pct(_f(out['float_accuracy']))}."]
+    return lines
+
+
 def _custom(rep: dict[str, Any]) -> list[str | md.Rows]:
     """The user metrics (``--metric``, ``--output-metric``): each output metric's value, and
     what each metric is; per-layer values are columns of the per-layer table."""
@@ -142,9 +178,21 @@ def _culprits(rep: dict[str, Any], trace: Trace) -> list[str | md.Rows]:
         for i, sq in worst_layers(trace)
     ]
     header = ["layer", "class", "op", "SQNR (dB)", "RMSE (LSB)", "saturation", "clipped"]
-    return ["### Worst layers (accumulated SQNR)", "",
-            "The trace has no propagation analysis, so no culprits with reasons.", "",
+    return ["### Worst layers (accumulated SQNR)", "", _why_no_culprits(trace), "",
             md.table(header, rows, "layers", _CSV)]
+
+
+def _why_no_culprits(trace: Trace) -> str:
+    """As the text summary says it: healthy outputs, else why nothing is named."""
+    lm = trace.layer_metrics()
+    if trace.outputs and outputs_healthy(trace.output_metrics()):
+        return (f"Healthy: every output at {HEALTHY_OUTPUT_DB:.0f} dB SQNR or more (classifiers "
+                f"agreeing on {HEALTHY_TOP1:.0%} of the answers or more), so no layer is worth "
+                "acting on.")
+    if "local_sqnr_db" in lm and np.isfinite(lm["local_sqnr_db"]).any():
+        every = "op" if trace.view == VIEW_OPS else "layer"
+        return f"No culprits: {md.text(no_culprits_reason(trace.layers, lm, every), TEXT_LIMIT)}."
+    return "The trace has no propagation analysis, so no culprits with reasons."
 
 
 def _layer_table(rep: dict[str, Any]) -> list[str | md.Rows]:
@@ -212,6 +260,7 @@ def report_markdown(trace: Trace, chart: str | None = None,
         _environment(rep),
         _model(rep),
         _outputs(rep),
+        _kernels(rep),
         _custom(rep),
         _islands(rep),
         _culprits(rep, trace),

@@ -68,6 +68,37 @@ class ConverterSettings:
         return bool(self.supported_ops or self.optimizations)
 
 
+@dataclass(frozen=True)
+class KernelOutput:
+    """One output as the deployment kernels (XNNPACK, ``--xnnpack``) computed it, against the
+    float model (root attribute ``kernel_outputs``, schema 1.4)."""
+
+    sqnr_db: float
+    top1_agreement: float
+    """NaN where the output is not a classifier."""
+    max_abs_diff: float
+    """The largest difference from the reference kernels' output (dequantized units)."""
+    max_abs_diff_lsb: float
+    """The same in LSB of the output (NaN for an output without an integer grid)."""
+
+
+def _db(value: Any) -> float:
+    """A dB value as JSON holds it: a number, ``"inf"`` or ``"-inf"`` (no noise), null."""
+    if value in ("inf", "-inf"):
+        return float(value)
+    return _float({"v": value}, "v")
+
+
+def _kernel_outputs(value: Any) -> tuple[KernelOutput, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        KernelOutput(_db(v.get("sqnr_db")), _float(v, "top1_agreement"),
+                     _float(v, "max_abs_diff"), _float(v, "max_abs_diff_lsb"))
+        for v in value if isinstance(v, dict)
+    )
+
+
 def _str(raw: Mapping[str, Any], key: str, default: str = "") -> str:
     value = raw.get(key)
     return value if isinstance(value, str) else default
@@ -139,6 +170,10 @@ class TraceMeta(Mapping[str, Any]):
     kernel_mismatched_samples: int | None
     """With ``--xnnpack``: samples whose outputs differ between XNNPACK and the reference."""
     kernel_max_abs_diff: float
+    kernel_outputs: tuple[KernelOutput, ...]
+    """With ``--xnnpack`` (1.4): each output as XNNPACK computed it, in ``/outputs`` order."""
+    kernel_accuracy: float
+    """With ``--xnnpack`` and ``--labels`` (1.4): XNNPACK's task accuracy (else NaN)."""
     instrumentation_mismatched_samples: int
     instrumentation_max_abs_diff: float
     segments: int
@@ -183,6 +218,8 @@ class TraceMeta(Mapping[str, Any]):
                 else None
             ),
             kernel_max_abs_diff=_float(raw, "kernel_max_abs_diff"),
+            kernel_outputs=_kernel_outputs(raw.get("kernel_outputs")),
+            kernel_accuracy=_float(raw, "kernel_accuracy"),
             instrumentation_mismatched_samples=_int(raw, "instrumentation_mismatched_samples"),
             instrumentation_max_abs_diff=_float(raw, "instrumentation_max_abs_diff"),
             segments=_int(raw, "segments"),

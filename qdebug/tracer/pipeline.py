@@ -138,14 +138,12 @@ class Tracer:
                 batch_size=opt.batch_size, phases=self.phases, preds=preds,
             )
             with self.phases.step("write"):
-                self._finish(writer, loop, prep, matched, preds, notes,
-                             input_cap(sample_bytes, budget))
-                kernels = (
-                    {"kernel_mismatched_samples": sides.kernel_mismatched,
-                     "kernel_max_abs_diff": sides.kernel_max_diff}
-                    if matched.deploy is not None
-                    else {}
-                )
+                truth = self._finish(writer, loop, prep, matched, preds, notes,
+                                     input_cap(sample_bytes, budget))
+                kernels = sides.kernels.attrs(
+                    matched.outputs, matched.out_index, truth,
+                    preds.output if preds is not None else None,
+                ) if matched.deploy is not None else {}
                 return writer.commit(
                     instrumentation_mismatched_samples=loop.mismatched,
                     instrumentation_max_abs_diff=loop.max_diff,
@@ -289,10 +287,11 @@ class Tracer:
     def _finish(
         self, writer: TraceWriter, loop: Any, prep: Prepared, matched: Matched,
         preds: PredictionLog | None, notes: list[str], worst_input_cap: int,
-    ) -> None:
+    ) -> np.ndarray | None:
         """What is written after the loop: labels, the analysis, each layer's worst samples;
-        the warnings the loop's results call for go to ``notes``."""
+        the warnings the loop's results call for go to ``notes``. Returns the labels."""
         data, outputs = prep.data, matched.outputs
+        truth = None
         if prep.labels is not None and preds is not None:
             pred_f, pred_q = preds.arrays()
             truth = resolve_labels(prep.labels, len(pred_f), data.pair_labels, prep.first_sample)
@@ -314,6 +313,7 @@ class Tracer:
                          prep.first_sample + min(writer.store_samples, data.taken or 0)))
         writer.write_layer_worst(measurer.layer_worst.finish(
             data, worst_input_cap, kept, prep.first_sample))
+        return truth
 
     def _stored_count(
         self, records: list[LayerRecord], int8: LiteModel, local: bool, specs: list[InputSpec],
