@@ -11,6 +11,7 @@ from qdebug.analysis.ranking import lowest
 from qdebug.output.channels import worst_channels
 from qdebug.output.jsonout import dumps
 from qdebug.output.jsonout import num as _num
+from qdebug.store.meta import QuantizerInfo
 from qdebug.store.reader import Trace
 from qdebug.store.schema import REQUIRED_METRICS
 
@@ -33,6 +34,7 @@ def report_dict(trace: Trace) -> dict[str, Any]:
     acc = accuracy(trace)
     return {
         "schema_version": trace.schema_version,
+        "quantizer": _quantizer(meta.quantizer),  # what made the deployed model
         "trace": str(trace.path),
         "model": {
             "name": trace.model_name,
@@ -141,6 +143,7 @@ def _layers(trace: Trace, custom: dict[str, Any]) -> list[dict[str, Any]]:
             "clip_fraction": _num(lm["clip_fraction"][i]),
             "tensor_index": r.tensor_index,
             "ops": r.ops,
+            "precision": trace.precision(i),
             **{k: _num(v[i]) for k, v in lm.items() if k not in _LAYER_METRICS},
             "channels": worst_channels(trace.channel_stats(i), trace.weight_channels(i)),
             "custom_metrics": {k: _num(m.values[i]) for k, m in custom.items()},
@@ -176,6 +179,12 @@ def _kernels(trace: Trace) -> dict[str, Any]:
     }
 
 
+def _quantizer(q: QuantizerInfo) -> dict[str, Any]:
+    """What made the deployed model (schema 1.4; derived for older traces)."""
+    return {"name": q.name, "version": q.version, "recipe_name": q.recipe_name,
+            "recipe": [dict(e) for e in q.recipe], "repairs": list(q.repairs)}
+
+
 def op_rows(trace: Trace) -> list[dict[str, Any]]:
     """Every op of the deployed model with its metrics (empty for traces before schema 1.2)."""
     om = trace.op_metrics()
@@ -194,6 +203,7 @@ def op_rows(trace: Trace) -> list[dict[str, Any]]:
             "scale": _num(o.scale),
             "zero_point": o.zero_point,
             "has_local": o.has_local,
+            "precision": o.precision,
             **{k: _num(v[i]) for k, v in om.items()},
             "custom_metrics": {k: _num(m.values[i]) for k, m in custom.items()},
         }

@@ -24,6 +24,7 @@ from qdebug.analysis.culprits import (
 from qdebug.output import md
 from qdebug.output.fmt import TEXT_LIMIT, db, num, pct, plain, printable
 from qdebug.output.report_json import report_dict, worst_layers
+from qdebug.store.meta import QUANTIZER_AEQ
 from qdebug.store.reader import Trace
 from qdebug.store.schema import VIEW_OPS
 
@@ -68,6 +69,11 @@ def _model(rep: dict[str, Any]) -> list[str | md.Rows]:
     if conv:
         settings = ", ".join(f"{k}={v}" for k, v in sorted(conv.items()))
         lines.append(f"- converter: {md.text(settings, TEXT_LIMIT)}")
+    quant = rep.get("quantizer") or {}
+    if quant.get("name") == QUANTIZER_AEQ:
+        lines.append(f"- quantizer: {md.text(quant.get('name'))} {md.text(quant.get('version'))}"
+                     f", recipe {md.text(quant.get('recipe_name'), TEXT_LIMIT)} (`qdebug export "
+                     "--tflite` writes the recipe's JSON beside the model)")
     lines.append(
         f"- data: {md.text(run.get('data_source'), TEXT_LIMIT)} ({rep['samples']} samples, "
         f"{len(rep['stored_samples'])} stored); calibration: "
@@ -199,10 +205,13 @@ def _layer_table(rep: dict[str, Any]) -> list[str | md.Rows]:
     layers = rep["layers"]
     extra = [c for c in _ANALYSIS_COLUMNS if layers and c[0] in layers[0]]
     custom = [m["name"] for m in rep.get("custom_metrics") or []]
-    header = ["#", "layer", "class", "op", "status", "SQNR (dB)", "RMSE (LSB)", "saturation",
+    precision = any(r.get("precision") for r in layers)  # schema 1.4
+    header = ["#", "layer", "class", "op", *(["precision"] if precision else []), "status",
+              "SQNR (dB)", "RMSE (LSB)", "saturation",
               *(c[1] for c in extra), *(md.text(c) for c in custom)]
     rows = [
         [str(r["index"]), _name(r["name"]), md.text(r["class"]), md.text(r["op"] or "—"),
+         *([md.text(r.get("precision") or "—")] if precision else []),
          md.text(r["status"])
          + (f" → {_name(r['related'])}" if r["related"] else ""),
          db(_f(r["sqnr_db"])), plain(_f(r["rmse_lsb"])), pct(_f(r["saturation"])),

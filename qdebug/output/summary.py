@@ -21,6 +21,7 @@ from qdebug.analysis.culprits import (
 from qdebug.analysis.kernels import kernels_comparison
 from qdebug.output.fmt import NAME_LIMIT, TEXT_LIMIT, db_unit, lsb, num, pct, shown
 from qdebug.output.report_json import worst_layers
+from qdebug.store.meta import QUANTIZER_AEQ
 from qdebug.store.reader import Trace
 from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED, VIEW_OPS
 
@@ -72,6 +73,11 @@ def _say_head(trace: Trace, say: Say) -> None:
     )
     if meta.deployed:
         say(f"  deployed model: {_safe(meta.deployed, TEXT_LIMIT)}")
+    if meta.quantizer.name == QUANTIZER_AEQ:
+        repaired = "; ".join(meta.quantizer.repairs)
+        say(f"  quantized by {_safe(meta.quantizer.describe(), TEXT_LIMIT)}"
+            + (f" (float .tflite repaired: {_safe(repaired, TEXT_LIMIT)})"
+               if repaired else ""))
     for j, o in enumerate(trace.outputs):
         sq = float(om["sqnr_db"][j])
         line = f"  output {_safe(o.name)}: SQNR {db_unit(sq)}"
@@ -150,11 +156,12 @@ def _worst_table(trace: Trace) -> Table:
         title_justify="left", box=None,
     )
     ops_view = trace.view == VIEW_OPS
-    cols = ("op", "SQNR", "RMSE (LSB)", "saturation")
+    mixed = trace.mixed_precision  # a precision column only where ops differ in it
+    cols = ("op", *(("precision",) if mixed else ()), "SQNR", "RMSE (LSB)", "saturation")
     for col in (("name",) if ops_view else ("layer", "class")) + cols:
         table.add_column(
             col,
-            justify="right" if col in cols[1:] else "left",
+            justify="right" if col in cols[1:] and col != "precision" else "left",
             overflow="fold",  # whole names at any width: wrapped, never cut
             no_wrap=col not in ("layer", "name"),
         )
@@ -166,6 +173,7 @@ def _worst_table(trace: Trace) -> Table:
             _safe(r.name),
             *(() if ops_view else (_safe(r.class_name),)),
             _safe(r.op_type),
+            *((trace.precision(i) or "—",) if mixed else ()),
             db_unit(sq),
             "—" if math.isnan(rmse) else f"{rmse:.2f}",
             f"{lm['saturation'][i] * 100:.1f}%",

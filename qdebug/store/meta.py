@@ -68,6 +68,35 @@ class ConverterSettings:
         return bool(self.supported_ops or self.optimizations)
 
 
+#: Root attribute ``quantizer``'s ``name`` (schema 1.4): what made the deployed model.
+QUANTIZER_CONVERTER = "converter"
+QUANTIZER_AEQ = "ai-edge-quantizer"
+QUANTIZER_GIVEN = "given"
+"""A model given with ``--tflite``: qdebug did not quantize it."""
+
+
+@dataclass(frozen=True)
+class QuantizerInfo:
+    """Root attribute ``quantizer`` (schema 1.4; derived from ``tflite_source`` before)."""
+
+    name: str = QUANTIZER_GIVEN
+    """``converter``, ``ai-edge-quantizer`` or ``given``."""
+    version: str = ""
+    recipe_name: str = ""
+    """AEQ: the recipe as given (a name, a file's path, ``custom``); converter: its scheme."""
+    recipe: tuple[Mapping[str, Any], ...] = ()
+    """AEQ: the recipe's entries as it applied them (``qdebug export`` writes them)."""
+    repairs: tuple[str, ...] = ()
+    """AEQ: what qdebug repaired in the float ``.tflite`` before quantizing it."""
+
+    def describe(self) -> str:
+        """One phrase: ``ai-edge-quantizer 0.10.0, recipe int8``."""
+        if self.name == QUANTIZER_GIVEN:
+            return "given .tflite"
+        text = f"{self.name} {self.version}".strip()
+        return f"{text}, recipe {self.recipe_name}" if self.recipe_name else text
+
+
 @dataclass(frozen=True)
 class KernelOutput:
     """One output as the deployment kernels (XNNPACK, ``--xnnpack``) computed it, against the
@@ -136,6 +165,23 @@ def _converter(value: Any) -> ConverterSettings:
     )
 
 
+def _quantizer(raw: Mapping[str, Any]) -> QuantizerInfo:
+    value = raw.get("quantizer")
+    if not isinstance(value, dict):  # before 1.4
+        if _str(raw, "tflite_source") == "converted":
+            return QuantizerInfo(QUANTIZER_CONVERTER, _str(raw, "tensorflow_version"))
+        return QuantizerInfo()
+    recipe = value.get("recipe")
+    return QuantizerInfo(
+        name=_str(value, "name", QUANTIZER_GIVEN),
+        version=_str(value, "version"),
+        recipe_name=_str(value, "recipe_name"),
+        recipe=tuple(e for e in recipe if isinstance(e, dict)) if isinstance(recipe, list)
+        else (),
+        repairs=_strs(value.get("repairs")),
+    )
+
+
 def _kind(raw: Mapping[str, Any]) -> DeployedKind:
     written = raw.get("deployed_kind")
     if isinstance(written, str):
@@ -162,6 +208,7 @@ class TraceMeta(Mapping[str, Any]):
     n_samples: int
     n_stored: int
     converter: ConverterSettings
+    quantizer: QuantizerInfo
     deployed: str
     """What the deployed model is, for people."""
     deployed_kind: DeployedKind
@@ -206,6 +253,7 @@ class TraceMeta(Mapping[str, Any]):
             n_samples=_int(raw, "n_samples"),
             n_stored=_int(raw, "n_stored"),
             converter=_converter(raw.get("converter")),
+            quantizer=_quantizer(raw),
             deployed=_str(raw, "deployed"),
             deployed_kind=_kind(raw),
             kernels=_str(raw, "kernels", "?"),

@@ -18,6 +18,7 @@ from qdebug.shards.slicing import shard_source
 from qdebug.store.schema import LayerRecord
 from qdebug.store.writer import TraceWriter
 from qdebug.tracer import convert as conv
+from qdebug.tracer.aeq_route import aeq_converted
 from qdebug.tracer.convert import MIN_CALIB_SAMPLES
 from qdebug.tracer.data import InputSpec, load_data
 from qdebug.tracer.graph import LayerGraph, Probe, has_graph
@@ -193,12 +194,8 @@ class Tracer:
                 twin_bytes = prep.float_bytes or conv.convert_float(prep.conv_model,
                                                                     prep.layer_names)
             return Converted(int8_bytes, twin_bytes, options)
-        if prep.conv_model is None:
-            raise QdebugError(
-                f"{self.loaded.source} is a .tflite model: qdebug compares it with a quantized "
-                "one, it cannot convert it",
-                "give the quantized model too: --tflite INT8.tflite",
-            )
+        if opt.quantizer == "aeq" or prep.conv_model is None:
+            return aeq_converted(prep, opt, self.phases, options)
         data_errors: list[QdebugError] = []
 
         def representative() -> Iterator[Any]:
@@ -238,7 +235,7 @@ class Tracer:
         check_inputs(int8, prep.specs)
         table = build_op_table(int8, twin, align_tensors(twin, int8))
         local = self._local_refs(converted.twin_bytes, int8, table, list(converted.keep_float_ops),
-                                 twin)
+                                 twin, converted.aeq is not None)
         runner: SegmentRunner | None = None
         single: set[str] = set()
         if prep.graph is not None:
@@ -408,16 +405,17 @@ class Tracer:
         table: OpTable,
         denylisted: list[str],
         twin: LiteModel,
+        aeq: bool = False,
     ) -> LocalRefs | None:
         """Each op's f(x̂): from the converter's numeric-verify model where the twin is the
         calibrated model the deployed one was quantized from; else (a given ``--tflite``,
-        int16x8, or where the converter cannot build it) from qdebug's own local reference
+        int16x8, AEQ's, or where the converter cannot build it) from qdebug's own local reference
         model, the float ops fed the deployed model's dequantized inputs (``local_ref``); none
         where the float model is itself quantized."""
         opt = self.opt
         if conv.is_quantized(twin_bytes):
             return None
-        if opt.tflite is not None or opt.scheme != "int8":
+        if opt.tflite is not None or opt.scheme != "int8" or aeq:
             return build_op_local_refs(twin_bytes, twin, int8, table)
         verify_bytes = build_verify_model(twin_bytes, denylisted or None)
         if verify_bytes is None:
