@@ -6,12 +6,10 @@ from dataclasses import asdict
 from typing import Any
 
 from qdebug.analysis.accuracy import accuracy
-from qdebug.analysis.kernels import kernels_comparison
 from qdebug.analysis.ranking import lowest
 from qdebug.output.channels import worst_channels
 from qdebug.output.jsonout import dumps
 from qdebug.output.jsonout import num as _num
-from qdebug.store.meta import QuantizerInfo
 from qdebug.store.reader import Trace
 from qdebug.store.schema import REQUIRED_METRICS
 
@@ -34,24 +32,24 @@ def report_dict(trace: Trace) -> dict[str, Any]:
     acc = accuracy(trace)
     return {
         "schema_version": trace.schema_version,
-        "quantizer": _quantizer(meta.quantizer),  # what made the deployed model
         "trace": str(trace.path),
         "model": {
             "name": trace.model_name,
-            "source": meta.get("model_source"),
-            "sha256": meta.get("model_sha256"),
-            "keras_flavour": meta.get("keras_flavour"),
-            "converter": meta.get("converter"),
-            "tflite_source": meta.get("tflite_source"),
-            "kernels": meta.get("kernels"),
-            "deployed": meta.get("deployed"),
+            "source": _text(meta.model_source),
+            "sha256": _text(meta.model_sha256),
+            "keras_flavour": _text(meta.keras_flavour),
+            "converter": meta.raw.get("converter"),  # the settings as recorded
+            "tflite_source": _text(meta.tflite_source),
+            "kernels": _text(meta.kernels),
+            "deployed": _text(meta.deployed),
         },
         "view": trace.view,
-        "versions": {k: v for k, v in meta.items() if k.endswith("_version")},
+        "versions": {k: v for k, v in meta.raw.items() if k.endswith("_version")},
         "samples": trace.n_samples,
         "run": {
-            k: meta.get(k)
-            for k in ("created", "command_line", "data_source", "calib_source", "platform")
+            "created": _text(meta.created), "command_line": _text(meta.command_line),
+            "data_source": _text(meta.data_source), "calib_source": _text(meta.calib_source),
+            "platform": meta.raw.get("platform"),
         },
         "stored_samples": [int(s) for s in trace.stored_samples],
         "output": {
@@ -65,12 +63,16 @@ def report_dict(trace: Trace) -> dict[str, Any]:
             "outputs": outputs,
         },
         "float_islands": [asdict(i) for i in trace.float_islands],
-        "deployment_kernels": _kernels(trace),
-        "instrumentation": {
-            "mismatched_samples": meta.get("instrumentation_mismatched_samples"),
-            "max_abs_diff": meta.get("instrumentation_max_abs_diff"),
+        "deployment_kernels": {
+            "delegated_ops": meta.get("delegated_ops", []),
+            "mismatched_samples": meta.get("kernel_mismatched_samples"),
+            "max_abs_diff": meta.get("kernel_max_abs_diff"),
         },
-        "warnings": meta.get("warnings", []),
+        "instrumentation": {
+            "mismatched_samples": meta.instrumentation_mismatched_samples,
+            "max_abs_diff": _num(meta.instrumentation_max_abs_diff),
+        },
+        "warnings": list(meta.warnings),
         "custom_metrics": [
             {"name": m.name, "kind": m.kind, "unit": m.unit, "definition": m.definition,
              "source": m.source, "error": m.error or None}
@@ -143,7 +145,6 @@ def _layers(trace: Trace, custom: dict[str, Any]) -> list[dict[str, Any]]:
             "clip_fraction": _num(lm["clip_fraction"][i]),
             "tensor_index": r.tensor_index,
             "ops": r.ops,
-            "precision": trace.precision(i),
             **{k: _num(v[i]) for k, v in lm.items() if k not in _LAYER_METRICS},
             "channels": worst_channels(trace.channel_stats(i), trace.weight_channels(i)),
             "custom_metrics": {k: _num(m.values[i]) for k, m in custom.items()},
@@ -152,37 +153,16 @@ def _layers(trace: Trace, custom: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _text(value: str | None) -> str | None:
+    """A text attribute for the report: None (null) where the trace has none."""
+    return value or None
+
+
 def worst_layers(trace: Trace, n: int = 5) -> list[tuple[int, float]]:
     """(index, SQNR dB) of the ``n`` ranked layers (matched and verified) with the lowest
     SQNR; a layer whose tensor could not be verified never appears."""
     sq = trace.layer_metrics()["sqnr_db"]
     return [(i, float(sq[i])) for i in lowest(trace.layers, sq, n)]
-
-
-def _kernels(trace: Trace) -> dict[str, Any]:
-    """``--xnnpack``: XNNPACK's outputs and accuracy beside the reference kernels'."""
-    meta = trace.meta
-    k = kernels_comparison(trace)
-    return {
-        "delegated_ops": meta.get("delegated_ops", []),
-        "mismatched_samples": meta.get("kernel_mismatched_samples"),
-        "max_abs_diff": meta.get("kernel_max_abs_diff"),
-        "outputs": [
-            {"name": o.name, "sqnr_db": _num(o.deployment_sqnr_db),
-             "top1_agreement": _num(o.deployment_top1),
-             "max_abs_diff": _num(o.max_diff), "max_abs_diff_lsb": _num(o.max_diff_lsb),
-             "reference_sqnr_db": _num(o.reference_sqnr_db),
-             "reference_top1_agreement": _num(o.reference_top1)}
-            for o in k.outputs
-        ] if k is not None else [],
-        "accuracy": _num(k.deployment_accuracy) if k is not None else None,
-    }
-
-
-def _quantizer(q: QuantizerInfo) -> dict[str, Any]:
-    """What made the deployed model (schema 1.4; derived for older traces)."""
-    return {"name": q.name, "version": q.version, "recipe_name": q.recipe_name,
-            "recipe": [dict(e) for e in q.recipe], "repairs": list(q.repairs)}
 
 
 def op_rows(trace: Trace) -> list[dict[str, Any]]:
@@ -203,7 +183,6 @@ def op_rows(trace: Trace) -> list[dict[str, Any]]:
             "scale": _num(o.scale),
             "zero_point": o.zero_point,
             "has_local": o.has_local,
-            "precision": o.precision,
             **{k: _num(v[i]) for k, v in om.items()},
             "custom_metrics": {k: _num(m.values[i]) for k, m in custom.items()},
         }

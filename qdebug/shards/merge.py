@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -87,15 +88,15 @@ def merge_traces(
 
 def _write(shards: list[Shard], out: Path, budget: int, command_line: str) -> Path:
     t0 = shards[0].trace
-    input_names = [str(n) for n in t0.meta.get("input_names") or []]
-    attrs = {k: v for k, v in t0.meta.items() if k not in _DROP}
+    input_names = list(t0.meta.input_names)
+    attrs = {k: v for k, v in t0.meta.raw.items() if k not in _DROP}  # copied as recorded
     attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     attrs["command_line"] = _utf8(command_line or "qdebug merge " + " ".join(
         str(s.path) for s in shards
     ))
     attrs["merged_from"] = [
         {"file": _utf8(str(s.path)), "shard": str(s.info.spec), "start": s.info.start,
-         "count": s.info.count, "command_line": s.trace.meta.get("command_line", "")}
+         "count": s.info.count, "command_line": s.trace.meta.command_line}
         for s in shards
     ]
     writer = TraceWriter(
@@ -126,17 +127,16 @@ def _write(shards: list[Shard], out: Path, budget: int, command_line: str) -> Pa
             _merge_layer_worst(shards, writer, budget, input_names)
         warnings: list[str] = []
         for s in shards:
-            for w in s.trace.meta.get("warnings") or []:
+            for w in s.trace.meta.warnings:
                 if w not in warnings:
-                    warnings.append(str(w))
+                    warnings.append(w)
+        diffs = [s.trace.meta.instrumentation_max_abs_diff for s in shards]
         return writer.commit(
             instrumentation_mismatched_samples=sum(
-                int(s.trace.meta.get("instrumentation_mismatched_samples", 0)) for s in shards
+                s.trace.meta.instrumentation_mismatched_samples for s in shards
             ),
-            instrumentation_max_abs_diff=max(
-                float(s.trace.meta.get("instrumentation_max_abs_diff", 0.0)) for s in shards
-            ),
-            segments=int(t0.meta.get("segments", 0)),
+            instrumentation_max_abs_diff=max(0.0 if math.isnan(d) else d for d in diffs),
+            segments=t0.meta.segments,
             warnings=warnings,
         )
 

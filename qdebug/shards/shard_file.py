@@ -14,7 +14,6 @@ from typing import Any
 from qdebug.errors import ShardMismatchError, TraceFileError
 from qdebug.shards.slicing import ShardInfo, shard_info
 from qdebug.store.reader import Trace
-from qdebug.store.schema import ATTR_TFLITE_SHA256
 
 #: Root attributes every shard must share: same model, conversion, kernels and data.
 SAME_ATTRS = (
@@ -61,8 +60,8 @@ def open_shard(path: Path) -> Shard:
         if len(stored) and (stored.min() < info.start or stored.max() >= info.end):
             raise damaged(trace.path, "stored samples lie outside the shard's slice")
         sha = hashlib.sha256(trace.tflite_bytes()).hexdigest()
-        recorded = trace.meta.get(ATTR_TFLITE_SHA256)
-        if recorded is not None and recorded != sha:
+        recorded = trace.meta.int8_tflite_sha256
+        if recorded and recorded != sha:
             raise damaged(trace.path, "the .tflite bytes do not match their recorded sha256")
     except BaseException:
         trace.close()
@@ -93,9 +92,10 @@ def _differences(a: Shard, b: Shard) -> Iterator[str]:
     ):
         if _rows(x) != _rows(y):
             yield what
-    for key in SAME_ATTRS:
-        if ta.meta.get(key) != tb.meta.get(key):
-            yield f"{key} ({_short(ta.meta.get(key))} vs {_short(tb.meta.get(key))})"
+    for key in SAME_ATTRS:  # as recorded, whatever their type
+        va, vb = ta.meta.raw.get(key), tb.meta.raw.get(key)
+        if va != vb:
+            yield f"{key} ({_short(va)} vs {_short(vb)})"
     if a.info.total != b.info.total:
         yield f"sample counts ({a.info.total} vs {b.info.total} samples in the data)"
     if a.info.batch_size != b.info.batch_size:

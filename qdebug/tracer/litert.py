@@ -84,8 +84,9 @@ class LiteModel:
             except (ValueError, RuntimeError) as again:
                 raise _load_error(again, _unresolved_custom_op(again)) from again
             self.xnnpack = True
-        details = self.interp.get_tensor_details()  # a Python dict per tensor: read once
-        self.details: dict[int, dict[str, Any]] = {int(d["index"]): d for d in details}
+        self.details: dict[int, dict[str, Any]] = {
+            int(d["index"]): d for d in self.interp.get_tensor_details()
+        }
         self.tensors = {
             d["index"]: TensorInfo(
                 d["index"],
@@ -94,7 +95,7 @@ class LiteModel:
                 np.dtype(d["dtype"]),
                 _qparams(d),
             )
-            for d in details
+            for d in self.interp.get_tensor_details()
         }
         self.ops = [
             OpInfo(
