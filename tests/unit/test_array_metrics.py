@@ -240,3 +240,68 @@ def test_counts_from_a_strangers_shard_that_are_no_counts_weigh_nothing() -> Non
                        np.array([np.nan, -3.0]))
     (m,) = user_metrics.merge_stored([{"m": bad}, {"m": _stored([3.0, 4.0], [2, 2])}], 2)
     assert list(m.values) == [3.0, 4.0] and list(m.samples) == [2, 2]  # type: ignore[arg-type]
+
+
+def test_a_metric_cannot_write_into_the_tracers_arrays() -> None:
+    def clobber(f, q):  # type: ignore[no-untyped-def]
+        """writes into its input"""
+        f[...] = 0
+        return 0.0
+
+    clobber.kind = "per_sample"  # type: ignore[attr-defined]
+    with pytest.raises(QdebugError, match=r"failed on a test sample: ValueError: .*read-only"):
+        user_metrics.load_user_metrics([clobber])
+    m = user_metrics.ArrayMetric("clobber", "", "", "", clobber, PER_SAMPLE)
+    f = np.arange(6, dtype=np.float32).reshape(2, 3) + 1
+    sm = SampleMetrics(user_metrics.UserMetrics(per_sample=(m,)), {"layers": ["a"]})
+    sm.add_tensors("layers", [(0, f, f, None)])  # a float island: q is f's own buffer
+    (got,) = sm.stored()["layers"]
+    assert np.isnan(got.values[0]) and "read-only" in got.error
+    assert f.min() == 1.0
+
+
+def _with_metrics(tmp_path: Path) -> Path:
+    """A synthetic trace given a per-sample layer metric and an output metric as the tracer
+    writes them (``user_metrics.write_stored``)."""
+    from synthetic_traces import make_trace
+
+    path = make_trace(tmp_path / "t.h5", layers=4, samples=8)
+    with h5py.File(path, "a") as f:
+        user_metrics.write_stored(f["metrics/layers"], [
+            StoredMetric("p99", "LSB", "99th percentile", "m.py:p99",
+                         np.array([0.5, 1.25, np.nan, 2.0]), "", PER_SAMPLE,
+                         np.array([8, 8, 0, 8]))])
+        user_metrics.write_stored(f["metrics"].require_group("model"), [
+            StoredMetric("iou", "", "IoU of the masks", "m.py:iou", np.array([0.875]), "",
+                         WHOLE_SET, np.array([8]))])
+    return path
+
+
+def test_reports_show_stored_array_metrics_without_their_code(tmp_path: Path) -> None:
+    import csv
+    import io
+
+    import qdebug
+    from qdebug.output.report_csv import report_csv
+    from qdebug.output.report_markdown import report_markdown
+
+    with qdebug.open(_with_metrics(tmp_path)) as tr:
+        rows = list(csv.DictReader(io.StringIO(report_csv(tr))))
+        text = report_markdown(tr)
+    assert [r["p99"] for r in rows] == ["0.5", "1.25", "", "2.0"]
+    assert {r["iou"] for r in rows} == {"0.875"}
+    assert "| `iou` | whole_set | 0.875 | — | IoU of the masks |" in text
+    assert "| `p99` | per_sample | per layer (table below) | LSB | 99th percentile |" in text
+
+
+def test_a_damaged_sample_count_is_one_clear_error(tmp_path: Path) -> None:
+    import qdebug
+    from qdebug.errors import TraceFileError
+
+    path = _with_metrics(tmp_path)
+    with h5py.File(path, "a") as f:
+        del f["metrics/model/custom_samples/iou"]
+        f["metrics/model/custom_samples/iou"] = np.zeros(10**5)
+    with qdebug.open(path) as tr, pytest.raises(TraceFileError,
+                                                match="custom_samples/iou has shape"):
+        tr.custom_metrics("model")
