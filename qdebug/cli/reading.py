@@ -235,6 +235,9 @@ def export(
         done = export_trace(tr, tflite, inputs, force=force)
     if done.tflite is not None:
         say(f"wrote {done.tflite} (the INT8 model)")
+    if done.recipe is not None:
+        say(f"wrote {done.recipe} (the ai-edge-quantizer recipe that made it: qdebug trace "
+            f"FLOAT.tflite --recipe {done.recipe} makes it again)")
     if done.inputs is not None:
         say(f"wrote {done.inputs} (inputs of samples {list(done.samples)})")
 

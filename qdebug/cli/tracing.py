@@ -6,6 +6,7 @@ import contextlib
 import os
 import shlex
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,14 @@ from qdebug.errors import QdebugError
               show_default=True,
               help="int16x8: 16-bit activations and 8-bit weights (diff against an int8 trace "
               "to see which layers recover with more bits).")
+@click.option("--quantizer", type=click.Choice(["converter", "aeq"]), default=None,
+              help="What quantizes MODEL: the TFLite converter (default for Keras models and "
+              "SavedModels) or ai-edge-quantizer (aeq; always for a float .tflite given "
+              "alone): the model is converted to a float .tflite, then quantized by AEQ.")
+@click.option("--recipe", metavar="NAME|FILE.json",
+              help="ai-edge-quantizer's recipe: int8 (default: static int8 weights and "
+              "activations), int16 (16-bit activations), dynamic (dynamic range), weight-only, "
+              "or a recipe JSON file (per-op entries; qdebug export writes the one used).")
 @click.option("--shard", metavar="K/N",
               help="Trace only the K-th of N contiguous slices of DATA (whole batches; same "
               "conversion and calibration as a whole run). Merge the N traces with `qdebug "
@@ -97,40 +106,36 @@ from qdebug.errors import QdebugError
 def trace(
     model: str, data: str, calib: str | None, tflite: Path | None, out: Path | None,
     samples: int | None, store_samples: int | None, store_budget: float | None,
-    calib_samples: int,
-    batch_size: int,
+    calib_samples: int, batch_size: int,
     xnnpack: bool, int8_io: bool, image_range: str, trust_model_code: bool, fmt: str,
-    quiet: bool, keep_float: str, scheme: str, shard: str | None, workers: str,
-    ray_address: str | None, labels: str | None, metric: tuple[str, ...],
-    output_metric: tuple[str, ...], profile: bool,
+    quiet: bool, keep_float: str, scheme: str, quantizer: str | None, recipe: str | None,
+    shard: str | None, workers: str, ray_address: str | None, labels: str | None,
+    metric: tuple[str, ...], output_metric: tuple[str, ...], profile: bool,
 ) -> None:
     """Run MODEL in float Keras and INT8 LiteRT side by side and write a trace.
 
     MODEL is a Keras 3 .keras file, an .h5 of either Keras flavour, a SavedModel folder
     (tf_keras, a plain tf.saved_model.save of a tf.Module, or a Keras 3 model.export()), a
-    float .tflite given with --tflite INT8.tflite (a pair from any converter), or a factory
-    file.py:function / package.module:function returning a model (use one for custom layers
-    and subclassed models). The model is converted to full-INT8 TFLite (calibrated on --calib,
-    else DATA) unless --tflite gives the deployed model. Every op of the INT8 model is
-    measured against the same op of the float twin; where the model has Keras layers, each is
-    mapped to the tensor holding its output, verified, and measured as well.
+    float .tflite (quantized by ai-edge-quantizer with --recipe, or given with --tflite
+    INT8.tflite: a pair from any quantizer), or a factory file.py:function /
+    package.module:function returning a model (use one for custom layers and subclassed
+    models). The model is converted to full-INT8 TFLite by the TFLite converter, or by
+    ai-edge-quantizer with --quantizer aeq (calibrated on --calib, else DATA), unless --tflite
+    gives the deployed model. Every op of the INT8 model is measured against the same op of
+    the float twin; where the model has Keras layers, each is mapped to the tensor holding its
+    output, verified, and measured as well.
 
     \b
     Examples:
       qdebug trace model.keras --data x.npy
       qdebug trace model.h5 --data val.npz --calib calib.npz --out traces/run1.h5
       qdebug trace model.keras --data x.npy --tflite deployed_int8.tflite
+      qdebug trace float.tflite --data x.npy --recipe int16   # ai-edge-quantizer
       qdebug trace examples/digits_cnn.py:build --data examples/out/digits.npy
       qdebug trace model.keras --data val.npy --workers auto   # every core, one trace
       qdebug trace model.keras --data val.npy --shard 2/8 --out s2.h5   # one job of an array
     """
-    if tflite is not None:
-        precheck_file(tflite, "--tflite", "give the deployed INT8 .tflite model")
-    if tflite is not None and read_head(tflite)[4:8] != b"TFL3":
-        raise QdebugError(
-            f"{tflite} is not a .tflite model (no TFL3 identifier)",
-            "give the deployed INT8 .tflite model",
-        )
+    _precheck_tflite(tflite)
     if out is not None:
         from qdebug.store.writer import check_target
 
@@ -144,6 +149,7 @@ def trace(
             "drop --tflite to convert MODEL with them",
         )
     precheck_path(model, "model", "give a .keras, .h5, SavedModel folder, or file.py:function")
+    quantizer = _quantizer(model, tflite, quantizer, recipe, kept, scheme, int8_io)
     for spec in (data, calib):
         precheck_path(spec, "data", "give .npy, .npz, an image folder, or module:function")
     if labels != "data":
@@ -188,11 +194,57 @@ def trace(
             trust_model_code=trust_model_code, quiet=quiet or fmt == "json", keep_float=kept,
             scheme=scheme, shard=shard_spec, labels=labels,
             metrics=(*user.pooled, *user.per_sample),
+            quantizer=quantizer, recipe=recipe,
             output_metrics=user.outputs,
             command_line="qdebug " + " ".join(
                 shlex.quote(a) for a in click.get_current_context().meta.get("qdebug.argv", [])
             ),
         ))
+
+
+def _precheck_tflite(tflite: Path | None) -> None:
+    """A --tflite that is missing or not a .tflite: refused before TensorFlow loads."""
+    if tflite is None:
+        return
+    precheck_file(tflite, "--tflite", "give the deployed INT8 .tflite model")
+    if read_head(tflite)[4:8] != b"TFL3":
+        raise QdebugError(
+            f"{tflite} is not a .tflite model (no TFL3 identifier)",
+            "give the deployed INT8 .tflite model",
+        )
+
+
+def _quantizer(model: str, tflite: Path | None, quantizer: str | None, recipe: str | None,
+               kept: Sequence[str], scheme: str, int8_io: bool) -> str:
+    """What quantizes MODEL (``converter`` or ``aeq``), checked before TensorFlow loads: a
+    float .tflite alone goes to ai-edge-quantizer, whose options are refused with --tflite
+    and the converter's with it."""
+    path = Path(model)
+    alone = tflite is None and path.suffix.lower() == ".tflite" and path.is_file()
+    if tflite is not None and (quantizer == "aeq" or recipe is not None):
+        raise QdebugError("--quantizer aeq and --recipe quantize MODEL, and --tflite skips that",
+                          "drop --tflite to quantize MODEL with ai-edge-quantizer")
+    if alone and quantizer == "converter":
+        raise QdebugError(f"{model} is a float .tflite: the TFLite converter takes Keras "
+                          "models and SavedModels", "drop --quantizer converter (a float .tflite"
+                          " is quantized by ai-edge-quantizer), or give the pair with --tflite")
+    chosen = "aeq" if alone or quantizer == "aeq" else "converter"
+    if chosen == "converter":
+        if recipe is not None:
+            raise QdebugError("--recipe is ai-edge-quantizer's recipe",
+                              "add --quantizer aeq to quantize MODEL with it")
+        return chosen
+    if kept or scheme != "int8" or int8_io:
+        raise QdebugError(
+            "--keep-float, --scheme and --int8-io are the TFLite converter's options, and "
+            "ai-edge-quantizer quantizes this model",
+            "give an ai-edge-quantizer --recipe instead (int16: 16-bit activations; a recipe "
+            "JSON to choose per op)",
+        )
+    from qdebug.tracer.aeq import resolve_recipe
+
+    resolve_recipe(recipe)  # AEQ installed, the recipe known: refused before TensorFlow loads
+    return chosen
 
 
 def _check_default_folder() -> None:

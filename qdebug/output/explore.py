@@ -202,7 +202,7 @@ def explore(
     (returns) or SIGTERM/SIGHUP (raises). Everything that can fail is checked before anything
     is written; files written are removed if serving never starts, and a temporary folder
     whenever the server stops. The trace is closed before serving."""
-    from qdebug.output.explore_graph import annotate, culprit_tensors, op_layers
+    from qdebug.output.explore_graph import annotate, focus_tensors, op_layers
     from qdebug.output.explore_guard import Guard, guarded, is_loopback, new_token
     from qdebug.output.explore_server import Site, listen, make_app, serve
     from qdebug.output.model_explorer import node_data
@@ -219,7 +219,7 @@ def explore(
         tflite = trace.tflite_bytes()
         sets = node_data(trace)
         stem = file_stem(trace.model_name)
-        layers, culprits = op_layers(trace), culprit_tensors(trace)
+        layers, culprits = op_layers(trace), focus_tensors(trace)
     if not sets:
         raise QdebugError(f"{trace_path} has no per-op SQNR to overlay", "re-trace the model")
     if tflite[4:8] != b"TFL3":  # the flatbuffer's file identifier

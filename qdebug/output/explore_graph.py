@@ -5,9 +5,10 @@ Model Explorer's TFLite adapter names each op node by its type (``conv_2d``) and
 the converter's tensor names (one ``model_1`` group holding everything). Here each op the trace
 ties to a Keras layer is put in a group named after that layer (a layer of one op is shown as
 that op: Model Explorer drops groups of one child) and labelled ``layer (op)``. The page opens
-with the culprits' layers expanded and the first culprit's op selected, and the accumulated
-SQNR set is listed last, because Model Explorer colours the graph by the last set it loads
-(``addRun`` selects each run as it is added, in the order of the URL's ``nodeData``).
+with the culprits' layers expanded and the first culprit's op selected (a healthy model: its
+op of lowest accumulated SQNR), and the accumulated SQNR set is listed last, because Model
+Explorer colours the graph by the last set it loads (``addRun`` selects each run as it is
+added, in the order of the URL's ``nodeData``).
 
 Never imports TensorFlow nor Model Explorer; the graph is JSON from the adapter, changed only
 in node ``label`` and ``namespace`` (node ids, edges and tensor names, which the node data are
@@ -17,6 +18,7 @@ keyed by, stay as they are).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,7 +38,7 @@ class Focus:
     """Where the page opens."""
 
     node_id: str
-    """The first culprit's op node (selected)."""
+    """The first culprit's op node (selected); a healthy model's weakest op."""
     label: str
     """That node's label after ``annotate``."""
     groups: tuple[str, ...]
@@ -48,15 +50,27 @@ def op_layers(trace: Trace) -> dict[str, str]:
     return {o.tensor_name: o.layer for o in trace.ops if o.tensor_name and o.layer}
 
 
-def culprit_tensors(trace: Trace) -> list[str]:
-    """Tensor names of the culprits' layers (the op computing each layer's tensor), best
-    first."""
+def _tensor_of(trace: Trace, index: int) -> str:
+    rec = trace.layers[index]
+    return rec.tensor_name or (trace.ops[rec.ops[-1]].tensor_name if rec.ops else "")
+
+
+def focus_tensors(trace: Trace) -> list[str]:
+    """Tensor names the page opens on, first selected: the culprits' layers (the op computing
+    each layer's tensor), best first; without culprits (a healthy model), the ranked layer of
+    lowest accumulated SQNR, its weakest point."""
     out: list[str] = []
     for c in trace.culprits():
-        rec = trace.layers[c.index]
-        name = rec.tensor_name or (trace.ops[rec.ops[-1]].tensor_name if rec.ops else "")
+        name = _tensor_of(trace, c.index)
         if name and name not in out:
             out.append(name)
+    if not out:
+        sq = trace.layer_metrics().get("sqnr_db")
+        ranked = [i for i, r in enumerate(trace.layers) if r.ranked and sq is not None
+                  and math.isfinite(float(sq[i]))]
+        if ranked and sq is not None:
+            name = _tensor_of(trace, min(ranked, key=lambda i: float(sq[i])))
+            out = [name] if name else []
     return out
 
 
@@ -74,8 +88,8 @@ def _graphs(doc: Any) -> list[dict[str, Any]]:
 
 def annotate(graphs_json: bytes, layers: Mapping[str, str],
              culprits: Sequence[str]) -> tuple[bytes, Focus | None]:
-    """The adapter's graph with each op of a layer grouped and labelled by it, and the focus
-    (None without culprits, or when none of their tensors is in the graph)."""
+    """The adapter's graph with each op of a layer grouped and labelled by it, and the focus on
+    the first of ``culprits`` (tensor names, ``focus_tensors``) in the graph (None: none is)."""
     doc = json.loads(graphs_json)
     by_tensor: dict[str, dict[str, Any]] = {}
     members: dict[str, int] = {}

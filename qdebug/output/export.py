@@ -8,6 +8,7 @@ kept unless ``force`` is given.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -32,6 +33,14 @@ class Exported:
     inputs: Path | None
     samples: tuple[int, ...]
     """Positions in the traced data of the samples in the inputs file, in order."""
+    recipe: Path | None = None
+    """The ai-edge-quantizer recipe written beside ``tflite`` (traces of AEQ models)."""
+
+
+def recipe_path(tflite: Path) -> Path:
+    """Where the recipe of an exported AEQ model goes: ``<model>_recipe.json`` beside it (the
+    name ai-edge-quantizer's own ``save`` gives it)."""
+    return tflite.with_name(f"{tflite.stem}_recipe.json")
 
 
 def stored_inputs(trace: Trace) -> dict[str, np.ndarray]:
@@ -146,6 +155,9 @@ def export_trace(
         raise QdebugError("nothing to export", "give --tflite OUT.tflite and/or --inputs OUT.npz")
     if len({p.resolve() for p in targets}) < len(targets):
         raise QdebugError("--tflite and --inputs name the same file", "give two file names")
+    recipe = trace.meta.quantizer.recipe
+    if tflite is not None and recipe:
+        targets = [*targets, recipe_path(tflite)]
     for p in targets:
         check_export_target(p, force)
         if p.exists() and trace.path.exists() and os.path.samefile(p, trace.path):
@@ -159,7 +171,11 @@ def export_trace(
         arrays[SAMPLE_INDEX] = np.asarray(trace.input_samples(), dtype=np.int64)
     if tflite is not None:
         write_atomic(tflite, _bytes_writer(trace.tflite_bytes()), force)
+        if recipe:
+            text = json.dumps([dict(e) for e in recipe], indent=1) + "\n"
+            write_atomic(recipe_path(tflite), _bytes_writer(text.encode()), force)
     if inputs is not None:
         write_atomic(inputs, _npz_writer(arrays), force)
     samples = tuple(int(s) for s in trace.input_samples()) if inputs is not None else ()
-    return Exported(tflite, inputs, samples)
+    return Exported(tflite, inputs, samples,
+                    recipe_path(tflite) if tflite is not None and recipe else None)

@@ -106,6 +106,8 @@ def render(blocks: Sequence[Block]) -> str:
     """The blocks (sections of lines and foldable rows) as one text, a blank line apart."""
     parts = []
     for block in blocks:
+        if not block:  # a section with nothing to say
+            continue
         lines: list[str] = []
         for item in block:
             lines += item.lines() if isinstance(item, Rows) else [item]

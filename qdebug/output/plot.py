@@ -166,7 +166,7 @@ def draw_depth(ax: Any, d: Depth, title: str, width_px: float) -> None:
     ax.set_ylabel("SQNR (dB)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="best")
 
 
 def _check_out(out: Path, trace: Trace, force: bool) -> str:
@@ -183,8 +183,9 @@ def _check_out(out: Path, trace: Trace, force: bool) -> str:
 
 def _title(trace: Trace, d: Depth, every: int) -> str:
     named = "" if every <= 1 else f"; about one layer in {every} named"
+    red = "; culprits in red" if d.culprits else "; no culprits"
     return (f"{shown(trace.model_name, _TITLE_CHARS)}: error by depth ({trace.n_samples} "
-            f"samples, {len(d.names)} layers{named}; culprits in red)")
+            f"samples, {len(d.names)} layers{named}{red})")
 
 
 def plot_trace(trace: Trace, out: Path, layer: str | None = None, force: bool = False) -> Path:

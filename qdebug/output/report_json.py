@@ -6,10 +6,12 @@ from dataclasses import asdict
 from typing import Any
 
 from qdebug.analysis.accuracy import accuracy
+from qdebug.analysis.kernels import kernels_comparison
 from qdebug.analysis.ranking import lowest
 from qdebug.output.channels import worst_channels
 from qdebug.output.jsonout import dumps
 from qdebug.output.jsonout import num as _num
+from qdebug.store.meta import QuantizerInfo
 from qdebug.store.reader import Trace
 from qdebug.store.schema import REQUIRED_METRICS
 
@@ -32,6 +34,7 @@ def report_dict(trace: Trace) -> dict[str, Any]:
     acc = accuracy(trace)
     return {
         "schema_version": trace.schema_version,
+        "quantizer": _quantizer(meta.quantizer),  # what made the deployed model
         "trace": str(trace.path),
         "model": {
             "name": trace.model_name,
@@ -63,11 +66,7 @@ def report_dict(trace: Trace) -> dict[str, Any]:
             "outputs": outputs,
         },
         "float_islands": [asdict(i) for i in trace.float_islands],
-        "deployment_kernels": {
-            "delegated_ops": meta.get("delegated_ops", []),
-            "mismatched_samples": meta.get("kernel_mismatched_samples"),
-            "max_abs_diff": meta.get("kernel_max_abs_diff"),
-        },
+        "deployment_kernels": _kernels(trace),
         "instrumentation": {
             "mismatched_samples": meta.instrumentation_mismatched_samples,
             "max_abs_diff": _num(meta.instrumentation_max_abs_diff),
@@ -145,6 +144,7 @@ def _layers(trace: Trace, custom: dict[str, Any]) -> list[dict[str, Any]]:
             "clip_fraction": _num(lm["clip_fraction"][i]),
             "tensor_index": r.tensor_index,
             "ops": r.ops,
+            "precision": trace.precision(i),
             **{k: _num(v[i]) for k, v in lm.items() if k not in _LAYER_METRICS},
             "channels": worst_channels(trace.channel_stats(i), trace.weight_channels(i)),
             "custom_metrics": {k: _num(m.values[i]) for k, m in custom.items()},
@@ -165,6 +165,32 @@ def worst_layers(trace: Trace, n: int = 5) -> list[tuple[int, float]]:
     return [(i, float(sq[i])) for i in lowest(trace.layers, sq, n)]
 
 
+def _kernels(trace: Trace) -> dict[str, Any]:
+    """``--xnnpack``: XNNPACK's outputs and accuracy beside the reference kernels'."""
+    meta = trace.meta
+    k = kernels_comparison(trace)
+    return {
+        "delegated_ops": meta.get("delegated_ops", []),
+        "mismatched_samples": meta.get("kernel_mismatched_samples"),
+        "max_abs_diff": meta.get("kernel_max_abs_diff"),
+        "outputs": [
+            {"name": o.name, "sqnr_db": _num(o.deployment_sqnr_db),
+             "top1_agreement": _num(o.deployment_top1),
+             "max_abs_diff": _num(o.max_diff), "max_abs_diff_lsb": _num(o.max_diff_lsb),
+             "reference_sqnr_db": _num(o.reference_sqnr_db),
+             "reference_top1_agreement": _num(o.reference_top1)}
+            for o in k.outputs
+        ] if k is not None else [],
+        "accuracy": _num(k.deployment_accuracy) if k is not None else None,
+    }
+
+
+def _quantizer(q: QuantizerInfo) -> dict[str, Any]:
+    """What made the deployed model (schema 1.4; derived for older traces)."""
+    return {"name": q.name, "version": q.version, "recipe_name": q.recipe_name,
+            "recipe": [dict(e) for e in q.recipe], "repairs": list(q.repairs)}
+
+
 def op_rows(trace: Trace) -> list[dict[str, Any]]:
     """Every op of the deployed model with its metrics (empty for traces before schema 1.2)."""
     om = trace.op_metrics()
@@ -183,6 +209,7 @@ def op_rows(trace: Trace) -> list[dict[str, Any]]:
             "scale": _num(o.scale),
             "zero_point": o.zero_point,
             "has_local": o.has_local,
+            "precision": o.precision,
             **{k: _num(v[i]) for k, v in om.items()},
             "custom_metrics": {k: _num(m.values[i]) for k, m in custom.items()},
         }

@@ -13,10 +13,20 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from qdebug.analysis.culprits import (
+    HEALTHY_OUTPUT_DB,
+    HEALTHY_TOP1,
+    no_culprits_reason,
+    outputs_healthy,
+)
 from qdebug.output import md
 from qdebug.output.fmt import TEXT_LIMIT, db, num, pct, plain, printable
 from qdebug.output.report_json import report_dict, worst_layers
+from qdebug.store.meta import QUANTIZER_AEQ
 from qdebug.store.reader import Trace
+from qdebug.store.schema import VIEW_OPS
 
 #: Optional per-layer fields of the propagation analysis shown in the layer table when present.
 _ANALYSIS_COLUMNS = (("local_sqnr_db", "local SQNR (dB)", db), ("gain", "gain", plain))
@@ -59,6 +69,11 @@ def _model(rep: dict[str, Any]) -> list[str | md.Rows]:
     if conv:
         settings = ", ".join(f"{k}={v}" for k, v in sorted(conv.items()))
         lines.append(f"- converter: {md.text(settings, TEXT_LIMIT)}")
+    quant = rep.get("quantizer") or {}
+    if quant.get("name") == QUANTIZER_AEQ:
+        lines.append(f"- quantizer: {md.text(quant.get('name'))} {md.text(quant.get('version'))}"
+                     f", recipe {md.text(quant.get('recipe_name'), TEXT_LIMIT)} (`qdebug export "
+                     "--tflite` writes the recipe's JSON beside the model)")
     lines.append(
         f"- data: {md.text(run.get('data_source'), TEXT_LIMIT)} ({rep['samples']} samples, "
         f"{len(rep['stored_samples'])} stored); calibration: "
@@ -85,6 +100,33 @@ def _outputs(rep: dict[str, Any]) -> list[str | md.Rows]:
     warnings = [f"- warning: {md.text(w, TEXT_LIMIT)}" for w in rep.get("warnings") or []]
     if warnings:
         lines += ["", md.Rows([], warnings, "warnings", _JSON)]
+    return lines
+
+
+def _kernels(rep: dict[str, Any]) -> list[str | md.Rows]:
+    """``--xnnpack``: each output and the accuracy as XNNPACK computed them."""
+    k = rep["deployment_kernels"]
+    if not k.get("outputs"):
+        return []
+    rows = [
+        [_name(o["name"]), db(_f(o["sqnr_db"])), db(_f(o["reference_sqnr_db"])),
+         pct(_f(o["top1_agreement"])), pct(_f(o["reference_top1_agreement"])),
+         plain(_f(o["max_abs_diff_lsb"]))]
+        for o in k["outputs"]
+    ]
+    header = ["output", "SQNR XNNPACK (dB)", "SQNR reference (dB)", "top-1 XNNPACK",
+              "top-1 reference", "max difference (LSB)"]
+    lines: list[str | md.Rows] = [
+        "### Deployment kernels (XNNPACK)", "",
+        f"XNNPACK took {len(k['delegated_ops'])} ops; its outputs differ from the reference "
+        f"kernels' on {md.text(k['mismatched_samples'])} of {rep['samples']} samples. Both "
+        "against the float model; every other number here is the reference kernels'.", "",
+        md.table(header, rows, "outputs", _JSON),
+    ]
+    if k.get("accuracy") is not None:
+        out = rep["output"]
+        lines += ["", f"Accuracy: XNNPACK {pct(_f(k['accuracy']))}, reference "
+                  f"{pct(_f(out['int8_accuracy']))}, float {pct(_f(out['float_accuracy']))}."]
     return lines
 
 
@@ -142,19 +184,34 @@ def _culprits(rep: dict[str, Any], trace: Trace) -> list[str | md.Rows]:
         for i, sq in worst_layers(trace)
     ]
     header = ["layer", "class", "op", "SQNR (dB)", "RMSE (LSB)", "saturation", "clipped"]
-    return ["### Worst layers (accumulated SQNR)", "",
-            "The trace has no propagation analysis, so no culprits with reasons.", "",
+    return ["### Worst layers (accumulated SQNR)", "", _why_no_culprits(trace), "",
             md.table(header, rows, "layers", _CSV)]
+
+
+def _why_no_culprits(trace: Trace) -> str:
+    """As the text summary says it: healthy outputs, else why nothing is named."""
+    lm = trace.layer_metrics()
+    if trace.outputs and outputs_healthy(trace.output_metrics()):
+        return (f"Healthy: every output at {HEALTHY_OUTPUT_DB:.0f} dB SQNR or more (classifiers "
+                f"agreeing on {HEALTHY_TOP1:.0%} of the answers or more), so no layer is worth "
+                "acting on.")
+    if "local_sqnr_db" in lm and np.isfinite(lm["local_sqnr_db"]).any():
+        every = "op" if trace.view == VIEW_OPS else "layer"
+        return f"No culprits: {md.text(no_culprits_reason(trace.layers, lm, every), TEXT_LIMIT)}."
+    return "The trace has no propagation analysis, so no culprits with reasons."
 
 
 def _layer_table(rep: dict[str, Any]) -> list[str | md.Rows]:
     layers = rep["layers"]
     extra = [c for c in _ANALYSIS_COLUMNS if layers and c[0] in layers[0]]
     custom = [m["name"] for m in rep.get("custom_metrics") or []]
-    header = ["#", "layer", "class", "op", "status", "SQNR (dB)", "RMSE (LSB)", "saturation",
+    precision = any(r.get("precision") for r in layers)  # schema 1.4
+    header = ["#", "layer", "class", "op", *(["precision"] if precision else []), "status",
+              "SQNR (dB)", "RMSE (LSB)", "saturation",
               *(c[1] for c in extra), *(md.text(c) for c in custom)]
     rows = [
         [str(r["index"]), _name(r["name"]), md.text(r["class"]), md.text(r["op"] or "—"),
+         *([md.text(r.get("precision") or "—")] if precision else []),
          md.text(r["status"])
          + (f" → {_name(r['related'])}" if r["related"] else ""),
          db(_f(r["sqnr_db"])), plain(_f(r["rmse_lsb"])), pct(_f(r["saturation"])),
@@ -212,6 +269,7 @@ def report_markdown(trace: Trace, chart: str | None = None,
         _environment(rep),
         _model(rep),
         _outputs(rep),
+        _kernels(rep),
         _custom(rep),
         _islands(rep),
         _culprits(rep, trace),

@@ -18,8 +18,10 @@ from qdebug.analysis.culprits import (
     no_culprits_reason,
     outputs_healthy,
 )
-from qdebug.output.fmt import NAME_LIMIT, TEXT_LIMIT, db_unit, num, shown
+from qdebug.analysis.kernels import kernels_comparison
+from qdebug.output.fmt import NAME_LIMIT, TEXT_LIMIT, db_unit, lsb, num, pct, shown
 from qdebug.output.report_json import worst_layers
+from qdebug.store.meta import QUANTIZER_AEQ
 from qdebug.store.reader import Trace
 from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED, VIEW_OPS
 
@@ -71,6 +73,11 @@ def _say_head(trace: Trace, say: Say) -> None:
     )
     if meta.deployed:
         say(f"  deployed model: {_safe(meta.deployed, TEXT_LIMIT)}")
+    if meta.quantizer.name == QUANTIZER_AEQ:
+        repaired = "; ".join(meta.quantizer.repairs)
+        say(f"  quantized by {_safe(meta.quantizer.describe(), TEXT_LIMIT)}"
+            + (f" (float .tflite repaired: {_safe(repaired, TEXT_LIMIT)})"
+               if repaired else ""))
     for j, o in enumerate(trace.outputs):
         sq = float(om["sqnr_db"][j])
         line = f"  output {_safe(o.name)}: SQNR {db_unit(sq)}"
@@ -93,6 +100,28 @@ def _say_head(trace: Trace, say: Say) -> None:
         say(f"  {_safe(m.name)}: {value}{unit} ({how})")
 
 
+def _say_kernels(trace: Trace, say: Say) -> None:
+    """With ``--xnnpack``: each output and the accuracy as XNNPACK computed them, beside the
+    reference kernels' (which every other number of the trace comes from)."""
+    k = kernels_comparison(trace)
+    if k is None:
+        return
+    say(f"  kernels: XNNPACK took {k.delegated_ops} of {k.ops} ops; its outputs differ from "
+        f"the reference kernels' on {k.mismatched_samples} of {k.samples} sample(s) (every "
+        "other number here is the reference kernels')")
+    for o in k.outputs:
+        line = (f"    output {_safe(o.name)}: XNNPACK SQNR {db_unit(o.deployment_sqnr_db)}, "
+                f"reference {db_unit(o.reference_sqnr_db)}")
+        if not math.isnan(o.deployment_top1):
+            line += (f"; top-1 agreement XNNPACK {pct(o.deployment_top1)}, reference "
+                     f"{pct(o.reference_top1)}")
+        say(line + "; they differ by at most " + (
+            f"{lsb(o.max_diff_lsb)} LSB" if not math.isnan(o.max_diff_lsb) else num(o.max_diff)))
+    if not math.isnan(k.deployment_accuracy):
+        say(f"    accuracy: XNNPACK {pct(k.deployment_accuracy)}, reference "
+            f"{pct(k.reference_accuracy)}, float {pct(k.float_accuracy)}")
+
+
 def _say_flags(trace: Trace, say: Say) -> None:
     """Unverified layers, float islands, the deployment kernels, instrumentation, warnings."""
     meta = trace.meta
@@ -103,13 +132,7 @@ def _say_flags(trace: Trace, say: Say) -> None:
         parts = [f"{flagged} layer(s) unverified or unmatched"] if flagged else []
         parts += [f"{islands} float island op(s)"] if islands else []
         say(f"  [yellow]{', '.join(parts)}[/]")
-    if meta.kernel_mismatched_samples is not None:
-        say(
-            f"  kernels: XNNPACK took {len(meta.delegated_ops)} of {len(trace.ops)} ops (their "
-            "values here come from the reference kernels); its outputs differ from the "
-            f"reference kernels' on {meta.kernel_mismatched_samples} of "
-            f"{trace.n_samples} sample(s), by at most {meta.kernel_max_abs_diff:g}"
-        )
+    _say_kernels(trace, say)
     mism = meta.instrumentation_mismatched_samples
     if mism:
         say(
@@ -133,11 +156,12 @@ def _worst_table(trace: Trace) -> Table:
         title_justify="left", box=None,
     )
     ops_view = trace.view == VIEW_OPS
-    cols = ("op", "SQNR", "RMSE (LSB)", "saturation")
+    mixed = trace.mixed_precision  # a precision column only where ops differ in it
+    cols = ("op", *(("precision",) if mixed else ()), "SQNR", "RMSE (LSB)", "saturation")
     for col in (("name",) if ops_view else ("layer", "class")) + cols:
         table.add_column(
             col,
-            justify="right" if col in cols[1:] else "left",
+            justify="right" if col in cols[1:] and col != "precision" else "left",
             overflow="fold",  # whole names at any width: wrapped, never cut
             no_wrap=col not in ("layer", "name"),
         )
@@ -149,6 +173,7 @@ def _worst_table(trace: Trace) -> Table:
             _safe(r.name),
             *(() if ops_view else (_safe(r.class_name),)),
             _safe(r.op_type),
+            *((trace.precision(i) or "—",) if mixed else ()),
             db_unit(sq),
             "—" if math.isnan(rmse) else f"{rmse:.2f}",
             f"{lm['saturation'][i] * 100:.1f}%",

@@ -68,6 +68,66 @@ class ConverterSettings:
         return bool(self.supported_ops or self.optimizations)
 
 
+#: Root attribute ``quantizer``'s ``name`` (schema 1.4): what made the deployed model.
+QUANTIZER_CONVERTER = "converter"
+QUANTIZER_AEQ = "ai-edge-quantizer"
+QUANTIZER_GIVEN = "given"
+"""A model given with ``--tflite``: qdebug did not quantize it."""
+
+
+@dataclass(frozen=True)
+class QuantizerInfo:
+    """Root attribute ``quantizer`` (schema 1.4; derived from ``tflite_source`` before)."""
+
+    name: str = QUANTIZER_GIVEN
+    """``converter``, ``ai-edge-quantizer`` or ``given``."""
+    version: str = ""
+    recipe_name: str = ""
+    """AEQ: the recipe as given (a name, a file's path, ``custom``); converter: its scheme."""
+    recipe: tuple[Mapping[str, Any], ...] = ()
+    """AEQ: the recipe's entries as it applied them (``qdebug export`` writes them)."""
+    repairs: tuple[str, ...] = ()
+    """AEQ: what qdebug repaired in the float ``.tflite`` before quantizing it."""
+
+    def describe(self) -> str:
+        """One phrase: ``ai-edge-quantizer 0.10.0, recipe int8``."""
+        if self.name == QUANTIZER_GIVEN:
+            return "given .tflite"
+        text = f"{self.name} {self.version}".strip()
+        return f"{text}, recipe {self.recipe_name}" if self.recipe_name else text
+
+
+@dataclass(frozen=True)
+class KernelOutput:
+    """One output as the deployment kernels (XNNPACK, ``--xnnpack``) computed it, against the
+    float model (root attribute ``kernel_outputs``, schema 1.4)."""
+
+    sqnr_db: float
+    top1_agreement: float
+    """NaN where the output is not a classifier."""
+    max_abs_diff: float
+    """The largest difference from the reference kernels' output (dequantized units)."""
+    max_abs_diff_lsb: float
+    """The same in LSB of the output (NaN for an output without an integer grid)."""
+
+
+def _db(value: Any) -> float:
+    """A dB value as JSON holds it: a number, ``"inf"`` or ``"-inf"`` (no noise), null."""
+    if value in ("inf", "-inf"):
+        return float(value)
+    return _float({"v": value}, "v")
+
+
+def _kernel_outputs(value: Any) -> tuple[KernelOutput, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        KernelOutput(_db(v.get("sqnr_db")), _float(v, "top1_agreement"),
+                     _float(v, "max_abs_diff"), _float(v, "max_abs_diff_lsb"))
+        for v in value if isinstance(v, dict)
+    )
+
+
 def _str(raw: Mapping[str, Any], key: str, default: str = "") -> str:
     value = raw.get(key)
     return value if isinstance(value, str) else default
@@ -105,6 +165,23 @@ def _converter(value: Any) -> ConverterSettings:
     )
 
 
+def _quantizer(raw: Mapping[str, Any]) -> QuantizerInfo:
+    value = raw.get("quantizer")
+    if not isinstance(value, dict):  # before 1.4
+        if _str(raw, "tflite_source") == "converted":
+            return QuantizerInfo(QUANTIZER_CONVERTER, _str(raw, "tensorflow_version"))
+        return QuantizerInfo()
+    recipe = value.get("recipe")
+    return QuantizerInfo(
+        name=_str(value, "name", QUANTIZER_GIVEN),
+        version=_str(value, "version"),
+        recipe_name=_str(value, "recipe_name"),
+        recipe=tuple(e for e in recipe if isinstance(e, dict)) if isinstance(recipe, list)
+        else (),
+        repairs=_strs(value.get("repairs")),
+    )
+
+
 def _kind(raw: Mapping[str, Any]) -> DeployedKind:
     written = raw.get("deployed_kind")
     if isinstance(written, str):
@@ -131,6 +208,7 @@ class TraceMeta(Mapping[str, Any]):
     n_samples: int
     n_stored: int
     converter: ConverterSettings
+    quantizer: QuantizerInfo
     deployed: str
     """What the deployed model is, for people."""
     deployed_kind: DeployedKind
@@ -139,6 +217,10 @@ class TraceMeta(Mapping[str, Any]):
     kernel_mismatched_samples: int | None
     """With ``--xnnpack``: samples whose outputs differ between XNNPACK and the reference."""
     kernel_max_abs_diff: float
+    kernel_outputs: tuple[KernelOutput, ...]
+    """With ``--xnnpack`` (1.4): each output as XNNPACK computed it, in ``/outputs`` order."""
+    kernel_accuracy: float
+    """With ``--xnnpack`` and ``--labels`` (1.4): XNNPACK's task accuracy (else NaN)."""
     instrumentation_mismatched_samples: int
     instrumentation_max_abs_diff: float
     segments: int
@@ -171,6 +253,7 @@ class TraceMeta(Mapping[str, Any]):
             n_samples=_int(raw, "n_samples"),
             n_stored=_int(raw, "n_stored"),
             converter=_converter(raw.get("converter")),
+            quantizer=_quantizer(raw),
             deployed=_str(raw, "deployed"),
             deployed_kind=_kind(raw),
             kernels=_str(raw, "kernels", "?"),
@@ -183,6 +266,8 @@ class TraceMeta(Mapping[str, Any]):
                 else None
             ),
             kernel_max_abs_diff=_float(raw, "kernel_max_abs_diff"),
+            kernel_outputs=_kernel_outputs(raw.get("kernel_outputs")),
+            kernel_accuracy=_float(raw, "kernel_accuracy"),
             instrumentation_mismatched_samples=_int(raw, "instrumentation_mismatched_samples"),
             instrumentation_max_abs_diff=_float(raw, "instrumentation_max_abs_diff"),
             segments=_int(raw, "segments"),

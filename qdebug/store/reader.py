@@ -38,6 +38,7 @@ from qdebug.store.schema import (
     LAYER_COLUMNS,
     LAYER_OPTIONAL,
     OP_COLUMNS,
+    OP_OPTIONAL,
     OUTPUT_COLUMNS,
     REQUIRED_METRICS,
     SCHEMA_MAJOR,
@@ -153,7 +154,8 @@ class Trace(AnalysisReads):
             "layers", LAYER_COLUMNS, LayerRecord, MAX_ROWS, LAYER_OPTIONAL
         )
         self.ops: list[OpRecord] = (
-            self._read_table("ops", OP_COLUMNS, OpRecord, MAX_ROWS) if "ops" in f else []
+            self._read_table("ops", OP_COLUMNS, OpRecord, MAX_ROWS, OP_OPTIONAL)
+            if "ops" in f else []
         )
         if any(i >= len(self.ops) for r in self.layers for i in r.ops) or any(
             i >= len(self.ops) for o in self.ops for i in o.inputs
@@ -398,6 +400,17 @@ class Trace(AnalysisReads):
     def iter_layers(self) -> Iterator[tuple[int, LayerRecord]]:
         """(index, record) of every layer in topological order."""
         return iter(enumerate(self.layers))
+
+    def precision(self, layer: int) -> str:
+        """What the op computing a layer's tensor computes in (``OpRecord.precision``;
+        empty for a layer without ops, and in traces before schema 1.4)."""
+        ops = self.layers[layer].ops
+        return self.ops[ops[-1]].precision if ops else ""
+
+    @property
+    def mixed_precision(self) -> bool:
+        """Whether the measured ops compute in more than one precision (a per-op recipe)."""
+        return len({o.precision for o in self.ops if o.measured and o.precision}) > 1
 
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 FORMAT_NAME = "qdebug-trace"
 #: ``major.minor``. Readers refuse another major; a newer minor only adds things.
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 #: Root attribute: sha256 of ``/model/int8_tflite`` (shards, merged traces, ``--no-model`` copies).
 ATTR_TFLITE_SHA256 = "int8_tflite_sha256"
@@ -168,6 +168,10 @@ class OpRecord:
     has_local: bool = False
     """Whether the local error was measured (the float op fed the quantized model's own
     dequantized inputs, from the converter's numeric-verify model)."""
+    precision: str = ""
+    """What the op computes in (schema 1.4): ``int8``, ``int16`` (its output's quantized type),
+    ``dynamic`` (float output, int8 weights: activations quantized inside the kernel),
+    ``float``; ``""`` for ops computing integers (shapes, indices) and in older traces."""
 
     @property
     def measured(self) -> bool:
@@ -188,7 +192,10 @@ OP_COLUMNS: dict[str, str] = {
     "layer": "s",
     "status": "s",
     "has_local": "b",
+    "precision": "s",
 }
+#: Op columns added after 1.2 (absent from older traces: their defaults).
+OP_OPTIONAL = ("precision",)
 assert list(OP_COLUMNS) == [f.name for f in fields(OpRecord)]
 
 

@@ -414,7 +414,7 @@ class TraceWriter:
             op_m = self._op_stats.finish(np.array([o.scale for o in self.ops], dtype=np.float64))
             write_table(f.create_group("ops"), self.ops, OP_COLUMNS)
         for part, stored in self._custom_values.items():
-            if part != "ops" or self._op_stats is not None:
+            if stored and (part != "ops" or self._op_stats is not None):
                 user_metrics.write_stored(f["metrics"].require_group(part), stored)
         sums = self._layer_stats.sums
         if sums and self.rank_culprits is not None:

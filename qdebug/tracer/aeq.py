@@ -8,8 +8,9 @@ it and checks that LiteRT loads and runs the result on the first sample. A recip
 recipe JSON file, or the recipe itself (a list of AEQ's config entries: ``regex`` (matched with
 ``re.search`` against an op's scope, its output tensor names each followed by ``;``),
 ``operation`` (a TFLite op name or ``*``), ``algorithm_key`` and ``op_config``; for an op
-matched by several entries the last one wins). ``op_scope_regex`` gives the regex that matches
-exactly one op, for per-op (mixed-precision) recipes.
+matched by several entries the last one wins; an entry for every op, ``regex`` ``.*`` and
+``operation`` ``*``, replaces the entries before it). ``op_scope_regex`` gives the regex that
+matches exactly one op, for per-op (mixed-precision) recipes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ PACKAGE = "ai-edge-quantizer"
 INSTALL_HINT = "pip install 'qdebug[trace]' (or pip install ai-edge-quantizer==0.10.0)"
 
 #: qdebug's names of AEQ's recipes → AEQ's recipe function (``ai_edge_quantizer.recipe``).
+#: The static ones (``int8``, ``int16``) keep the model's inputs and outputs float, with a
+#: QUANTIZE and a DEQUANTIZE at the edges as the TFLite converter does by default, so that the
+#: inputs' quantization is an op of its own, measured like any other; AEQ's own names
+#: (``static_wi8_ai8``...) give its models as it makes them (integer inputs and outputs).
 RECIPES = {
     "int8": "static_wi8_ai8",
     "int16": "static_wi8_ai16",
@@ -42,6 +47,11 @@ RECIPES = {
 }
 DEFAULT_RECIPE = "int8"
 _AEQ_NAMES = {*RECIPES.values(), "dynamic_wi4_afp32", "weight_only_wi4_afp32"}
+_STATIC = ("int8", "int16")
+#: The entries that keep a static recipe's graph inputs and outputs float.
+FLOAT_IO: tuple[dict[str, Any], ...] = tuple(
+    {"regex": ".*", "operation": edge, "algorithm_key": "no_quantize", "op_config": {}}
+    for edge in ("INPUT", "OUTPUT"))
 #: Calibration threads (AEQ's default is 16).
 _THREADS = 2
 
@@ -108,7 +118,8 @@ def resolve_recipe(spec: RecipeSpec | None) -> tuple[str, list[dict[str, Any]]]:
     name = str(spec)
     if name in RECIPES or name in _AEQ_NAMES:
         fn = getattr(aeq_recipe, RECIPES.get(name, name))
-        return name, json.loads(json.dumps(fn()))
+        edges = [dict(e) for e in FLOAT_IO] if name in _STATIC else []
+        return name, json.loads(json.dumps(fn())) + edges
     path = Path(name)
     if not path.is_file():
         raise QdebugError(

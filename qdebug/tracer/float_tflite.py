@@ -157,16 +157,15 @@ def prepare_float_tflite(model: bytes) -> FloatTflite:
     _refuse_quantized(m)
     repairs = []
     if copied := _op_codes(m):
-        repairs.append(f"{copied} op code(s) read from the deprecated builtin-code field")
+        repairs.append(f"op codes read from deprecated_builtin_code ({copied})")
     if dropped := _float16_constants(m):
-        repairs.append(f"{dropped} float16 weight(s) stored as float32 (their DEQUANTIZE "
-                       "ops dropped)")
+        repairs.append(f"float16 weights stored as float32 ({dropped} DEQUANTIZE ops dropped)")
     key, inputs, added = _signature(m)
     if added:
-        repairs.append(f"no signature: '{SIGNATURE}' added")
+        repairs.append(f"signature '{SIGNATURE}' added")
     if not repairs:
         return FloatTflite(model, key, inputs, ())
-    import flatbuffers
+    import flatbuffers  # type: ignore[import-untyped]
 
     b = flatbuffers.Builder(max(1024, len(model)))
     b.Finish(m.Pack(b), file_identifier=b"TFL3")

@@ -84,9 +84,8 @@ class LiteModel:
             except (ValueError, RuntimeError) as again:
                 raise _load_error(again, _unresolved_custom_op(again)) from again
             self.xnnpack = True
-        self.details: dict[int, dict[str, Any]] = {
-            int(d["index"]): d for d in self.interp.get_tensor_details()
-        }
+        details = self.interp.get_tensor_details()  # a Python dict per tensor: read once
+        self.details: dict[int, dict[str, Any]] = {int(d["index"]): d for d in details}
         self.tensors = {
             d["index"]: TensorInfo(
                 d["index"],
@@ -95,7 +94,7 @@ class LiteModel:
                 np.dtype(d["dtype"]),
                 _qparams(d),
             )
-            for d in self.interp.get_tensor_details()
+            for d in details
         }
         self.ops = [
             OpInfo(

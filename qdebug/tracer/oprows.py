@@ -24,7 +24,7 @@ from qdebug.store.schema import (
     LayerRecord,
     OpRecord,
 )
-from qdebug.tracer.litert import LiteModel
+from qdebug.tracer.litert import LiteModel, OpInfo
 
 #: Name components that say nothing about where an op sits in the model.
 _GENERIC = re.compile(
@@ -68,6 +68,19 @@ def scope_label(tensor_name: str, op_type: str, index: int) -> str:
     if not label or _GENERIC.match(label):
         return f"{op_type.lower()}_{index}"
     return label
+
+
+def op_precision(lite: LiteModel, op: OpInfo) -> str:
+    """What ``op`` computes in (``OpRecord.precision``): its output's quantized type, else
+    ``dynamic`` (a float output from int8 weights) or ``float``; ``""`` for integer ops."""
+    info = lite.tensors[op.outputs[0]]
+    if info.qp is not None:
+        return "int16" if info.dtype == np.int16 else "int8"
+    if info.dtype.kind in "biu":
+        return ""
+    weights = [lite.tensors[i] for i in op.inputs
+               if i >= 0 and i not in lite.producer and i not in lite.input_indices]
+    return "dynamic" if any(t.dtype == np.int8 for t in weights) else "float"
 
 
 def build_op_table(int8: LiteModel, twin: LiteModel, mapping: dict[int, int]) -> OpTable:
@@ -120,6 +133,7 @@ def build_op_table(int8: LiteModel, twin: LiteModel, mapping: dict[int, int]) ->
                 zero_point=info.qp.zero_point if info.qp else 0,
                 inputs=ins,
                 status=status,
+                precision=op_precision(int8, op),
             )
         )
         if status == OP_MEASURED:

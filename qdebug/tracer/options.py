@@ -52,6 +52,11 @@ class TraceOptions:
     """User metrics (``--metric``): specs, ``Metric`` objects or functions (qdebug.user_metrics)."""
     output_metrics: tuple[Any, ...] = ()
     """Metrics of the model's outputs (``--output-metric``): specs or functions."""
+    quantizer: str = "converter"
+    """What quantizes the float model: ``converter`` (the TFLite converter) or ``aeq``
+    (ai-edge-quantizer; always for a float ``.tflite`` given alone)."""
+    recipe: Any = None
+    """The AEQ recipe (``qdebug.tracer.aeq.RecipeSpec``; None: static int8)."""
 
 
 #: What a default trace may take beside the model's own size (MB), leaving room for metrics.

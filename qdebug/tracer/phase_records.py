@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +14,15 @@ from typing import Any
 import numpy as np
 
 from qdebug.shards.slicing import ATTR_STORE, ShardSlice
-from qdebug.store.meta import DeployedKind
+from qdebug.store.meta import (
+    QUANTIZER_AEQ,
+    QUANTIZER_CONVERTER,
+    QUANTIZER_GIVEN,
+    DeployedKind,
+)
 from qdebug.store.schema import ATTR_TFLITE_SHA256, VIEW_LAYERS, VIEW_OPS, LayerRecord
 from qdebug.tracer import convert as conv
+from qdebug.tracer.aeq import AeqResult
 from qdebug.tracer.data import InputSpec, SampleSource
 from qdebug.tracer.graph import LayerGraph
 from qdebug.tracer.labels import Labels
@@ -66,6 +73,8 @@ class Converted:
     int8_bytes: bytes
     twin_bytes: bytes
     options: conv.ConversionOptions
+    aeq: AeqResult | None = None
+    """How ai-edge-quantizer made the deployed model (None: the converter, or ``--tflite``)."""
     keep_float_ops: tuple[str, ...] = ()
     """The op names the conversion left in float for ``--keep-float`` (``conv.Conversion``)."""
     keras_export: str = ""
@@ -114,8 +123,9 @@ def trace_attrs(
         "converter": (
             {**converted.options.as_dict(converted.keep_float_ops, converted.keras_export),
              "calib_samples": prep.calib.taken}
-            if opt.tflite is None else {}
+            if opt.tflite is None and converted.aeq is None else {}
         ),
+        "quantizer": quantizer_attr(opt, converted),
         "kernels": kernels_text(matched.int8, matched.deploy),
         "delegated_ops": matched.deploy.delegated_ops() if matched.deploy is not None else [],
         "input_names": prep.input_names,
@@ -130,3 +140,19 @@ def trace_attrs(
         attrs[ATTR_STORE] = stored  # what this run kept: the merge's budget
         attrs[ATTR_TFLITE_SHA256] = hashlib.sha256(converted.int8_bytes).hexdigest()
     return attrs
+
+
+def quantizer_attr(opt: TraceOptions, converted: Converted) -> dict[str, Any]:
+    """Root attribute ``quantizer`` (schema 1.4): what made the deployed model, its version,
+    and the recipe ai-edge-quantizer applied."""
+    if converted.aeq is not None:
+        aeq = converted.aeq
+        return {"name": QUANTIZER_AEQ, "version": aeq.version, "recipe_name": aeq.recipe_name,
+                "recipe": json.loads(aeq.recipe_json), "repairs": list(aeq.repairs),
+                "calib_samples": aeq.calibrated}
+    if opt.tflite is not None:
+        return {"name": QUANTIZER_GIVEN, "version": "", "recipe_name": "", "recipe": []}
+    import tensorflow as tf
+
+    return {"name": QUANTIZER_CONVERTER, "version": tf.__version__,
+            "recipe_name": converted.options.scheme, "recipe": []}

@@ -18,6 +18,7 @@ from qdebug.shards.slicing import shard_source
 from qdebug.store.schema import LayerRecord
 from qdebug.store.writer import TraceWriter
 from qdebug.tracer import convert as conv
+from qdebug.tracer.aeq_route import aeq_converted
 from qdebug.tracer.convert import MIN_CALIB_SAMPLES
 from qdebug.tracer.data import InputSpec, load_data
 from qdebug.tracer.graph import LayerGraph, Probe, has_graph
@@ -138,14 +139,12 @@ class Tracer:
                 batch_size=opt.batch_size, phases=self.phases, preds=preds,
             )
             with self.phases.step("write"):
-                self._finish(writer, loop, prep, matched, preds, notes,
-                             input_cap(sample_bytes, budget))
-                kernels = (
-                    {"kernel_mismatched_samples": sides.kernel_mismatched,
-                     "kernel_max_abs_diff": sides.kernel_max_diff}
-                    if matched.deploy is not None
-                    else {}
-                )
+                truth = self._finish(writer, loop, prep, matched, preds, notes,
+                                     input_cap(sample_bytes, budget))
+                kernels = sides.kernels.attrs(
+                    matched.outputs, matched.out_index, truth,
+                    preds.output if preds is not None else None,
+                ) if matched.deploy is not None else {}
                 return writer.commit(
                     instrumentation_mismatched_samples=loop.mismatched,
                     instrumentation_max_abs_diff=loop.max_diff,
@@ -195,12 +194,8 @@ class Tracer:
                 twin_bytes = prep.float_bytes or conv.convert_float(prep.conv_model,
                                                                     prep.layer_names)
             return Converted(int8_bytes, twin_bytes, options)
-        if prep.conv_model is None:
-            raise QdebugError(
-                f"{self.loaded.source} is a .tflite model: qdebug compares it with a quantized "
-                "one, it cannot convert it",
-                "give the quantized model too: --tflite INT8.tflite",
-            )
+        if opt.quantizer == "aeq" or prep.conv_model is None:
+            return aeq_converted(prep, opt, self.phases, options)
         data_errors: list[QdebugError] = []
 
         def representative() -> Iterator[Any]:
@@ -240,7 +235,7 @@ class Tracer:
         check_inputs(int8, prep.specs)
         table = build_op_table(int8, twin, align_tensors(twin, int8))
         local = self._local_refs(converted.twin_bytes, int8, table, list(converted.keep_float_ops),
-                                 twin)
+                                 twin, converted.aeq is not None)
         runner: SegmentRunner | None = None
         single: set[str] = set()
         if prep.graph is not None:
@@ -289,10 +284,11 @@ class Tracer:
     def _finish(
         self, writer: TraceWriter, loop: Any, prep: Prepared, matched: Matched,
         preds: PredictionLog | None, notes: list[str], worst_input_cap: int,
-    ) -> None:
+    ) -> np.ndarray | None:
         """What is written after the loop: labels, the analysis, each layer's worst samples;
-        the warnings the loop's results call for go to ``notes``."""
+        the warnings the loop's results call for go to ``notes``. Returns the labels."""
         data, outputs = prep.data, matched.outputs
+        truth = None
         if prep.labels is not None and preds is not None:
             pred_f, pred_q = preds.arrays()
             truth = resolve_labels(prep.labels, len(pred_f), data.pair_labels, prep.first_sample)
@@ -314,6 +310,7 @@ class Tracer:
                          prep.first_sample + min(writer.store_samples, data.taken or 0)))
         writer.write_layer_worst(measurer.layer_worst.finish(
             data, worst_input_cap, kept, prep.first_sample))
+        return truth
 
     def _stored_count(
         self, records: list[LayerRecord], int8: LiteModel, local: bool, specs: list[InputSpec],
@@ -408,16 +405,17 @@ class Tracer:
         table: OpTable,
         denylisted: list[str],
         twin: LiteModel,
+        aeq: bool = False,
     ) -> LocalRefs | None:
         """Each op's f(x̂): from the converter's numeric-verify model where the twin is the
         calibrated model the deployed one was quantized from; else (a given ``--tflite``,
-        int16x8, or where the converter cannot build it) from qdebug's own local reference
+        int16x8, AEQ's, or where the converter cannot build it) from qdebug's own local reference
         model, the float ops fed the deployed model's dequantized inputs (``local_ref``); none
         where the float model is itself quantized."""
         opt = self.opt
         if conv.is_quantized(twin_bytes):
             return None
-        if opt.tflite is not None or opt.scheme != "int8":
+        if opt.tflite is not None or opt.scheme != "int8" or aeq:
             return build_op_local_refs(twin_bytes, twin, int8, table)
         verify_bytes = build_verify_model(twin_bytes, denylisted or None)
         if verify_bytes is None:

@@ -93,8 +93,8 @@ class SampleMetrics:
             return
         means = self.means[part]
         for col, f, raw, qp in tensors:
-            q = metrics.dequantize(np.asarray(raw), qp).reshape(f.shape)
-            f32 = np.asarray(f, dtype=np.float32)
+            f32 = read_only(np.asarray(f, dtype=np.float32))
+            q = read_only(metrics.dequantize(np.asarray(raw), qp).reshape(f.shape))
             for m in self.user.per_sample:
                 for b in range(f32.shape[0]):
                     means[m.name].add(col, m.fn, f32[b : b + 1], q[b : b + 1])
@@ -198,7 +198,15 @@ def output_values(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The model's outputs of a batch as output metrics take them: float32, the quantized ones
     dequantized, each in the float output's shape."""
-    f32 = [np.asarray(f, dtype=np.float32) for f in floats]
-    q32 = [metrics.dequantize(np.asarray(r), qp).reshape(f.shape)
+    f32 = [read_only(np.asarray(f, dtype=np.float32)) for f in floats]
+    q32 = [read_only(metrics.dequantize(np.asarray(r), qp).reshape(f.shape))
            for r, qp, f in zip(raws, qps, f32, strict=True)]
     return f32, q32
+
+
+def read_only(values: np.ndarray) -> np.ndarray:
+    """A view of ``values`` a user function cannot write to: the arrays it gets are the
+    tracer's own (a float reference, a float island), which the statistics read after it."""
+    view = values.view()
+    view.flags.writeable = False
+    return view

@@ -22,6 +22,7 @@ from typing import TypeVar
 import numpy as np
 
 from qdebug.metrics import QuantParams, dequantize
+from qdebug.tracer.kernel_compare import KernelComparison
 from qdebug.tracer.litert import LiteModel
 from qdebug.tracer.local_ref import OpLocalRefs
 from qdebug.tracer.matching import quantized_input
@@ -144,10 +145,9 @@ class Sides:
         self.int8, self.plain, self.twin, self.table, self.local = int8, plain, twin, table, local
         self.deploy = deploy
         """The deployment kernels (XNNPACK), outputs only, when asked for."""
-        self.kernel_mismatched = 0
-        self.kernel_max_diff = 0.0
-        """Samples whose outputs differ between deployment and reference kernels, and the
-        largest difference (dequantized output units)."""
+        self.kernels = KernelComparison()
+        """The deployment kernels' outputs against the float model's and the reference
+        kernels' (``--xnnpack``)."""
         self.order = lite_input_order(int8, input_names)
         self.twin_order = lite_input_order(twin, input_names)
         self.fed = isinstance(local, OpLocalRefs)
@@ -196,22 +196,19 @@ class Sides:
                 out[pos] = dequantize(q, qp).reshape(np.shape(inputs[pos]))
         return out
 
-    def _compare_kernels(self, inputs: list[np.ndarray]) -> None:
-        """Run the deployment kernels on a sample; compare their outputs with the reference
-        kernels' (dequantized, so an LSB of difference shows in output units)."""
+    def _compare_kernels(self, inputs: list[np.ndarray], floats: list[np.ndarray]) -> None:
+        """Run the deployment kernels on a sample; measure their outputs against the float
+        model's (``floats``, per output position) and the reference kernels' (the plain model,
+        which has just run it)."""
         assert self.deploy is not None
         self.deploy.invoke(inputs)
-        differs = False
-        for pos, t in enumerate(self.plain.output_indices):
-            ref = self.plain.get(t)
-            dep = self.deploy.get(self.deploy.output_indices[pos])
-            qp = self.plain.tensors[t].qp
-            diff = np.abs(dequantize(dep, qp).astype(np.float64)
-                          - dequantize(ref, qp).astype(np.float64))
-            if diff.size and float(diff.max()) > 0:
-                differs = True
-                self.kernel_max_diff = max(self.kernel_max_diff, float(diff.max()))
-        self.kernel_mismatched += differs
+        outs = self.plain.output_indices
+        self.kernels.add(
+            floats,
+            [self.deploy.get(t) for t in self.deploy.output_indices],
+            [self.plain.get(t) for t in outs],
+            [self.plain.tensors[t].qp for t in outs],
+        )
 
     def _map_verify(self) -> None:
         """Pair deployed tensors with the verify model's (after its rows were checked)."""
@@ -302,7 +299,8 @@ class Sides:
             for pos, t in enumerate(self.plain.output_indices):
                 plain.put(pos, i, self.plain.view(t))
             if self.deploy is not None:
-                self._compare_kernels(inputs)
+                self._compare_kernels(inputs, [np.array(self.twin.view(t))
+                                               for t in self.twin.output_indices])
         return per_twin.arrays, plain.arrays
 
     def _run_quantized(

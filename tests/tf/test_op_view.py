@@ -319,6 +319,48 @@ def test_xnnpack_trace_states_the_delegated_ops_and_the_kernel_difference(images
         assert probs.status == "matched" and probs.dtype == "int8"
 
 
+def test_xnnpack_outputs_are_measured_against_float_beside_the_reference(images: Path) -> None:
+    """--xnnpack records the deployment kernels' output SQNR, top-1 agreement and accuracy;
+    checked against LiteRT's own XNNPACK interpreter run here on the trace's INT8 model, with
+    the Keras model as the float reference (the trace's is the converter's float twin: the two
+    agree to ~1e-6)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from qdebug.analysis.kernels import kernels_comparison
+
+    model = _conv_model("xnn2")
+    model.save(images / "xnn2.keras")
+    x = np.load(images / "x.npy")
+    labels = np.arange(N) % 4
+    np.save(images / "y.npy", labels)
+    with _trace(images, str(images / "xnn2.keras"), "--xnnpack", "--labels",
+                str(images / "y.npy")) as tr:
+        (k_out,) = tr.meta.kernel_outputs
+        interp = Interpreter(model_content=tr.tflite_bytes())  # default delegates: XNNPACK
+        interp.allocate_tensors()
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+        deployed = []
+        for sample in x:
+            interp.set_tensor(inp["index"], sample[None])
+            interp.invoke()
+            deployed.append(interp.get_tensor(out["index"])[0].astype(np.float64))
+        q = np.stack(deployed)
+        f = model.predict(x, verbose=0).astype(np.float64)
+        sqnr = 10 * np.log10(np.sum(f**2) / np.sum((f - q) ** 2))
+        assert k_out.sqnr_db == pytest.approx(sqnr, abs=0.05)
+        assert k_out.top1_agreement == pytest.approx(np.mean(q.argmax(1) == f.argmax(1)))
+        assert tr.meta.kernel_accuracy == pytest.approx(np.mean(q.argmax(1) == labels))
+        k = kernels_comparison(tr)
+        assert k is not None and k.outputs[0].name == "probs"
+        ref = tr.output_metrics()
+        assert k.outputs[0].reference_sqnr_db == pytest.approx(float(ref["sqnr_db"][0]))
+        assert np.isfinite(k.reference_accuracy) and np.isfinite(k.float_accuracy)
+        # the kernels' difference in LSB of the output: a whole number of steps of its grid
+        lsb = k_out.max_abs_diff_lsb
+        assert lsb == pytest.approx(round(lsb), abs=1e-3)
+        assert (lsb > 0) == (tr.meta.kernel_mismatched_samples > 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
 

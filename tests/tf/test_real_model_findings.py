@@ -166,3 +166,38 @@ def test_unequal_sample_counts_in_an_npz_name_the_arrays(tmp_path: Path) -> None
     assert r.exit_code == 2, r.output
     line = r.stderr.strip().splitlines()[-1]
     assert "'a' 32, 'b' 10" in line and "a[:10]" in line, line
+
+
+class _LogPower(keras.layers.Layer):
+    """A spectrum-like front end in one layer, as basic-pitch's CQT + NormalizedLog: a
+    projection, its power (a SQUARE left in float, requantized after), a log, normalised."""
+
+    def build(self, shape: Any) -> None:
+        self.w = self.add_weight(shape=(shape[-1], 24), initializer="glorot_uniform")
+
+    def call(self, x: Any) -> Any:
+        k = keras.ops
+        p = k.square(k.matmul(x, self.w))
+        lg = k.log(p + 1e-4)
+        return (lg - k.mean(lg, axis=-1, keepdims=True)) * k.sqrt(p + 1e-4) / 4.0
+
+
+def test_a_layer_of_many_ops_whose_ops_do_not_explain_it_stays_a_culprit(
+    tmp_path: Path,
+) -> None:
+    """The layer's own error (its float re-run on the quantized inputs) explains almost all of
+    the output's, but no op of it does (the error is born in a float op and the QUANTIZE after
+    it, which have no local error of their own): the layer stays a culprit, named as the
+    layer and saying so (before: it was replaced by its ops, and the only culprit left was
+    one MUL at 0.03, as basic-pitch's CQT vanished behind re_lu_1 at 0.01)."""
+    x = keras.Input((32,), name="x")
+    h = keras.layers.Dense(16, activation="relu", name="d1")(_LogPower(name="front")(x))
+    model = keras.Model(x, keras.layers.Dense(4, name="out")(h))
+    data = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32)
+    with qdebug.open(str(qdebug.trace(model, data, out=tmp_path / "t.h5", quiet=True,
+                                      store_samples=0))) as tr:
+        assert any(o.op_type == "SQUARE" and o.dtype == "float32" for o in tr.ops)
+        first = tr.culprits()[0]
+        assert first.layer == "d1" and first.score > 0.5  # front is fused into d1's CONV
+        assert "no op's own error explains it" in first.reason
+        assert len([i for i in tr.layers[first.index].ops if tr.ops[i].measured]) > 3

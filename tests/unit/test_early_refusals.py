@@ -35,3 +35,25 @@ def test_too_few_labels_for_a_data_file_are_refused_before_the_model_loads(
     assert had_tf or "tensorflow" not in sys.modules
     # --samples 10: ten labels are enough, the check passes
     check_file_count(load_labels(str(tmp_path / "y.npy")), str(data), 10)
+
+
+def test_running_out_of_memory_is_one_line_saying_so(tmp_path: Path) -> None:
+    """A MemoryError outside a trace's own reads (which name the part of the trace) is the
+    machine's limit, not a bug: one line saying memory ran out and what to do, not
+    "unexpected MemoryError ... please report it". The command allocates an array no machine
+    holds (numpy's own MemoryError), through the real command group."""
+    import click
+
+    @click.command("trace")
+    def huge() -> None:
+        np.empty((2**42, 16), np.float32)
+
+    saved = cli.commands["trace"]
+    cli.add_command(huge, "trace")
+    try:
+        r = CliRunner().invoke(cli, ["trace"])
+    finally:
+        cli.add_command(saved, "trace")
+    assert_one_line_error(r.exit_code, r.stderr, "out of memory in qdebug trace",
+                          "Unable to allocate", "--batch-size")
+    assert "unexpected" not in r.stderr and "report it" not in r.stderr

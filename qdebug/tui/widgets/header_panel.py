@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from qdebug.analysis.accuracy import accuracy
+from qdebug.analysis.kernels import kernels_comparison
 from qdebug.output.fmt import TEXT_LIMIT
 from qdebug.store.meta import ConverterSettings, DeployedKind
 from qdebug.store.reader import Trace
@@ -63,6 +64,36 @@ def header_text(trace: Trace) -> Text:
     text.append(str(islands), style="yellow" if islands else "green")
     text.append(" · unverified/unmatched ")
     text.append(str(flagged), style="yellow" if flagged else "green")
+    kernels = kernels_text(trace)
+    if kernels.plain:
+        text.append("\n")
+        text.append_text(kernels)
+    return text
+
+
+def kernels_text(trace: Trace) -> Text:
+    """``--xnnpack``: each output (and the accuracy) as XNNPACK computed them, beside the
+    reference kernels' numbers, which the rest of the viewer shows. Empty without."""
+    k = kernels_comparison(trace)
+    text = Text()
+    if k is None:
+        return text
+    text.append("XNNPACK (deployment kernels)", style="bold")
+    text.append(f" took {k.delegated_ops}/{k.ops} ops, outputs differ on "
+                f"{k.mismatched_samples}/{k.samples} samples", style="dim")
+    for o in k.outputs:
+        text.append(" · ")
+        text.append(shown(o.name), style="bold")
+        text.append(" SQNR ")
+        text.append(f"{fmt_db(o.deployment_sqnr_db)} dB", style=sqnr_style(o.deployment_sqnr_db))
+        text.append(f" (reference {fmt_db(o.reference_sqnr_db)})", style="dim")
+        if not math.isnan(o.deployment_top1):
+            text.append(f" top-1 {o.deployment_top1 * 100:.1f}%",
+                        style="green" if o.deployment_top1 >= 0.99 else "yellow")
+            text.append(f" (reference {o.reference_top1 * 100:.1f}%)", style="dim")
+    if not math.isnan(k.deployment_accuracy):
+        text.append(f" · accuracy {k.deployment_accuracy * 100:.1f}%")
+        text.append(f" (reference {k.reference_accuracy * 100:.1f}%)", style="dim")
     return text
 
 
