@@ -58,7 +58,8 @@ def run_mixed_fix(
     b, f = result.baseline, result.final
     lines = []
     for precision, word in ((INT16, "raise to int16"), (FLOAT, "raise to float")):
-        ops = [result.labels.get(k, k) for k, p in f.raised if p == precision]
+        raised = dict(f.raised)
+        ops = [name for k, name in result.labels.items() if raised.get(k) == precision]
         if precision in allow:
             lines.append(f"{word}: {', '.join(ops) or '(nothing)'}")
     lines += [f"cost: {f.cost.describe()}",

@@ -74,7 +74,7 @@ class MixedResult:
     recipe: list[dict[str, Any]]
     """AEQ's recipe of ``final``."""
     labels: dict[str, str]
-    """Op key → the trace's readable op name."""
+    """Op key → a readable name, every op of the float model in execution order."""
     float_model: Path
     """The float ``.tflite`` the recipe applies to."""
 
@@ -98,6 +98,7 @@ class MixedSearcher:
         self.samples = _calibration(self.float_bytes, self.options.get("calib") or self.data,
                                     int(self.options.get("calib_samples", 200)))
         self.base_footprint: Footprint | None = None
+        self.names: dict[str, str] = {}
 
     def outcome(self, raised: Raised, out: Path | None = None) -> MixedOutcome:
         """Quantize with ``raised`` and trace (cached)."""
@@ -148,8 +149,10 @@ class MixedSearcher:
         return [k for k, op in self.graph.ops.items() if key in op.readers]
 
     def labels(self, trace: Path) -> dict[str, str]:
-        """Op key → the trace's readable op name."""
-        return trace_op_ranking(trace)[1]
+        """Op key → a readable name, the same in every candidate: the baseline trace's."""
+        if not self.names:
+            self.names = trace_op_ranking(trace)[1]
+        return self.names
 
 
 def _float_tflite(loaded: Any) -> bytes:
@@ -188,13 +191,18 @@ def _calibration(float_bytes: bytes, spec: Any, limit: int) -> list[list[Any]]:
 def trace_op_ranking(trace: Path) -> tuple[list[str], dict[str, str]]:
     """Op keys (output tensor names) of a trace, best candidates first: the culprits' ops
     (a layer's op computing its tensor first), then ops by lowest local SQNR; and each key's
-    readable name."""
+    readable name: its layer's (with the op type where the layer has several ops), else the
+    op's own."""
     import numpy as np
 
     from qdebug.store.reader import open_trace
 
     with open_trace(trace) as tr:
-        labels = {o.tensor_name: o.name for o in tr.ops}
+        owned: dict[str, int] = {}
+        for o in tr.ops:
+            owned[o.layer] = owned.get(o.layer, 0) + 1
+        labels = {o.tensor_name: (o.name if not o.layer else o.layer if owned[o.layer] == 1
+                                  else f"{o.layer} ({o.op_type})") for o in tr.ops}
         by_name = {o.name: o for o in tr.ops}
         layers = {r.name: r for r in tr.layers}
         keys: list[str] = []
@@ -324,7 +332,8 @@ def search_mixed(
         final_path.with_suffix(".recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
         float_copy = final_path.with_name(final_path.stem + "-float.tflite")
         float_copy.write_bytes(s.float_bytes)
-        labels = s.labels(final.trace)
+        names = s.labels(final.trace)
+        labels = {k: names.get(k, k) for k in s.graph.ops}  # in execution order
         tried_all = tuple(o for o in s.cache.values() if o.raised)
     return MixedResult(base, final, target.met(final), tried_all,
                        stopped, recipe, labels, float_copy)
