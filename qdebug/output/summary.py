@@ -176,7 +176,8 @@ def _worst_table(trace: Trace) -> Table:
             *((trace.precision(i) or "—",) if mixed else ()),
             db_unit(sq),
             "—" if math.isnan(rmse) else f"{rmse:.2f}",
-            f"{lm['saturation'][i] * 100:.1f}%",
+            # a float tensor has no int8 rails to sit on, as it has no LSB
+            "—" if math.isnan(rmse) else f"{lm['saturation'][i] * 100:.1f}%",
         )
     return table
 

@@ -276,8 +276,6 @@ class Tracer:
         if (any(op.op_type == "QUANTIZE" for op in matched.twin.ops)
                 or conv.is_quantized(converted.twin_bytes)):
             deployed += ", from quantization-aware training (fake-quant ranges)"
-        if not matched.int8.quantized_activations():
-            notes.append(f"the deployed model is {deployed}")
         notes.extend(kernel_notes(matched.int8, matched.twin))  # custom ops run on XNNPACK
         return deployed
 

@@ -201,3 +201,32 @@ def test_a_layer_of_many_ops_whose_ops_do_not_explain_it_stays_a_culprit(
         assert first.layer == "d1" and first.score > 0.5  # front is fused into d1's CONV
         assert "no op's own error explains it" in first.reason
         assert len([i for i in tr.layers[first.index].ops if tr.ops[i].measured]) > 3
+
+
+def test_a_dynamic_range_model_is_described_once_and_has_no_saturation(tmp_path: Path) -> None:
+    """fer's published dynamic-range .tflite, in small: the deployed model's sentence once in
+    the summary (it was printed again as a warning), and no saturation for float activations,
+    which have no int8 rails (they read 0.0%), as they have no LSB."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8, 8, 3), name="image")
+    h = keras.layers.Conv2D(64, 3, activation="relu", name="conv")(x)  # weights the
+    h = keras.layers.GlobalAveragePooling2D(name="pool")(h)  # converter quantizes: ≥ 1024
+    h = keras.layers.Dense(64, activation="relu", name="fc")(h)
+    model = keras.Model(x, keras.layers.Dense(5, activation="softmax", name="probs")(h))
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).uniform(0, 1, (16, 8, 8, 3))
+            .astype(np.float32))
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative data: dynamic range
+    (tmp_path / "dr.tflite").write_bytes(conv.convert())
+    r = CliRunner().invoke(cli, ["trace", str(tmp_path / "m.keras"), "--data",
+                                 str(tmp_path / "x.npy"), "--tflite", str(tmp_path / "dr.tflite"),
+                                 "--out", str(tmp_path / "t.h5")])
+    assert r.exit_code == 0, r.output
+    said = CliRunner().invoke(cli, ["report", str(tmp_path / "t.h5")]).stdout
+    assert said.count("dynamic range (int8 weights") == 1, said
+    table = said.split("worst layers", 1)[1].split("every layer:", 1)[0]
+    rows = [ln for ln in table.splitlines()[2:] if ln.strip()]
+    assert rows and all(ln.rstrip().endswith("—") for ln in rows), table
