@@ -23,11 +23,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from qdebug.output.fmt import shown
+
 if TYPE_CHECKING:
     from qdebug.store.reader import Trace
 
 #: Culprits whose layers are expanded when the page opens.
 EXPANDED_CULPRITS = 5
+
+#: Characters of a layer's name kept in a node's label and in its group's name.
+_LABEL_CHARS = 60
+_NAMESPACE_CHARS = 200
 
 #: Model Explorer's suffix of a group node's id (``namespace___group___``).
 _GROUP = "___group___"
@@ -99,9 +105,12 @@ def annotate(graphs_json: bytes, layers: Mapping[str, str],
             layer = next((layers[t] for t in names if t in layers), None)
             if layer is None:
                 continue
-            node["namespace"] = layer
-            node["label"] = f"{layer.rsplit('/', 1)[-1]} ({node.get('label', '')})"
-            members[layer] = members.get(layer, 0) + 1
+            # A stranger's name, cut (the same cut for every op of a layer keeps one group);
+            # Model Explorer keeps only what follows a namespace's last ";".
+            node["namespace"] = shown(layer, _NAMESPACE_CHARS).replace(";", ",")
+            leaf = layer.rsplit("/", 1)[-1]
+            node["label"] = f"{shown(leaf, _LABEL_CHARS)} ({node.get('label', '')})"
+            members[node["namespace"]] = members.get(node["namespace"], 0) + 1
             for t in names:
                 by_tensor.setdefault(t, node)
     hits = [by_tensor[t] for t in culprits if t in by_tensor]

@@ -83,3 +83,15 @@ def test_the_focus_is_the_first_culprit_else_the_weakest_layer(tmp_path: Path) -
     with qdebug.open(healthy) as tr:
         assert not tr.culprits()
         assert focus_tensors(tr) == [tr.layers[4].tensor_name]  # its lowest SQNR
+
+
+def test_a_strangers_long_layer_name_is_cut_the_same_way_for_each_of_its_ops() -> None:
+    name = "a;b\x1b[31m" + "x" * 10_000
+    served, focus = annotate(json.dumps(GRAPH).encode(),
+                             {"m_1/probs_1/MatMul": name, "Identity1": name}, ["Identity1"])
+    nodes = json.loads(served)["graphCollections"][0]["graphs"][0]["nodes"]
+    mine = [n for n in nodes if n["id"] in ("2", "3")]
+    assert len({n["namespace"] for n in mine}) == 1  # still one group
+    assert all(";" not in n["namespace"] and "\x1b" not in n["namespace"] for n in mine)
+    assert all(len(n["label"]) < 150 and "\x1b" not in n["label"] for n in mine)
+    assert focus is not None and focus.groups == (f"{mine[0]['namespace']}___group___",)
