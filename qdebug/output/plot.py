@@ -188,6 +188,16 @@ def _title(trace: Trace, d: Depth, every: int) -> str:
             f"samples, {len(d.names)} layers{named}{red})")
 
 
+def _no_histogram(trace: Trace, picked: tuple[str, str] | None) -> str:
+    """Why the picture has no histograms."""
+    if not len(trace.stored_samples):
+        return ("no stored activations for histograms (trace with --store-samples K to keep "
+                "some)")
+    if picked is not None:
+        return f"no stored activations of {shown(picked[0], _LABEL_CHARS)} for histograms"
+    return "no layer with stored activations for histograms"
+
+
 def plot_trace(trace: Trace, out: Path, layer: str | None = None, force: bool = False) -> Path:
     """Write the chart (format from ``out``'s suffix: .svg or .png); returns ``out``.
 
@@ -214,8 +224,7 @@ def plot_trace(trace: Trace, out: Path, layer: str | None = None, force: bool = 
             draw_values(fig.add_subplot(grid[1, 0]), values)
             draw_error(fig.add_subplot(grid[1, 1]), values)
         else:
-            fig.text(0.01, 0.005, "no stored activations for histograms (trace with "
-                     "--store-samples K to keep some)", fontsize=8, color="#555555")
+            fig.text(0.01, 0.005, _no_histogram(trace, picked), fontsize=8, color="#555555")
         fig.tight_layout()
 
         def write(fh: BinaryIO) -> None:

@@ -112,3 +112,13 @@ def test_report_chart_draws_the_picture_it_links(deep: Path, tmp_path: Path) -> 
                 "--force").returncode == 0
     csv = _run("report", deep, "--format", "csv", "--chart", chart)
     assert csv.returncode == 2 and "--chart goes with --format markdown" in csv.stderr
+
+
+def test_a_layer_without_stored_activations_is_named_as_the_reason(tmp_path: Path) -> None:
+    trace = make_trace(tmp_path / "t.h5", layers=6, statuses={3: "fused"}, store=2)
+    out = tmp_path / "c.svg"
+    res = _run("plot", trace, "--out", out, "--layer", "l3")
+    assert res.returncode == 0, res.stderr
+    assert "no stored activations of l3 for histograms" in _texts(out)
+    res = _run("plot", trace, "--out", tmp_path / "d.svg", "--layer", "nowhere")
+    assert res.returncode == 2 and "--layer 'nowhere' is not a layer" in res.stderr
