@@ -37,6 +37,11 @@ def size(text: str) -> int:
 _SPECIAL = re.compile(r"[\\`*\[\]|~$]|(?<![^\W_])_|_(?![^\W_])")
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _HTML = re.compile(r"[&<>]")
+# GitHub links `@name` to a user (and notifies them), and `#123`, `owner/repo#123` and
+# `GH-123` to an issue, in text (not in code): an invisible word joiner after the `@`, `#` or
+# `GH` leaves the characters as they are to a reader, and is no reference.
+_REFERENCE = re.compile(r"(?<!\w)@(?=[A-Za-z0-9])|#(?=\d)|(?<!\w)GH(?=-\d)", re.ASCII)
+WORD_JOINER = "\u2060"
 
 
 def text(value: object, limit: int = NAME_LIMIT) -> str:
@@ -44,6 +49,7 @@ def text(value: object, limit: int = NAME_LIMIT) -> str:
 
     Valid in a table cell (``|`` is escaped) and inside HTML blocks (``<`` is an entity)."""
     escaped = _SPECIAL.sub(lambda m: "\\" + m.group(), shown(value, limit))
+    escaped = _REFERENCE.sub(lambda m: m.group() + WORD_JOINER, escaped)
     return _HTML.sub(lambda m: _ENTITIES[m.group()], escaped)
 
 
