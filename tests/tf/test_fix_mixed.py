@@ -61,6 +61,8 @@ def test_int16_reaches_the_target_for_less_than_float(wide: Path, fixed: tuple[P
         assert sqnr >= TARGET
         assert f"-> {sqnr:.1f} dB" in stdout
         int16_convs = [o.name for o in tr.ops if o.op_type == "CONV_2D" and o.dtype == "int16"]
+        assert tr.mixed_precision  # each op's precision is recorded: int16 and int8 here
+        assert {o.precision for o in tr.ops if o.op_type == "CONV_2D"} == {"int16"}
     assert len(int16_convs) >= 3, int16_convs  # the three wide tensors, both sides
     # the same search allowed only float: it needs the same ops, and costs more
     floats = search_mixed(str(wide / "wide.keras"), str(wide / "x.npy"), Target(TARGET),
@@ -119,3 +121,21 @@ def test_sensitivity_int16_beside_float(wide: Path) -> None:
     for row in wide_rows:  # a wide tensor raised on both sides: int16 buys it for less
         assert row["int16"]["delta_db"] > 1.0
         assert row["int16"]["cost"]["total_bytes"] < row["float"]["cost"]["total_bytes"]
+
+
+def test_a_float_tflite_is_fixed_through_its_recipe(wide: Path, fixed: tuple[Path, str]) -> None:
+    """The float .tflite fix wrote beside its trace, given as MODEL: the same search, and a
+    reproducing command without --quantizer (a .tflite is always quantized by AEQ)."""
+    out, _ = fixed
+    model = out.with_name("fixed-float.tflite")
+    again = wide / "tfl" / "fixed.h5"
+    r = CliRunner().invoke(cli, ["fix", str(model), "--data", str(wide / "x.npy"), "-n", "32",
+                                 "--target-output-sqnr", str(TARGET), "--allow", "int16",
+                                 "--out", str(again)])
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert "raise to float" not in r.stdout  # float was not allowed
+    line = next(x for x in r.stdout.splitlines() if x.startswith("reproduce: "))
+    assert "--recipe" in line and "--quantizer" not in line
+    with qdebug.open(again) as tr:
+        assert float(tr.output_metrics()["sqnr_db"][0]) >= TARGET
+        assert any(o.precision == "int16" for o in tr.ops)
