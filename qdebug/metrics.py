@@ -235,6 +235,12 @@ SQNR_BANDS: tuple[tuple[float, str], ...] = (
 )
 
 
+#: An SQNR at or above this (dB) is float32's own rounding over an exact value — a max-pool,
+#: a reshape, an op kept in float read ~130–150 dB — so it is read as exact (+∞) where two are
+#: compared: exact against exact is no change, not a 100 dB swing.
+EXACT_DB = 100.0
+
+
 def sqnr_band(value: float) -> int | None:
     """The index in ``SQNR_BANDS`` of an SQNR in dB (+∞: the last band); None for NaN."""
     if math.isnan(value):

@@ -17,6 +17,7 @@ import numpy as np
 
 from qdebug.analysis.accuracy import accuracy
 from qdebug.errors import TraceFileError
+from qdebug.metrics import EXACT_DB
 from qdebug.store.reader import Trace, open_trace
 from qdebug.textfmt import db, pct, plain
 
@@ -252,7 +253,10 @@ def _optional(
 ) -> Change | None:
     if not (_has(bm, key) and _has(nm, key)):
         return None
-    return Change(_layer_value(bm, key, ib), _layer_value(nm, key, jn))
+    base, new = _layer_value(bm, key, ib), _layer_value(nm, key, jn)
+    if key == "local_sqnr_db":  # float noise over an exact op is exact (metrics.EXACT_DB)
+        base, new = (math.inf if v >= EXACT_DB else v for v in (base, new))
+    return Change(base, new)
 
 
 def _diff_layers(

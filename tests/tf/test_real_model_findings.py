@@ -230,3 +230,33 @@ def test_a_dynamic_range_model_is_described_once_and_has_no_saturation(tmp_path:
     table = said.split("worst layers", 1)[1].split("every layer:", 1)[0]
     rows = [ln for ln in table.splitlines()[2:] if ln.strip()]
     assert rows and all(ln.rstrip().endswith("—") for ln in rows), table
+
+
+def test_diff_reads_exact_ops_as_exact(tmp_path: Path) -> None:
+    """fer against itself with a layer kept in float: a max-pool is exact in both traces (its
+    local SQNR is float32's noise over an exact value, ~140 dB, never the same twice), so its
+    local Δ is 0, not ±100 dB; a layer that becomes exact (kept in float) reads +∞."""
+    import json
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    x = keras.Input((12, 12, 3), name="image")
+    h = L.Conv2D(8, 3, padding="same", name="conv")(x)
+    h = L.ReLU(name="relu")(L.BatchNormalization(name="bn")(h))
+    h = L.MaxPooling2D(name="pool")(h)
+    h = L.Conv2D(8, 3, activation="relu", name="conv2")(h)
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    keras.Model(x, L.Dense(4, activation="softmax", name="probs")(h)).save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).uniform(0, 1, (24, 12, 12, 3))
+            .astype(np.float32))
+    for name, extra in (("a", []), ("b", ["--keep-float", "conv2"])):
+        r = CliRunner().invoke(cli, ["trace", str(tmp_path / "m.keras"), "--data",
+                                     str(tmp_path / "x.npy"), "--out", str(tmp_path / f"{name}.h5"),
+                                     "-q", *extra])
+        assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["diff", str(tmp_path / "a.h5"), str(tmp_path / "b.h5"),
+                                 "--format", "json"])
+    rows = {row["name"]: row for row in json.loads(r.stdout)["layers"]}
+    assert rows["pool"]["local_sqnr_db"] == {"base": "inf", "new": "inf", "delta": 0.0}
+    assert rows["conv2"]["local_sqnr_db"]["new"] == "inf"
+    assert rows["conv2"]["local_sqnr_db"]["delta"] == "inf"
