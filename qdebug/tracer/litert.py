@@ -196,6 +196,11 @@ class LiteModel:
             for i in op.inputs
             if i >= 0 and i not in self.producer and i not in self.input_indices
         ]
+        dequantized = {op.inputs[0] for op in self.ops if op.op_type == "DEQUANTIZE" and op.inputs}
+        if any(t.dtype == np.int8 for t in consts) and all(
+                t.index in dequantized for t in consts if t.dtype == np.int8):
+            return ("weight-only int8 (int8 weights dequantized to float by DEQUANTIZE ops; "
+                    "float activations and kernels): the error measured is the weights' alone")
         if any(t.dtype == np.int8 for t in consts):
             return (
                 "dynamic range (int8 weights; float activations between ops, quantized to "

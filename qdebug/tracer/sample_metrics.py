@@ -8,7 +8,7 @@ metrics"."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -155,14 +155,17 @@ class MetricFeed:
         measured: (record index, record) of every measured layer.
         out_tensor: per output, the quantized model's tensor index carrying it.
         twin_out: per output, the float twin's tensor index carrying it.
+        ops_view: the layer table is the measured ops (a model without Keras layers): each
+            tensor is measured once, as an op, and the layers' values are the ops'.
     """
 
     def __init__(
         self, user: UserMetrics, int8: LiteModel, table: OpTable, records: Sequence[LayerRecord],
         outputs: Sequence[OutputRecord], measured: Sequence[tuple[int, LayerRecord]],
-        out_tensor: Sequence[int], twin_out: Sequence[int],
+        out_tensor: Sequence[int], twin_out: Sequence[int], ops_view: bool = False,
     ) -> None:
         self.int8, self.table, self.measured = int8, table, list(measured)
+        self.ops_view = ops_view
         self.out_qp = [int8.tensors[t].qp for t in out_tensor]
         self.twin_out = list(twin_out)
         self.op_rows = table.measured()
@@ -176,8 +179,9 @@ class MetricFeed:
             stacked: dict[int, np.ndarray]) -> None:
         """One batch: ``refs`` and ``stacked`` are the loop's float and raw values per layer."""
         sm, t, int8 = self.metrics, self.table, self.int8
-        sm.add_tensors("layers", ((i, refs[r.name], stacked[i], int8.tensors[r.tensor_index].qp)
-                                  for i, r in self.measured))
+        if not self.ops_view:
+            sm.add_tensors("layers", ((i, refs[r.name], stacked[i],
+                                       int8.tensors[r.tensor_index].qp) for i, r in self.measured))
         sm.add_tensors("ops", ((row, got.twin[t.twin_tensor[row]],
                                 got.int8[t.rows[row].tensor_index], t.qparams(int8, row))
                                for row in self.op_rows))
@@ -189,7 +193,12 @@ class MetricFeed:
 
     def stored(self) -> dict[str, list[StoredMetric]]:
         """What ``TraceWriter.add_custom`` writes."""
-        return self.metrics.stored()
+        out = self.metrics.stored()
+        if self.ops_view:  # layer k is the k-th measured op
+            rows = np.array(self.op_rows, dtype=np.int64)
+            out["layers"] = [replace(m, values=m.values[rows], samples=m.samples[rows])
+                             if m.samples is not None else m for m in out["ops"]]
+        return out
 
 
 def output_values(

@@ -118,7 +118,7 @@ def trace_samples(
     twin_wanted |= set(twin_out)
     result = LoopResult(measurer)
     feed = MetricFeed(plan.user_metrics, int8, table, records, outputs, measured, out_tensor,
-                      twin_out) if plan.user_metrics.on_arrays else None
+                      twin_out, plan.ops_view) if plan.user_metrics.on_arrays else None
     measurer.layer_worst.keep_for(writer.store_samples)
     sample_no = first_sample
     bsz = max(1, batch_size)
