@@ -20,6 +20,7 @@ class DeployedKind(enum.Enum):
     INTEGER_WITH_FLOAT_OPS = "integer with float ops"
     INT16X8 = "int16x8"
     DYNAMIC_RANGE = "dynamic range"
+    WEIGHT_ONLY = "weight-only"
     FLOAT16 = "float16"
     FLOAT = "float"
     UNKNOWN = "unknown"
@@ -36,6 +37,8 @@ class DeployedKind(enum.Enum):
             return cls.INTEGER_WITH_FLOAT_OPS
         if text.startswith("dynamic range"):
             return cls.DYNAMIC_RANGE
+        if text.startswith("weight-only"):
+            return cls.WEIGHT_ONLY
         if text.startswith("float16"):
             return cls.FLOAT16
         if text.startswith("float"):
