@@ -66,8 +66,11 @@ def focus_tensors(trace: Trace) -> list[str]:
     each layer's tensor), best first; without culprits (a healthy model), the ranked layer of
     lowest accumulated SQNR, its weakest point."""
     out: list[str] = []
+    # A culprit may be an op of a layer of many (``find_culprits``): named by the op's name.
+    ops = {o.name: o.tensor_name for o in trace.ops}
     for c in trace.culprits():
-        name = _tensor_of(trace, c.index)
+        own = c.layer != trace.layers[c.index].name and ops.get(c.layer)
+        name = own or _tensor_of(trace, c.index)
         if name and name not in out:
             out.append(name)
     if not out:

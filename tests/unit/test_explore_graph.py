@@ -95,3 +95,22 @@ def test_a_strangers_long_layer_name_is_cut_the_same_way_for_each_of_its_ops() -
     assert all(";" not in n["namespace"] and "\x1b" not in n["namespace"] for n in mine)
     assert all(len(n["label"]) < 150 and "\x1b" not in n["label"] for n in mine)
     assert focus is not None and focus.groups == (f"{mine[0]['namespace']}___group___",)
+
+
+def test_a_culprit_op_of_a_layer_of_many_ops_is_the_op_opened_on() -> None:
+    """find_culprits names an op of a layer of many ops by the op's name (its index the
+    layer's row): the page opens on that op, not on the op computing the layer's tensor."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from qdebug.store.schema import LayerRecord, OpRecord
+
+    lstm = LayerRecord("lstm", "LSTM", status="matched", tensor_name="t_out", ops=[0, 1, 2, 3])
+    ops = [OpRecord(i, "FULLY_CONNECTED", f"lstm/cell/op{i}", f"t{i}", i, "int8", layer="lstm")
+           for i in range(4)]
+    trace = SimpleNamespace(
+        layers=[lstm], ops=ops, layer_metrics=lambda: {"sqnr_db": np.array([12.0])},
+        culprits=lambda: [Culprit("lstm/cell/op1", 0, CulpritKind.INJECTS, 0.8, ""),
+                          Culprit("lstm", 0, CulpritKind.INJECTS, 0.1, "")])
+    assert focus_tensors(trace) == ["t1", "t_out"]  # type: ignore[arg-type]
