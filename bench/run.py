@@ -1,7 +1,8 @@
-"""``make bench``: qdebug against TFLite's QuantizationDebugger (wall time, N = 32 and 256, two
-models), qdebug's peak memory at 100 vs 2,000 samples, then the scale run (EfficientNetB0 over
-2,000 samples against plain inference), ``qdebug view``'s first screen on a ~2 GB trace against
-a small one, and the storage choices' cost; a summary at the end. Results: bench/out/*.json.
+"""``make bench``: qdebug against TFLite's QuantizationDebugger (wall time, N = 32 and 256 on two
+models, one N each on the three kinds of bench/kinds.py), qdebug's peak memory at 100 vs 2,000
+samples, then the scale run (EfficientNetB0 over 2,000 samples against plain inference),
+``qdebug view``'s first screen on a ~2 GB trace against a small one, and the storage choices'
+cost; a summary at the end. Results: bench/out/*.json.
 
     .venv/bin/python bench/run.py [--repeat 2] [--skip-memory] [--skip-speed] [--skip-scale]
                                   [--skip-view] [--skip-size]
@@ -45,7 +46,7 @@ def main() -> None:
             worst = max(row["ratio"], row["process_ratio"])
             ok = "ok" if worst <= speed["target_ratio"] else "MISS"
             summary.append(
-                f"speed  {row['model']:<13} N={row['n']:<4} qdebug {row['qdebug_work_s']:6.2f}s "
+                f"speed  {row['model']:<14} N={row['n']:<4} qdebug {row['qdebug_work_s']:6.2f}s "
                 f"debugger {row['debugger_work_s']:6.2f}s  ratio {row['ratio']:.2f}× work, "
                 f"{row['process_ratio']:.2f}× process (target ≤ {speed['target_ratio']:.1f}×) {ok}"
             )

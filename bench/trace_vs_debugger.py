@@ -2,11 +2,13 @@
 same samples, each run in a fresh process.
 
 Both tools convert each bench model (MobileNetV2 alpha 0.35 96×96 with non-trivial BatchNorm
-statistics, and the trained deep residual net of examples/) with the same converter settings
+statistics, the trained deep residual net of examples/, and the three kinds of bench/kinds.py:
+a subclassed VGG-style model in a functional one, a two-input Conv1D model, an unrolled LSTM
+with attention) with the same converter settings
 (Optimize.DEFAULT, a 200-sample representative dataset, TFLITE_BUILTINS_INT8) and then run N
 samples. "work" is measured inside the process from the start of the work (before the converter
 is created) to its end; "process" is the whole subprocess, imports included. The target is
-qdebug ≤ 1.0× the debugger on both, measured in the same run.
+qdebug ≤ 0.8× the debugger on both (issue 22), measured in the same run.
 
     .venv/bin/python bench/trace_vs_debugger.py [--samples 32 256] [--repeat 1] [--models ...]
 """
@@ -24,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import CALIB_SAMPLES, MODELS, prepare_model, run_worker, write_json
 
-TARGET = 1.0
+TARGET = 0.8
 
 
 def measure(
@@ -82,11 +84,11 @@ def measure(
 def report(result: dict[str, Any], log: Any = print) -> None:
     """Print the table, the ratios and qdebug's phase breakdown."""
     log("")
-    log(f"{'model':<13} | {'N':>4} | {'qdebug work':>11} | {'debugger work':>13} | "
+    log(f"{'model':<14} | {'N':>4} | {'qdebug work':>11} | {'debugger work':>13} | "
         f"{'ratio':>6} | {'process q/d':>13} | {'ratio':>6}")
     log("-" * 86)
     for row in result["rows"]:
-        log(f"{row['model']:<13} | {row['n']:>4} | {row['qdebug_work_s']:>10.2f}s | "
+        log(f"{row['model']:<14} | {row['n']:>4} | {row['qdebug_work_s']:>10.2f}s | "
             f"{row['debugger_work_s']:>12.2f}s | {row['ratio']:>5.2f}× | "
             f"{row['qdebug_process_s']:>5.1f}s/{row['debugger_process_s']:.1f}s | "
             f"{row['process_ratio']:>5.2f}×")
