@@ -207,3 +207,35 @@ def test_shards_merge_into_the_whole_runs_means(traced: dict[str, Any]) -> None:
                 whole.custom_metrics("model")[name].values[0], rel=1e-12)
         kept = m.custom_metrics("model")["max_prob_error"]
         assert np.isnan(kept.values[0]) and "the shards' values:" in kept.error
+
+
+def test_a_model_without_keras_layers_gets_them_on_its_ops(traced: dict[str, Any],
+                                                           digits_model) -> None:  # type: ignore[no-untyped-def]
+    """A float/INT8 .tflite pair is traced op by op (its layer table is the measured ops): each
+    tensor is measured once, the rows equal the ops, and both equal the Keras trace's ops."""
+    import tensorflow as tf
+
+    d = traced["dir"]
+    (d / "float.tflite").write_bytes(
+        tf.lite.TFLiteConverter.from_keras_model(digits_model).convert())
+    with qdebug.open(traced["trace"]) as keras_trace:
+        (d / "int8.tflite").write_bytes(keras_trace.tflite_bytes())
+        want = keras_trace.custom_metrics("ops")["p99_abs_error"].values
+        same = keras_trace.custom_metrics("model")["same_class"].values[0]
+    (d / "m.py").write_text(METRICS)
+    r = CliRunner().invoke(cli, [
+        "trace", str(d / "float.tflite"), "--tflite", str(d / "int8.tflite"), "--data",
+        str(d / "x.npy"), "--out", str(d / "pair.h5"), "--batch-size", "16", "-q",
+        "--metric", f"{d / 'm.py'}:p99_abs_error", "--output-metric", f"{d / 'm.py'}:same_class",
+    ])
+    assert r.exit_code == 0, r.output
+    with qdebug.open(d / "pair.h5") as tr:
+        assert tr.view == "ops"
+        ops = tr.custom_metrics("ops")["p99_abs_error"]
+        rows = tr.custom_metrics()["p99_abs_error"]
+        by_name = {o.name: k for k, o in enumerate(tr.ops)}
+        for i, layer in enumerate(tr.layers):
+            assert rows.values[i] == ops.values[by_name[layer.name]]
+        assert np.isfinite(ops.values).sum() >= 8
+        np.testing.assert_allclose(ops.values, want, rtol=1e-4, equal_nan=True)
+        assert tr.custom_metrics("model")["same_class"].values[0] == same
