@@ -118,7 +118,7 @@ def _outputs(trace: Trace) -> list[dict[str, Any]]:
 def _layers(trace: Trace, custom: dict[str, Any]) -> list[dict[str, Any]]:
     """Every layer (or op, in an ops-only trace) with its metrics and ``custom`` metrics
     (``trace.custom_metrics()``), in topological order."""
-    lm = trace.layer_metrics()
+    lm = trace.typed_layer_metrics()
     return [
         {
             "index": i,
@@ -134,18 +134,18 @@ def _layers(trace: Trace, custom: dict[str, Any]) -> list[dict[str, Any]]:
             "scale": _num(r.scale),
             "zero_point": r.zero_point,
             "float_island": r.float_island,
-            "sqnr_db": _num(lm["sqnr_db"][i]),
-            "rmse_lsb": _num(lm["rmse_lsb"][i]),
-            "mse": _num(lm["mse"][i]),
-            "max_abs_error": _num(lm["max_abs_error"][i]),
-            "mean_error": _num(lm["mean_error"][i]),
-            "cosine": _num(lm["cosine"][i]),
-            "saturation": _num(lm["saturation"][i]),
-            "clip_fraction": _num(lm["clip_fraction"][i]),
+            "sqnr_db": _num(lm.sqnr_db[i]),
+            "rmse_lsb": _num(lm.rmse_lsb[i]),
+            "mse": _num(lm.mse[i]),
+            "max_abs_error": _num(lm.max_abs_error[i]),
+            "mean_error": _num(lm.mean_error[i]),
+            "cosine": _num(lm.cosine[i]),
+            "saturation": _num(lm.saturation[i]),
+            "clip_fraction": _num(lm.clip_fraction[i]),
             "tensor_index": r.tensor_index,
             "ops": r.ops,
             "precision": trace.precision(i),
-            **{k: _num(v[i]) for k, v in lm.items() if k not in _LAYER_METRICS},
+            **{k: _num(v[i]) for k, v in lm.as_dict().items() if k not in _LAYER_METRICS},
             "channels": worst_channels(trace.channel_stats(i), trace.weight_channels(i)),
             "custom_metrics": {k: _num(m.values[i]) for k, m in custom.items()},
         }
@@ -161,7 +161,7 @@ def _text(value: str | None) -> str | None:
 def worst_layers(trace: Trace, n: int = 5) -> list[tuple[int, float]]:
     """(index, SQNR dB) of the ``n`` ranked layers (matched and verified) with the lowest
     SQNR; a layer whose tensor could not be verified never appears."""
-    sq = trace.layer_metrics()["sqnr_db"]
+    sq = trace.typed_layer_metrics().sqnr_db
     return [(i, float(sq[i])) for i in lowest(trace.layers, sq, n)]
 
 

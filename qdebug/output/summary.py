@@ -165,10 +165,10 @@ def _worst_table(trace: Trace) -> Table:
             overflow="fold",  # whole names at any width: wrapped, never cut
             no_wrap=col not in ("layer", "name"),
         )
-    lm = trace.layer_metrics()
+    lm = trace.typed_layer_metrics()
     for i, sq in worst:
         r = trace.layers[i]
-        rmse = lm["rmse_lsb"][i]
+        rmse = lm.rmse_lsb[i]
         table.add_row(
             _safe(r.name),
             *(() if ops_view else (_safe(r.class_name),)),
@@ -177,7 +177,7 @@ def _worst_table(trace: Trace) -> Table:
             db_unit(sq),
             "—" if math.isnan(rmse) else f"{rmse:.2f}",
             # a float tensor has no int8 rails to sit on, as it has no LSB
-            "—" if math.isnan(rmse) else f"{lm['saturation'][i] * 100:.1f}%",
+            "—" if math.isnan(rmse) else f"{lm.saturation[i] * 100:.1f}%",
         )
     return table
 

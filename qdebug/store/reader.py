@@ -32,6 +32,7 @@ from qdebug.store.h5safe import (
     refuse_outside_references,
     text,
 )
+from qdebug.store.layer_metrics import LayerMetrics
 from qdebug.store.meta import TraceMeta
 from qdebug.store.schema import (
     FORMAT_NAME,
@@ -289,6 +290,11 @@ class Trace(AnalysisReads):
             with np.errstate(invalid="ignore", over="ignore"):
                 out["range_use"] = np.where(np.isfinite(hi - lo), (hi - lo) / levels, np.nan)
         return out
+
+    def typed_layer_metrics(self) -> LayerMetrics:
+        """``layer_metrics`` as a frozen record with a named array per metric (all NaN for a
+        metric the trace lacks; ``has`` says which it has)."""
+        return LayerMetrics.from_arrays(self.layer_metrics(), len(self.layers))
 
     @guarded("the op metrics")
     def op_metrics(self) -> dict[str, np.ndarray]:
