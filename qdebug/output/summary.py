@@ -206,7 +206,8 @@ def _say_culprits(trace: Trace, say: Say, every: str) -> None:
             say(f"[yellow]no culprits{about}[/]: {no_culprits_reason(trace.layers, lm, every)}",
                 soft_wrap=True)
         else:
-            say(f"[green]healthy[/]{about}: {db_unit(float(om['sqnr_db'][j]))}, no culprits")
+            say(f"output {_safe(o.name)}: [green]healthy[/] at "
+                f"{db_unit(float(om['sqnr_db'][j]))}, no culprits")
 
 
 #: The attachment limit of GitHub's issues (25 MB): a trace is meant to be attached.
