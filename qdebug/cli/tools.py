@@ -292,13 +292,13 @@ def _raised_sensitivity(model: str, data: str, layers: int, precisions: tuple[st
 
     def cell(r: Raise | None) -> str:
         if r is None:
-            return f"{'—':>26}"
-        return f"{r.output_sqnr_db:6.1f} dB ({r.delta_db:+5.1f}) {_kib(r.cost.total_bytes):>8}"
+            return f"{'—':>27}"
+        return f"{r.output_sqnr_db:6.1f} dB ({r.delta_db:+5.1f}) {_kib(r.cost.total_bytes):>9}"
 
     lines = [f"baseline output SQNR {base.output_sqnr_db:.1f} dB (all int8, ai-edge-quantizer);"
              " each layer alone, with the ops reading its output (cost: model + activation "
              "bytes):",
-             f"  {'layer':<32} " + " ".join(f"{p + ' alone':>26}" for p in precisions)]
+             f"  {'layer':<32} " + " ".join(f"{p + ' alone':>27}" for p in precisions)]
     lines += [f"  {printable(r.name):<32} "
               + " ".join(cell(r.at_int16 if p == "int16" else r.at_float) for p in precisions)
               for r in ranked]

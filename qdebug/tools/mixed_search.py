@@ -8,7 +8,8 @@ builtin kernels, as ``qdebug trace MODEL --tflite`` does. A greedy search guided
 trace's culprits: at each step the groups (an op and its readers, ``FloatGraph.group``) of the
 best-ranked ops of the current trace are tried, each at int16 first and at float when int16
 does not reach the target; the step keeps the cheapest candidate that meets the target, else
-the one buying the most dB per byte. It stops at the target or at the budget (ops, time).
+the one buying the most dB per byte. It stops at the target or at the budget (ops, time); at
+the target, each raised op is lowered in turn where the target still holds for fewer bytes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from qdebug.errors import QdebugError
 from qdebug.store.schema import CulpritKind
 from qdebug.tools.fix_search import Target, load_for_search, numbers
 from qdebug.tools.precision import (
+    FLOAT,
+    INT16,
     PRECISIONS,
     Cost,
     FloatGraph,
@@ -268,6 +271,33 @@ def _step(
     return tried, False
 
 
+def _trim(s: MixedSearcher, current: MixedOutcome, target: Target, allow: Sequence[str],
+          deadline: float, say: Callable[[str], None]) -> MixedOutcome:
+    """Once the target is met: lower each raised op in turn, last in execution order first
+    (float to int16 where int16 is allowed, else to int8), and keep each lowering that still
+    meets the target for fewer bytes; every one verified by a trace."""
+    labels = s.labels(current.trace)
+    order = [k for k in reversed(s.graph.ops) if k in dict(current.raised)]
+    for key in order:
+        if time.monotonic() > deadline:
+            break
+        was = dict(current.raised)[key]
+        lower = dict(current.raised)
+        if was == FLOAT and INT16 in allow:
+            lower[key] = INT16
+        else:
+            del lower[key]
+        try:
+            o = s.outcome(tuple(sorted(lower.items())))
+        except QdebugError:
+            continue
+        to = lower.get(key, "int8")
+        say(f"  - {labels.get(key, key)} back to {to}: {_numbers(o)}")
+        if target.met(o) and o.cost.total_bytes < current.cost.total_bytes:
+            current = o
+    return current
+
+
 def search_mixed(
     model: Any,
     data: Any,
@@ -325,6 +355,8 @@ def search_mixed(
             current = best
             if target.met(current):
                 stopped = "target"
+        if stopped == "target" and current.raised:
+            current = _trim(s, current, target, allow, deadline, say)
         final_path = out or Path(tempfile.mkdtemp(prefix="qdebug-fix-")) / "fixed.h5"
         final_path.parent.mkdir(parents=True, exist_ok=True)
         final = s.outcome(current.raised, out=final_path)

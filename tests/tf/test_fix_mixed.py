@@ -46,11 +46,12 @@ def fixed(wide: Path) -> tuple[Path, str]:
     return out, r.stdout
 
 
-def _recipe_lines(stdout: str) -> list[dict]:  # type: ignore[type-arg]
+def _recipe_lines(stdout: str) -> list[dict[str, object]]:
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("recipe ("))
     end = next(i for i, line in enumerate(lines) if line.startswith("reproduce:"))
-    return json.loads("\n".join(lines[start + 1:end]))  # type: ignore[no-any-return]
+    entries: list[dict[str, object]] = json.loads("\n".join(lines[start + 1:end]))
+    return entries
 
 
 def test_int16_reaches_the_target_for_less_than_float(wide: Path, fixed: tuple[Path, str]) -> None:
@@ -68,6 +69,7 @@ def test_int16_reaches_the_target_for_less_than_float(wide: Path, fixed: tuple[P
     floats = search_mixed(str(wide / "wide.keras"), str(wide / "x.npy"), Target(TARGET),
                           allow=("float",), out=wide / "float.h5")
     assert floats.reached and floats.final.count("float") >= 3
+    assert floats.final.count("int16") == 0  # nothing raised to what was not allowed
     cost16 = json.loads(out.with_suffix(".recipe.json").read_text())
     assert cost16 == _recipe_lines(stdout)  # the printed recipe is the one written
     int16_line = next(line for line in stdout.splitlines() if line.startswith("cost: "))
@@ -86,7 +88,8 @@ def test_the_mixed_model_runs_on_builtin_kernels(wide: Path, fixed: tuple[Path, 
     kinds = {mixed.tensors[op.outputs[0]].dtype.name for op in mixed.compute_ops()}
     assert {"int16", "int8"} <= kinds
     x = np.load(wide / "x.npy")
-    got, want = [], []
+    got: list[np.ndarray] = []
+    want: list[np.ndarray] = []
     for s in x:
         for lite, into in ((mixed, got), (float_model, want)):
             lite.invoke([s])
