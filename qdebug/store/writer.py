@@ -117,6 +117,7 @@ class TraceWriter:
         self.input_names = list(input_names)
         self.store_samples = int(store_samples)
         self._stored = 0
+        self._slots: dict[tuple[str, str], h5py.Dataset] = {}
         self._failed = False
         check_target(self.path)
         self._claim.enter_context(claim(self.path))
@@ -266,27 +267,29 @@ class TraceWriter:
         k = self._stored
         self._sample_index.resize(k + 1, axis=0)
         self._sample_index[k] = sample
-        group = self.f["samples/inputs"]
         for i, (name, x) in enumerate(zip(self.input_names, inputs, strict=True)):
-            ds = self._slot(group, str(i), x)
-            ds.attrs["name"] = name
-            ds[k] = x
-        acts = self.f["activations"]
+            self._slot("samples/inputs", str(i), x, name)[k] = x
         for idx, (fl, q) in activations.items():
-            g = acts.require_group(f"{idx:05d}")
-            g.attrs["layer"] = self.layers[idx].name
-            self._slot(g, "float", fl)[k] = fl
-            self._slot(g, "int8", q)[k] = q
+            where = f"activations/{idx:05d}"
+            self._slot(where, "float", fl)[k] = fl
+            self._slot(where, "int8", q)[k] = q
             if local_ref is not None and idx in local_ref:
                 ref = np.asarray(local_ref[idx], dtype=np.float32)
-                self._slot(g, "float_local", ref)[k] = ref
+                self._slot(where, "float_local", ref)[k] = ref
         self._stored += 1
 
-    def _slot(self, group: h5py.Group, name: str, x: np.ndarray) -> h5py.Dataset:
-        if name in group:
-            return group[name]
+    def _slot(self, where: str, name: str, x: np.ndarray, input_name: str = "") -> h5py.Dataset:
+        """The dataset ``where/name`` of the stored samples, made (with its group's and its own
+        attributes) on the first sample; later samples find it here, not through h5py's
+        lookups (the time of storing 16 samples of a small model was mostly these)."""
+        ds = self._slots.get((where, name))
+        if ds is not None:
+            return ds
+        group = self.f.require_group(where)
+        if where.startswith("activations/"):
+            group.attrs["layer"] = self.layers[int(where.rpartition("/")[2])].name
         shape = (self.store_samples, *x.shape)
-        return group.create_dataset(
+        ds = group[name] if name in group else group.create_dataset(
             name,
             shape=shape,
             maxshape=shape,
@@ -294,6 +297,10 @@ class TraceWriter:
             chunks=(1, *x.shape),
             compression="lzf" if x.size else None,
         )
+        if input_name:
+            ds.attrs["name"] = input_name
+        self._slots[(where, name)] = ds
+        return ds
 
     @_writing
     def write_analysis(
