@@ -19,6 +19,8 @@ class DeployedKind(enum.Enum):
     FULL_INTEGER = "full integer"
     INTEGER_WITH_FLOAT_OPS = "integer with float ops"
     INT16X8 = "int16x8"
+    MIXED_INTEGER = "mixed integer"
+    """int8 and int16 activations, op by op (a per-op recipe; schema 1.4)."""
     DYNAMIC_RANGE = "dynamic range"
     WEIGHT_ONLY = "weight-only"
     FLOAT16 = "float16"
@@ -33,6 +35,8 @@ class DeployedKind(enum.Enum):
             return cls.FULL_INTEGER
         if text.startswith("int16x8"):
             return cls.INT16X8
+        if text.startswith("mixed integer"):
+            return cls.MIXED_INTEGER
         if text.startswith("integer"):
             return cls.INTEGER_WITH_FLOAT_OPS
         if text.startswith("dynamic range"):
@@ -49,7 +53,7 @@ class DeployedKind(enum.Enum):
     def quantized_activations(self) -> bool:
         """Whether activations between ops are integers in the deployed model."""
         return self in (DeployedKind.FULL_INTEGER, DeployedKind.INTEGER_WITH_FLOAT_OPS,
-                        DeployedKind.INT16X8)
+                        DeployedKind.INT16X8, DeployedKind.MIXED_INTEGER)
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,12 @@ class LiteModel:
             # Ops left in float (--keep-float, or ops the converter could not quantize) make
             # it integer with float islands, not full integer.
             islands = len(self.float_islands())
-            if "int16" in kinds:
+            if {"int8", "int16"} <= kinds:  # a per-op recipe (ai-edge-quantizer, fix --allow)
+                n16 = sum(t.dtype.name == "int16" for t in outs if t.qp is not None)
+                scheme = (f"mixed integer ({n16} op output(s) with 16-bit activations, "
+                          f"{sum(t.dtype.name == 'int8' for t in outs if t.qp is not None)} "
+                          "with int8; 8-bit weights)")
+            elif "int16" in kinds:
                 scheme = "int16x8 (16-bit activations, 8-bit weights)"
             elif islands:
                 scheme = "integer (int8 activations and weights)"

@@ -205,3 +205,28 @@ def test_a_recipe_aeq_refuses_is_one_line(files: Path) -> None:
     assert res.returncode == 2, res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("qdebug:")]
     assert len(lines) == 1 and "recipe" in lines[0] and "Traceback" not in res.stderr
+
+
+def test_a_per_op_recipe_is_mixed_precision_op_by_op(files: Path) -> None:
+    """One CONV_2D at 16-bit activations in an int8 model (the form fix --allow int16 writes)."""
+    from qdebug.tracer.aeq import op_scope_regex, resolve_recipe
+
+    lite = LiteModel((files / "float.tflite").read_bytes(), preserve=False)
+    conv = next(op for op in lite.ops if op.op_type == "CONV_2D")
+    name = lite.tensors[conv.outputs[0]].name
+    _, int8 = resolve_recipe("int8")
+    _, int16 = resolve_recipe("int16")
+    recipe = [*int8, dict(int16[0], regex=op_scope_regex([name]))]
+    (files / "mixed.json").write_text(json.dumps(recipe))
+    out = files / "mixed.h5"
+    res = _trace(files / "float.tflite", "--data", files / "x.npy", "-n", "4", "--recipe",
+                 files / "mixed.json", "--out", out)
+    assert "mixed integer" in " ".join(res.stdout.split())
+    with open_trace(out) as tr:
+        assert tr.mixed_precision and tr.meta.deployed_kind.value == "mixed integer"
+        by_tensor = {o.tensor_name: o.precision for o in tr.ops}
+        assert by_tensor[name] == "int16"
+        assert [o.precision for o in tr.ops if o.op_type == "CONV_2D"].count("int8") >= 1
+    rows = _report(out)["ops"]
+    assert {r["precision"] for r in rows if r["status"] == "measured"} >= {"int8", "int16"}
+    assert all(r["has_local"] for r in _quantized_ops({"ops": rows}))
