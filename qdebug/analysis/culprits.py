@@ -188,20 +188,19 @@ def _by_ops(
             by_layer.setdefault(layer, []).append(Culprit(
                 c.layer, layer, c.kind, c.score,
                 f"op {rows[c.index].op_type} of layer {layers[layer].name!r}: {c.reason}"))
-    expanded = [c for c in ranked if c.index not in many]
+    # Ranked as their layers are (what keeping a layer in float buys), each layer's ops in
+    # their own order: an op's share is a part of its layer's, not a rival of other layers.
+    expanded: list[tuple[float, Culprit]] = []
     for c in ranked:
-        if c.index not in many:
-            continue
-        mine = by_layer.get(c.index, [])
-        if sum(x.score for x in mine) >= OPS_EXPLAIN * c.score:
-            expanded += mine
-        else:  # its error is the layer's, not one op's: it stays, named as the layer
+        mine = by_layer.get(c.index, []) if c.index in many else [c]
+        if c.index in many and sum(x.score for x in mine) < OPS_EXPLAIN * c.score:
+            # its error is the layer's, not one op's: it stays, named as the layer
             n = sum(1 for i in layers[c.index].ops if ops[i].measured)
-            expanded.append(Culprit(c.layer, c.index, c.kind, c.score,
-                                    f"{c.reason} (over its {n} ops: no op's own error "
-                                    "explains it)"))
-    expanded.sort(key=lambda c: c.score, reverse=True)
-    return expanded
+            mine = [Culprit(c.layer, c.index, c.kind, c.score,
+                            f"{c.reason} (over its {n} ops: no op's own error explains it)")]
+        expanded += [(c.score, x) for x in mine]
+    expanded.sort(key=lambda p: (p[0], p[1].score), reverse=True)
+    return [x for _, x in expanded]
 
 
 def rank_layers(
