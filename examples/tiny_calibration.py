@@ -4,10 +4,10 @@ calibrate the ranges of a digits CNN that then sees all ten digits. ``qdebug che
 the layers; a representative calibration set of 200 digits fixes it.
 
 What it costs the task: on the trained CNN, traced with ``--labels``, the eight images cost
-nothing measurable (one digit of 1,797 more right, in one run); the same eight images at three
-quarters of their brightness (``calib_faint``: a calibration pipeline that scales its images
-differently from the deployed one) make the input's own range too narrow, and INT8 accuracy
-drops by several points while the float model is unchanged. ``qdebug diff --max-accuracy-drop
+nothing measurable; the same eight images at 60 % of their brightness (``calib_faint``: a
+calibration pipeline that scales its images differently from the deployed one) make the input's
+own range too narrow, and INT8 accuracy drops by several points (96.8 % to 92.4 % in one run)
+while the float model is unchanged. ``qdebug diff --max-accuracy-drop
 0.01`` exits 1 on it.
 
 Run: ``python examples/tiny_calibration.py``.
@@ -43,9 +43,10 @@ def calib_tiny() -> np.ndarray:
 
 
 def calib_faint() -> np.ndarray:
-    """The eight images of ``calib_tiny`` at three quarters of their brightness (in [0, 0.75]):
-    every evaluated pixel brighter than that clips at the input's quantization."""
-    return calib_tiny() * np.float32(0.75)
+    """The eight images of ``calib_tiny`` at 60 % of their brightness (in [0, 0.6]): every
+    evaluated pixel brighter than that clips at the input's quantization (at three quarters the
+    well-trained CNN lost under a point)."""
+    return calib_tiny() * np.float32(0.6)
 
 
 def calib_representative(n: int = 200) -> np.ndarray:

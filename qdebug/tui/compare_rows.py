@@ -33,6 +33,35 @@ class ComparedLayer:
         return b - a
 
 
+    def same_lsb(self) -> bool:
+        """Whether an LSB is the same amount on both sides (same integer type and scale): only
+        then are two RMSEs in LSB comparable (an int8 LSB is 256 int16 LSBs)."""
+        if self.a is None or self.b is None:
+            return True
+        ra, rb = self.a.record, self.b.record
+        if math.isnan(ra.scale) or math.isnan(rb.scale):
+            return math.isnan(ra.scale) and math.isnan(rb.scale)
+        return ra.dtype == rb.dtype and math.isclose(ra.scale, rb.scale, rel_tol=1e-6)
+
+    def rmse(self, side: str) -> float:
+        """RMSE of one side in the tensor's float units (√MSE)."""
+        mse = self.value(side, "mse")
+        return math.sqrt(mse) if mse >= 0 else math.nan
+
+
+def lsb_comparable(pairs: Sequence[ComparedLayer]) -> bool:
+    """Whether every layer's LSB is the same in both traces (``same_lsb``)."""
+    return all(p.same_lsb() for p in pairs)
+
+
+def lsb_kinds(pairs: Sequence[ComparedLayer], side: str) -> str:
+    """The integer types of one side's measured tensors, for a sentence: ``int8``."""
+    rows = [p.a if side == "a" else p.b for p in pairs]
+    kinds = dict.fromkeys(r.record.dtype for r in rows
+                          if r is not None and r.measured and not math.isnan(r.record.scale))
+    return "/".join(kinds) or "float"
+
+
 def align(rows_a: Sequence[LayerRow], rows_b: Sequence[LayerRow]) -> list[ComparedLayer]:
     """A's layers in A's order, then layers only B has, in B's order."""
     by_b = {r.record.name: r for r in rows_b}

@@ -88,6 +88,9 @@ class LayerRow:
     record: LayerRecord
     values: dict[str, float] = field(default_factory=dict)
     """Pooled metrics of the layer; a metric the trace lacks is NaN."""
+    precision: str = ""
+    """What the op computing the layer's tensor computes in (``int8``, ``int16``, ``float``,
+    ``dynamic``; schema 1.4, empty before)."""
 
     @property
     def measured(self) -> bool:
@@ -120,21 +123,43 @@ def _text_column(key: str, label: str, get: Callable[[LayerRow], str],
                   lambda r: get(r).lower())
 
 
+#: Widest a name or a class is shown in the table (the detail screen shows it whole).
+NAME_CELL = 28
+CLASS_CELL = 18
+
+
+def cut_middle(text: str, width: int) -> str:
+    """``text`` in at most ``width`` cells, keeping its start and its end (a scoped name's
+    last part tells layers apart): ``chars2vec_e…lstm_cell_23``."""
+    if Text(text).cell_len <= width:
+        return text
+    head, tail = Text(text[: width]), Text(text[-width:])
+    head.truncate(width // 2)
+    while tail.cell_len > width - 1 - head.cell_len:
+        tail = tail[1:]
+    return head.plain + "…" + tail.plain
+
+
 COLUMNS: tuple[Column, ...] = (
-    # the numbers right after the name, so they stay visible in an 80-column terminal
+    # The numbers right after the name, so they stay visible in an 80-column terminal; then
+    # op, then the longer words: at 120 columns everything up to the status fits whole.
     Column("index", "#", True, lambda r: Text(str(r.index), justify="right"),
            lambda r: float(r.index)),
-    _text_column("name", "layer", lambda r: shown(r.record.name)),
+    Column("name", "layer", False, lambda r: Text(cut_middle(shown(r.record.name), NAME_CELL)),
+           lambda r: shown(r.record.name).lower()),
     _metric_column("sqnr_db", "SQNR dB", fmt_db, severity=True),
     _metric_column("local_sqnr_db", "local dB", fmt_db, severity=True),
     _metric_column("gain", "gain", fmt_num, severity=False),
     _metric_column("rmse_lsb", "RMSE LSB", fmt_lsb, severity=False),
-    _metric_column("clip_share", "clip share", fmt_pct, severity=False),
-    _metric_column("saturation", "saturation", fmt_pct, severity=False),
+    _metric_column("clip_share", "clip", fmt_pct, severity=False),
+    _metric_column("saturation", "sat.", fmt_pct, severity=False),
+    _text_column("op_type", "op", lambda r: shown(r.record.op_type)),
+    _text_column("precision", "precision", lambda r: r.precision),
     _text_column("status", "status", lambda r: status_text(r.record),
                  lambda r: status_style(r.record)),
-    _text_column("class_name", "class", lambda r: shown(r.record.class_name)),
-    _text_column("op_type", "op", lambda r: shown(r.record.op_type)),
+    Column("class_name", "class", False,
+           lambda r: Text(cut_middle(shown(r.record.class_name), CLASS_CELL)),
+           lambda r: shown(r.record.class_name).lower()),
     _text_column("output_shape", "shape", lambda r: shape_text(r.record.output_shape)),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
@@ -149,7 +174,8 @@ def build_rows(trace: Trace) -> list[LayerRow]:
     """One row per layer from the layer table and the pooled metrics (both small)."""
     lm = trace.layer_metrics()
     return [
-        LayerRow(i, rec, {k: float(v[i]) for k, v in lm.items()})
+        LayerRow(i, rec, {k: float(v[i]) for k, v in lm.items()},
+                 trace.precision(i))
         for i, rec in trace.iter_layers()
     ]
 

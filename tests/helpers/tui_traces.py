@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import shutil
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,29 @@ CONTROL_NAME = "evil\x1b[31m\x07name"
 
 
 def copy_trace(dest: Path, *, names: Mapping[int, str] | None = None,
-               sqnr_shift: Mapping[int, float] | None = None) -> Path:
-    """A copy of the fixture with some layers renamed and some pooled SQNRs shifted (dB)."""
+               sqnr_shift: Mapping[int, float] | None = None,
+               culprits: Sequence[int] = ()) -> Path:
+    """A copy of the fixture with some layers renamed, some pooled SQNRs shifted (dB), and
+    ``culprits`` (layer indices, in rank order) as its culprit list (the fixture's model is
+    healthy: it has none)."""
     shutil.copy(FIXTURE, dest)
     with h5py.File(dest, "r+") as f:
+        if culprits:
+            if "analysis/culprits" in f:
+                del f["analysis/culprits"]
+            g = f.require_group("analysis").create_group("culprits")
+            text = h5py.string_dtype("utf-8")
+            layer_names = [n.decode() if isinstance(n, bytes) else n
+                           for n in f["layers/name"][()]]
+            g["layer"] = np.array([layer_names[i] for i in culprits], dtype=object).astype(text)
+            g["index"] = np.array(culprits, dtype=np.int64)
+            g.create_dataset("kind", data=np.array(["injects"] * len(culprits), dtype=object),
+                             dtype=text)
+            g["score"] = np.linspace(0.6, 0.2, len(culprits))
+            g.create_dataset("output", data=np.array(["probs"] * len(culprits), dtype=object),
+                             dtype=text)
+            g.create_dataset("reason", data=np.array(["made up"] * len(culprits), dtype=object),
+                             dtype=text)
         if names:
             old = [n.decode() if isinstance(n, bytes) else n for n in f["layers/name"][()]]
             for i, name in names.items():
@@ -37,6 +56,22 @@ def copy_trace(dest: Path, *, names: Mapping[int, str] | None = None,
             for i, d in sqnr_shift.items():
                 values[i] += d
             ds[...] = values
+    return dest
+
+
+def as_int16(dest: Path) -> Path:
+    """A copy of the fixture whose tensors are int16 with 1/256 of the scale (an int16x8
+    trace's LSB) and the same float error."""
+    copy_trace(dest)
+    with h5py.File(dest, "r+") as f:
+        dtypes = [d.decode() if isinstance(d, bytes) else d for d in f["layers/dtype"][()]]
+        del f["layers/dtype"]
+        f["layers"].create_dataset("dtype", data=np.array(
+            ["int16" if d == "int8" else d for d in dtypes], dtype=object),
+            dtype=h5py.string_dtype("utf-8"))
+        f["layers/scale"][...] = f["layers/scale"][()] / 256
+        lsb = f["metrics/layers/pooled/rmse_lsb"]
+        lsb[...] = lsb[()] * 256
     return dest
 
 

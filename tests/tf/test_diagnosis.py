@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -183,11 +184,16 @@ async def test_detail_screen_shows_channel_weights_clipping_and_saturation(
 
 
 @sync
-async def test_a_trace_without_channel_saturation_still_reads_and_shows() -> None:
-    with qdebug.open(FIXTURE) as tr:  # written before saturation per channel existed
+async def test_a_trace_without_channel_saturation_still_reads_and_shows(tmp_path: Path) -> None:
+    older = tmp_path / "older.h5"  # as written before saturation per channel existed
+    shutil.copy(FIXTURE, older)
+    with h5py.File(older, "r+") as f:
+        for g in f["analysis/channels"].values():
+            del g["saturated"]
+    with qdebug.open(older) as tr:
         cs = tr.channel_stats("relu1")
         assert cs is not None and "saturated" not in cs and "clip_fraction" in cs
-    app = create_app(FIXTURE)
+    app = create_app(older)
     async with app.run_test(size=(120, 40)) as pilot:
         await _open(app, pilot, 3)
         text = _text(app, "#channel-pooled")

@@ -138,7 +138,7 @@ def _qdebug(*args: str | Path) -> subprocess.CompletedProcess[str]:
 def calibrations(tmp_path_factory):  # type: ignore[no-untyped-def]
     """examples/tiny_calibration.py's trained CNN traced on all 1,797 digits with their labels,
     once per calibration set (the real command line): ``good`` (200 digits of every class),
-    ``faint`` (its eight images of zeros and ones at three quarters of their brightness)."""
+    ``faint`` (its eight images of zeros and ones at 60 % of their brightness)."""
     sys.path.insert(0, str(ROOT / "examples"))
     import digits_cnn
     import tiny_calibration

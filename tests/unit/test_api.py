@@ -65,7 +65,7 @@ def test_readme_example_runs(
     monkeypatch.chdir(tmp_path)
     exec(compile(_readme_example(), "docs/scripting.md", "exec"), {})
     out = capsys.readouterr().out.splitlines()
-    assert out == ["digits_cnn 13 layers; output SQNR 39.1 dB", "ok ()"]
+    assert out == ["digits_cnn 13 layers; output SQNR 40.2 dB", "ok ()"]
 
 
 def test_readme_example_fails_on_a_regression(tmp_path: Path) -> None:

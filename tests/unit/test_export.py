@@ -21,7 +21,11 @@ def test_export_round_trips_the_exact_model_and_inputs(fixture_trace: Path, tmp_
     out = run_qdebug("export", fixture_trace, "--tflite", model, "--inputs", inputs)
     assert out.returncode == 0, out.stderr
     assert f"wrote {model}" in out.stdout
-    assert "inputs of samples [0, 1, 2, 3, 4, 5, 6, 7]" in out.stdout
+    with qdebug.open(fixture_trace) as tr:  # the 8 stored, and the kept inputs of worst samples
+        samples = [int(s) for s in tr.input_samples()]
+        kept = {s: tr.inputs(s)["image"] for s in samples}
+    assert samples[:8] == list(range(8)) and len(samples) > 8
+    assert f"inputs of samples {samples}" in out.stdout
     with h5py.File(fixture_trace) as f:
         stored_model = f["model/int8_tflite"][()].tobytes()
         stored_inputs = f["samples/inputs/0"][()]
@@ -29,9 +33,11 @@ def test_export_round_trips_the_exact_model_and_inputs(fixture_trace: Path, tmp_
     assert model.read_bytes() == stored_model and model.read_bytes()[4:8] == b"TFL3"
     with np.load(inputs) as z:
         assert list(z.keys()) == [name, "qdebug_sample_index"] and name == "image"
-        assert z["qdebug_sample_index"].tolist() == list(range(8))  # which samples they are
-        np.testing.assert_array_equal(z["image"], stored_inputs)
-        assert z["image"].dtype == np.float32 and z["image"].shape == (8, 8, 8, 1)
+        assert z["qdebug_sample_index"].tolist() == samples  # which samples they are
+        np.testing.assert_array_equal(z["image"][:8], stored_inputs)
+        for pos, s in enumerate(samples):
+            np.testing.assert_array_equal(z["image"][pos], kept[s])
+        assert z["image"].dtype == np.float32 and z["image"].shape == (len(samples), 8, 8, 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz", "m.tflite"]
 
 

@@ -42,25 +42,29 @@ def test_markdown_structure(fixture_trace: Path) -> None:
         "### Model and conversion",
         "### Output",
         "### Float islands",
-        "### Culprits",
+        "### Worst layers (accumulated SQNR)",
         "### Per-layer",
         "### The attached trace",
     ]
-    assert "**output SQNR 39.1 dB, top-1 agreement 98.0%** over 256 samples, 13 layers." in lines
+    assert "**output SQNR 40.2 dB, top-1 agreement 100.0%** over 256 samples, 13 layers." in lines
     assert "| tensorflow | 2.21.0 |" in lines
-    assert any(line.startswith("- converter: calib_samples=200, int8_io=False") for line in lines)
-    assert "| `probs` | 39.1 | 0.31 | 0.99994 | 0.0% | 98.0% |" in lines
+    assert any(line.startswith("- converter: calib_samples=64, int8_io=False") for line in lines)
+    assert "| `probs` | 40.2 | 0.75 | 0.99995 | 0.8% | 100.0% |" in lines
     table = lines.index("<details><summary>13 layers</summary>") + 2
-    assert lines[table] == ("| # | layer | class | op | status | SQNR (dB) | RMSE (LSB) | "
-                            "saturation | local SQNR (dB) | gain |")
-    assert lines[table + 1] == "|---|" * 1 + "---|" * 9
-    assert lines[table + 3] == "| 1 | `conv1` | Conv2D | — | fused → `relu1` | — | — | — | — | — |"
+    assert lines[table] == ("| # | layer | class | op | precision | status | SQNR (dB) | "
+                            "RMSE (LSB) | saturation | local SQNR (dB) | gain |")
+    assert lines[table + 1] == "|---|" * 1 + "---|" * 10
+    assert lines[table + 3] == ("| 1 | `conv1` | Conv2D | — | — | fused → `relu1` | — | — | — | "
+                                "— | — |")
     assert lines[table + 2 + 13] == "" and lines[table + 3 + 13] == "</details>"
-    culprits = lines.index("### Culprits") + 2
-    assert lines[culprits] == "| layer | kind | reason |"
+    # the fixture's model is healthy: no culprits, and the report says why
+    worst = lines.index("### Worst layers (accumulated SQNR)")
+    assert lines[worst + 2].startswith("Healthy: every output at 30 dB SQNR or more")
     with qdebug.open(str(fixture_trace)) as tr:
-        first = tr.culprits()[0]
-    assert lines[culprits + 2] == f"| `{first.layer}` | {first.kind} | {first.reason} |"
+        assert tr.culprits() == []
+        lowest = tr.layers[min(range(len(tr.layers)),
+                               key=lambda i: tr.layer_metrics()["sqnr_db"][i])].name
+    assert lines[worst + 6].startswith(f"| `{lowest}` |")
     assert "qdebug export digits.h5 --tflite model_int8.tflite --inputs inputs.npz" in lines
 
 
@@ -93,7 +97,7 @@ def test_markdown_shows_culprits_and_analysis_columns_when_the_trace_has_them(
     assert not any(line.startswith("### Worst layers") for line in lines)
     header = next(line for line in lines if line.startswith("| # | layer |"))
     assert header.endswith("| saturation | local SQNR (dB) | gain |")
-    assert ("| 0 | `image` | InputLayer | QUANTIZE | input | 57.0 | 0.18 | 10.4% | 50.0 | — |"
+    assert ("| 0 | `image` | InputLayer | QUANTIZE | int8 | input | 57.0 | 0.18 | 0.0% | 50.0 | — |"
             in lines)
 
 
@@ -156,7 +160,7 @@ def test_json_keeps_existing_fields_and_adds_run_info(fixture_trace: Path) -> No
     assert data["run"]["command_line"] == "tests/fixtures/make_fixtures.py"
     relu1 = data["layers"][3]
     assert relu1["name"] == "relu1" and relu1["tensor_index"] == 13
-    assert relu1["clip_share"] == pytest.approx(0.0011103833797698269)
+    assert relu1["clip_share"] == pytest.approx(0.0015412320830831988)
 
 
 

@@ -48,7 +48,7 @@ async def test_main_screen_lists_every_layer_and_the_chart_the_measured_ones() -
         assert chart.option_count == sum(r.measured for r in app.rows) == 9
         header = _static_text(app, "#header")
         assert "digits_cnn" in header and "keras3" in header and "256 samples" in header
-        assert "top-1 98.0%" in header and "39.1 dB" in header
+        assert "top-1 100.0%" in header and "40.2 dB" in header
         # the local SQNR column shows the trace's own number for relu1
         local = app.trace.layer_metrics()["local_sqnr_db"][3]
         assert table.get_row("3")[3].plain == f"{local:.1f}"
@@ -75,7 +75,7 @@ async def test_sort_by_key_and_by_header_click_puts_nan_last() -> None:
         sq = [r.values["sqnr_db"] for r in table.shown]
         finite = [v for v in sq if not math.isnan(v)]
         assert finite == sorted(finite) and all(math.isnan(v) for v in sq[len(finite):])
-        assert table.shown[0].record.name == "probs"
+        assert table.shown[0].record.name == "conv2"
         await pilot.press("r")
         assert table.reverse and table.shown[0].record.name == "image"
         assert math.isnan(table.shown[-1].values["sqnr_db"])
@@ -106,12 +106,13 @@ async def test_filter_by_name_or_class_and_clear() -> None:
 
 
 @sync
-async def test_worst_and_next_culprit_jump_through_the_ranking() -> None:
-    app = create_app(FIXTURE)
+async def test_worst_and_next_culprit_jump_through_the_ranking(tmp_path: Path) -> None:
+    app = create_app(copy_trace(tmp_path / "c.h5", culprits=[12, 5]))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("w")
-        assert _table(app).current_layer == 12  # probs: lowest accumulated SQNR
+        assert _table(app).current_layer == 8  # conv2: lowest accumulated SQNR
         culprits = [c.index for c in app.trace.culprits()]
+        assert culprits == [12, 5]
         await pilot.press("n")
         assert _table(app).current_layer == culprits[0]  # the trace's ranked culprits, in order
         await pilot.press("slash", *"pool", "enter", "n")  # a filter hiding it is cleared
@@ -128,7 +129,7 @@ async def test_detail_screen_loads_histograms_and_samples_in_workers() -> None:
         await app.workers.wait_for_complete()
         await pilot.pause()
         head = _static_text(app, "#detail-head")
-        assert "relu1" in head and "CONV_2D" in head and "scale 0.00566308" in head
+        assert "relu1" in head and "CONV_2D" in head and "scale 0.0192496" in head
         assert "conv1, bn1" in head  # the layers fused into it
         hist = _static_text(app, "#hist")
         assert "sample 0" in hist and "◀ range low" in hist

@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from qdebug.tui.app import create_app
+from qdebug.tui.layer_rows import NAME_CELL, cut_middle
 from qdebug.tui.screens.detail import LayerDetailScreen
 from qdebug.tui.widgets.layer_table import LayerTable
 from qdebug.tui.widgets.propagation_chart import PropagationChart
@@ -101,7 +102,10 @@ async def test_megabyte_names_are_capped_before_the_viewer_renders_them(tmp_path
         table = app.screen.query_one(LayerTable)
         for row, name in long.items():
             cell = table.get_row(str(row))[1].plain
-            assert cell == f"{name[:NAME_LIMIT]}… (1,000,000 characters in all)"
+            # capped by fmt.shown, then cut to the column's width keeping both ends
+            assert cell == cut_middle(f"{name[:NAME_LIMIT]}… (1,000,000 characters in all)",
+                                      NAME_CELL)
+            assert cell.startswith(name[:10]) and cell.endswith("in all)")
             prompt = str(app.screen.query_one(PropagationChart).get_option(str(row)).prompt)
             assert name[:10] in prompt and len(prompt) < NAME_LIMIT + 200
         table.move_cursor(row=3)

@@ -9,7 +9,8 @@ from typing import Any
 from textual.pilot import Pilot
 
 from qdebug.tui.app import create_app
-from tui_traces import FIXTURE, copy_trace
+from synthetic_traces import make_trace
+from tui_traces import FIXTURE, as_int16, copy_trace
 
 SIZE = (120, 40)
 
@@ -43,3 +44,16 @@ def test_compare_screen(snap_compare: Any, tmp_path: Path) -> None:
     before = copy_trace(tmp_path / "before.h5")
     after = copy_trace(tmp_path / "after.h5", sqnr_shift={3: -6.0, 8: 2.0, 11: -1.5})
     assert snap_compare(create_app(before, after), terminal_size=SIZE, run_before=_settle)
+
+
+def test_compare_screen_int8_against_int16(snap_compare: Any, tmp_path: Path) -> None:
+    """RMSE in float units, and the line saying why."""
+    a, b = copy_trace(tmp_path / "a.h5"), as_int16(tmp_path / "b.h5")
+    assert snap_compare(create_app(a, b), terminal_size=SIZE, run_before=_settle)
+
+
+def test_main_screen_of_a_177_layer_model(snap_compare: Any, tmp_path: Path) -> None:
+    """Every chart bar on one line, ▼ marks included."""
+    deep = make_trace(tmp_path / "deep.h5", layers=177,
+                      noise_lsb={k: 12.0 for k in range(5, 177, 9)})
+    assert snap_compare(create_app(deep), terminal_size=SIZE, run_before=_settle)

@@ -40,6 +40,7 @@ from qdebug.tui.loaders import (
     load_activation,
     load_sample_sqnr,
 )
+from qdebug.tui.ops_view import op_line, ops_folded, ops_summary
 from qdebug.tui.widgets.histogram import channel_bars, error_histogram, value_histogram
 
 WORST_SAMPLES = 8
@@ -79,14 +80,7 @@ def ops_text(trace: Trace, rec: LayerRecord) -> Text:
         return text
     om = trace.op_metrics()
     for i in rec.ops:
-        op = trace.ops[i]
-        text.append("  op ", style="dim")
-        text.append(f"{shown(op.op_type):<18} {shown(op.name)}  ")
-        for label, key in (("acc", "sqnr_db"), ("local", "local_sqnr_db")):
-            x = float(om[key][i]) if key in om else math.nan
-            text.append(f"{label} ", style="dim")
-            text.append(fmt_db(x) + (" dB" if not math.isnan(x) else "") + "  ",
-                        style=sqnr_style(x))
+        text.append_text(op_line(trace, i, om))
         text.append("\n")
     return text
 
@@ -133,6 +127,7 @@ class LayerDetailScreen(Screen[None]):
         # One key, two meanings: the footer shows the one that applies (traces with --labels).
         Binding("f", "sort_worst('flipped')", "Flipped first"),
         Binding("f", "sort_worst('sqnr')", "Worst by SQNR"),
+        Binding("o", "all_ops", "All ops"),
     ]
 
     def __init__(self, trace: Trace, rows: list[LayerRow], layer: int) -> None:
@@ -149,10 +144,13 @@ class LayerDetailScreen(Screen[None]):
             self.accuracy = None
         #: Order of the worst-samples list: ``sqnr`` or ``flipped`` (``qdebug.analysis.accuracy``).
         self.sort_by = "sqnr"
+        #: Whether every op of a layer with many is listed (``o``).
+        self.ops_shown = False
 
     def compose(self) -> ComposeResult:
         rec = self.rows[self.layer_index].record
-        head = detail_head(self.rows, self.layer_index, ops_text(self.trace, rec))
+        ops = ops_summary(self.trace, rec) if ops_folded(rec) else ops_text(self.trace, rec)
+        head = detail_head(self.rows, self.layer_index, ops)
         yield Static(head + custom_numbers(self.trace, self.layer_index), id="detail-head")
         with Horizontal(id="detail-body"):
             with Vertical(id="sample-pane"):
@@ -167,6 +165,7 @@ class LayerDetailScreen(Screen[None]):
                 yield Static("", id="err-hist")
                 yield Static("", id="channels")
                 yield Static(self._pooled_channels(), id="channel-pooled")
+                yield Static("", id="ops-all")
         yield Footer()
 
     def _pooled_channels(self) -> Text:
@@ -292,7 +291,20 @@ class LayerDetailScreen(Screen[None]):
         worst.border_subtitle = (f"flipped {len(acc.right_to_wrong)} r→w "
                                  f"{len(acc.wrong_to_right)} w→r" if acc is not None else "")
 
+    def action_all_ops(self) -> None:
+        """List every op of a layer with many (folded in the head), below the histograms;
+        again to fold them."""
+        box = self.query_one("#ops-all", Static)
+        rec = self.rows[self.layer_index].record
+        self.ops_shown = not self.ops_shown
+        box.update(Text(f"every op of {shown(rec.name)} ({len(rec.ops)})\n", style="bold")
+                   + ops_text(self.trace, rec) if self.ops_shown else "")
+        if self.ops_shown:  # once laid out with its new height
+            self.call_after_refresh(box.scroll_visible, animate=False, top=True)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "all_ops":
+            return ops_folded(self.rows[self.layer_index].record)
         if action == "sort_worst":
             # Only with labels, and only the order not already shown (the footer shows one).
             return self.accuracy is not None and parameters != (self.sort_by,)

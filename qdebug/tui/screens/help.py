@@ -83,6 +83,8 @@ class HelpScreen(ModalScreen[None]):
             yield Static(Text(
                 f"Colours: {colour_legend()}. "
                 "Δ: change of accumulated SQNR at a layer (▼ a drop of 3 dB or more). "
-                "— : not in this trace.", style="dim"))
+                "clip: share of the error from values outside the calibrated range; sat.: "
+                "share of integer values at a range end. A layer of many ops lists a summary "
+                "of them (o lists them all). — : not in this trace.", style="dim"))
 
 

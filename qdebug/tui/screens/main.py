@@ -14,7 +14,7 @@ from textual.widgets import Footer, Input, OptionList
 from qdebug.analysis.culprits import HEALTHY_OUTPUT_DB, no_culprits_reason, outputs_healthy
 from qdebug.store.reader import Trace
 from qdebug.store.schema import VIEW_OPS
-from qdebug.tui.layer_rows import LayerRow, ranking
+from qdebug.tui.layer_rows import COLUMNS, LayerRow, ranking
 from qdebug.tui.widgets.header_panel import HeaderPanel
 from qdebug.tui.widgets.layer_table import LayerTable
 from qdebug.tui.widgets.propagation_chart import PropagationChart
@@ -65,7 +65,10 @@ class MainScreen(Screen[None]):
             else "Δ: change at the layer")
         yield chart
         yield Input(placeholder="filter by name or class", id="filter")
-        yield LayerTable(self.rows, id="layers")
+        # a precision column only where ops differ in it (a per-op recipe), as the summary
+        mixed = self.trace.mixed_precision
+        yield LayerTable(self.rows, id="layers",
+                         columns=[c for c in COLUMNS if c.key != "precision" or mixed])
         yield Footer()
 
     def on_mount(self) -> None:

@@ -11,8 +11,8 @@ from textual.message import Message
 from textual.widgets import DataTable
 
 from qdebug.tui.layer_rows import (
-    COLUMN_KEYS,
     COLUMNS,
+    Column,
     LayerRow,
     filter_rows,
     shown,
@@ -51,9 +51,12 @@ class LayerTable(DataTable[Text]):
             super().__init__()
             self.index = index
 
-    def __init__(self, rows: Sequence[LayerRow], *, id: str | None = None) -> None:
+    def __init__(self, rows: Sequence[LayerRow], *, id: str | None = None,
+                 columns: Sequence[Column] = COLUMNS) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True, fixed_columns=2)
         self.all_rows = list(rows)
+        self.columns_shown = tuple(columns)
+        """The table's columns (``layer_rows.COLUMNS``, or fewer)."""
         self.sort_key = "index"
         self.reverse = False
         self.query_text = ""
@@ -76,7 +79,7 @@ class LayerTable(DataTable[Text]):
         (default: the current layer) when it is still shown."""
         keep = self.current_layer if keep is None else keep
         self.clear(columns=True)
-        for col in COLUMNS:
+        for col in self.columns_shown:
             label = col.label
             if col.key == self.sort_key:
                 label += " ▼" if self.reverse else " ▲"
@@ -94,7 +97,7 @@ class LayerTable(DataTable[Text]):
 
     def _add(self, start: int, stop: int) -> None:
         for row in self.shown[start:stop]:
-            self.add_row(*(col.cell(row) for col in COLUMNS), key=str(row.index))
+            self.add_row(*(col.cell(row) for col in self.columns_shown), key=str(row.index))
 
     def _add_rest(self, generation: int) -> None:
         if generation != self._generation:
@@ -129,7 +132,8 @@ class LayerTable(DataTable[Text]):
 
     def sort_next(self) -> None:
         """Sort by the next column."""
-        self.sort_by(COLUMN_KEYS[(COLUMN_KEYS.index(self.sort_key) + 1) % len(COLUMN_KEYS)],
+        keys = [c.key for c in self.columns_shown]
+        self.sort_by(keys[(keys.index(self.sort_key) + 1) % len(keys)],
                      reverse=False)
 
     def set_filter(self, query: str) -> None:

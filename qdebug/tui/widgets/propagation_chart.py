@@ -16,6 +16,9 @@ from qdebug.tui.widgets.layer_table import first_rows
 NAME_WIDTH = 18
 #: A drop of the curve larger than this (dB) is flagged.
 DROP_FLAG_DB = 3.0
+#: Cells of a chart line besides the name and the bar: index (5), a space, the SQNR (6), the
+#: widest tail (`` local  42.2``, 12) and the drop mark (`` ▼``, 2).
+FIXED_CELLS = 5 + 1 + 6 + 12 + 2
 
 
 def chart_line(row: LayerRow, drop: float, width: int, top: float) -> Text:
@@ -24,7 +27,7 @@ def chart_line(row: LayerRow, drop: float, width: int, top: float) -> Text:
     local = row.values.get("local_sqnr_db", math.nan)
     name = Text(shown(row.record.name))
     name.truncate(NAME_WIDTH, overflow="ellipsis", pad=True)
-    bar_w = max(width - NAME_WIDTH - 26, 4)
+    bar_w = max(width - NAME_WIDTH - FIXED_CELLS, 4)
     filled = 0.0 if math.isnan(sq) else bar_w * min(max(sq, 0.0), top) / top
     full = int(filled)
     bar = "█" * full + ("▌" if filled - full >= 0.5 else "")
@@ -39,6 +42,7 @@ def chart_line(row: LayerRow, drop: float, width: int, top: float) -> Text:
         line.append(f"{drop:+6.1f}", style="bold red" if drop <= -DROP_FLAG_DB else "dim")
     if not math.isnan(drop) and drop <= -DROP_FLAG_DB:
         line.append(" ▼", style="bold red")
+    line.truncate(max(width, 1))  # a line wider than the list wraps: ▼ on a line of its own
     return line
 
 
@@ -58,7 +62,11 @@ class PropagationChart(OptionList):
         self._pending: int | None = None
 
     def on_resize(self, event: events.Resize) -> None:
-        width = self.scrollable_content_region.width
+        region = self.scrollable_content_region
+        width = region.width
+        if len(self.rows) > region.height and not self.show_vertical_scrollbar:
+            # measured before the options are in: the scrollbar they bring takes its cells
+            width -= self.styles.scrollbar_size_vertical
         if width != self._width:
             self._width = width
             self._rebuild()
