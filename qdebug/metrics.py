@@ -93,8 +93,9 @@ class QuantParams:
                 continue
             # The float64 test only where the integers are at that end (a few values of a
             # rail-touching tensor, not all of them): the same answers, a fraction of the work.
-            at = np.nonzero(raw == end)
-            out[at] = np.abs(np.asarray(f)[at].astype(np.float64) - value) > half
+            at = np.flatnonzero(raw == end)
+            out.reshape(-1)[at] = np.abs(
+                np.asarray(f).reshape(-1)[at].astype(np.float64) - value) > half
         return out
 
 
