@@ -182,7 +182,7 @@ def fix(
 @click.option("--data", required=True, metavar="DATA", help="Evaluation data.")
 @click.option("--calib", metavar="DATA", help="Calibration data (default: DATA).")
 @click.option("--layers", type=click.IntRange(min=1), default=8, show_default=True, metavar="N",
-              help="Try the N best-ranked candidate layers (each costs one trace).")
+              help="Try the N best-ranked candidate layers (each costs one trace per precision).")
 @click.option("--samples", "-n", type=click.IntRange(min=1), metavar="N",
               help="Trace the first N samples of DATA per candidate.")
 @click.option("--scheme", type=click.Choice(["float", "int16"]), default="float",
