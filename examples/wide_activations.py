@@ -75,4 +75,9 @@ if __name__ == "__main__":  # python examples/wide_activations.py
     model = f"{Path(__file__).resolve()}:build"
     x = save("wide_x.npy", data()[:256])
     qdebug("trace", model, "--data", x, "--out", str(OUT / "wide.h5"))
-    qdebug("fix", model, "--data", x, "--target-output-sqnr", "25", "--allow", "int16,float")
+    qdebug("sensitivity", model, "--data", x, "--scheme", "int16", "--layers", "4")
+    qdebug("fix", model, "--data", x, "--target-output-sqnr", "38", "--allow", "int16,float",
+           "--out", str(OUT / "wide_fixed.h5"))  # 7 ops at int16, +224 B model
+    # the converter's float fallback, for comparison: 4 layers, +21.5 KiB model
+    qdebug("fix", model, "--data", x, "--target-output-sqnr", "38", "--max-float-layers", "5",
+           "--out", str(OUT / "wide_fixed_float.h5"))
