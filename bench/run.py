@@ -2,10 +2,11 @@
 models, one N each on the three kinds of bench/kinds.py), qdebug's peak memory at 100 vs 2,000
 samples, then the scale run (EfficientNetB0 over 2,000 samples against plain inference),
 ``qdebug view``'s first screen on a ~2 GB trace against a small one, and the storage choices'
-cost; a summary at the end. Results: bench/out/*.json.
+cost, and the ai-edge-quantizer route beside the converter's; a summary at the end. Results:
+bench/out/*.json.
 
     .venv/bin/python bench/run.py [--repeat 2] [--skip-memory] [--skip-speed] [--skip-scale]
-                                  [--skip-view] [--skip-size]
+                                  [--skip-view] [--skip-size] [--skip-aeq]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main() -> None:
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--skip-view", action="store_true")
     p.add_argument("--skip-size", action="store_true")
+    p.add_argument("--skip-aeq", action="store_true")
     args = p.parse_args()
     start = time.perf_counter()
     summary: list[str] = []
@@ -70,6 +72,7 @@ def main() -> None:
         ("view", args.skip_view,
          ["view_startup.py", "--layers", "800", "--samples", "5000", "--stored", "80"]),
         ("size", args.skip_size, ["trace_size.py"]),
+        ("aeq", args.skip_aeq, ["aeq_route.py", "--repeat", "1"]),
     )
     for name, skip, argv in others:
         if skip:
