@@ -17,8 +17,8 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from cli_helpers import run_qdebug as run_cli
 
+from cli_helpers import run_qdebug as run_cli
 from qdebug import metrics
 from qdebug.tracer.convert import ConversionOptions, convert_int8_and_twin
 from qdebug.tracer.litert import LiteModel
