@@ -10,7 +10,7 @@ from textual.widgets import Static
 from qdebug.analysis.accuracy import accuracy
 from qdebug.analysis.kernels import kernels_comparison
 from qdebug.output.fmt import TEXT_LIMIT
-from qdebug.store.meta import ConverterSettings, DeployedKind
+from qdebug.store.meta import QUANTIZER_AEQ, ConverterSettings, DeployedKind
 from qdebug.store.reader import Trace
 from qdebug.store.schema import STATUS_UNMATCHED, STATUS_UNVERIFIED, VIEW_OPS
 from qdebug.tui.layer_rows import fmt_db, shown, sqnr_style
@@ -33,7 +33,10 @@ def header_text(trace: Trace) -> Text:
     text.append(shown(trace.model_name), style="bold")
     text.append(f"  {shown(meta.keras_flavour)}", style="cyan")
     text.append(f" · {shown(meta.kernels)}", style="dim")
-    text.append(f" · converter: {_converter(meta.converter)}", style="dim")
+    if meta.quantizer.name == QUANTIZER_AEQ:  # a float .tflite alone, --quantizer aeq
+        text.append(f" · quantizer: {shown(meta.quantizer.describe(), TEXT_LIMIT)}", style="dim")
+    else:
+        text.append(f" · converter: {_converter(meta.converter)}", style="dim")
     if trace.view == VIEW_OPS:
         text.append(" · no Keras layer graph: rows are ops", style="yellow")
     if meta.deployed and meta.deployed_kind is not DeployedKind.FULL_INTEGER:
