@@ -4,13 +4,14 @@ injects, with a one-line reason. Pure numpy; the definition is in docs/metrics.m
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from qdebug import textfmt
 from qdebug.analysis.segments import build_segments, source_of
+from qdebug.store.layer_metrics import LayerMetrics
 from qdebug.store.schema import (
     STATUS_INPUT,
     STATUS_MATCHED,
@@ -73,9 +74,13 @@ def _nsr(sqnr_db: float) -> float:
     return 10 ** (-sqnr_db / 10) if math.isfinite(sqnr_db) else 0.0
 
 
+#: Pooled metrics of a layer table as the ranking takes them: the typed record, or its dict.
+Metrics = LayerMetrics | Mapping[str, np.ndarray]
+
+
 def find_culprits(
     layers: Sequence[LayerRecord],
-    m: dict[str, np.ndarray],
+    m: Metrics,
     stats: dict[str, np.ndarray],
     output_sqnr_db: float,
     output_layer: str = "",
@@ -83,7 +88,7 @@ def find_culprits(
     *,
     top1_agreement: float = math.nan,
     ops: Sequence[OpRecord] = (),
-    op_m: dict[str, np.ndarray] | None = None,
+    op_m: Metrics | None = None,
     op_stats: dict[str, np.ndarray] | None = None,
 ) -> list[Culprit]:
     """The layers worth acting on, ranked (``rank_layers``): none when the output is healthy
@@ -95,19 +100,20 @@ def find_culprits(
         return []
     ranked = rank_layers(layers, m, stats, output_sqnr_db, output_layer, limit=len(layers))
     if ops and op_m is not None and op_stats is not None:
-        ranked = _by_ops(ranked, layers, ops, op_m, op_stats, output_sqnr_db, output_layer)
+        ranked = _by_ops(ranked, layers, ops, LayerMetrics.of(op_m, len(ops)), op_stats,
+                         output_sqnr_db, output_layer)
     worth = [c for c in ranked
              if not (c.kind == CulpritKind.ROUNDING and c.score < COARSE_SCORE)]
     return worth[:limit]
 
 
 def no_culprits_reason(
-    layers: Sequence[LayerRecord], m: dict[str, np.ndarray], every: str = "layer"
+    layers: Sequence[LayerRecord], m: Metrics, every: str = "layer"
 ) -> str:
     """Why an output that is not healthy has no culprits, in one line for people."""
-    local = m.get("local_sqnr_db")
-    if local is None or not any(math.isfinite(float(local[i])) for i, r in enumerate(layers)
-                                if r.status != STATUS_INPUT):
+    local = LayerMetrics.of(m, len(layers)).local_sqnr_db  # NaN where not measured
+    if not any(math.isfinite(float(local[i])) for i, r in enumerate(layers)
+               if r.status != STATUS_INPUT):
         return (f"the trace measures no {every}'s own error (no local error: nothing re-ran "
                 f"each {every} in float on the quantized inputs), so nothing says where the "
                 f"output's error is born: the worst {every}s above are where it is largest, "
@@ -159,7 +165,7 @@ def _by_ops(
     ranked: list[Culprit],
     layers: Sequence[LayerRecord],
     ops: Sequence[OpRecord],
-    op_m: dict[str, np.ndarray],
+    op_m: LayerMetrics,
     op_stats: dict[str, np.ndarray],
     output_sqnr_db: float,
     output_layer: str,
@@ -173,7 +179,7 @@ def _by_ops(
     rows = op_rows(ops, layers)
     keep = [r.ops[0] for r in rows]
     pick = np.array(keep, dtype=np.int64)
-    m = {k: np.asarray(v)[pick] for k, v in op_m.items()}
+    m = op_m.take(pick)
     stats = {k: np.asarray(v)[pick] for k, v in op_stats.items()}
     by_name = {r.name: i for i, r in enumerate(layers)}
     out_rec = layers[by_name[output_layer]] if output_layer in by_name else None
@@ -205,7 +211,7 @@ def _by_ops(
 
 def rank_layers(
     layers: Sequence[LayerRecord],
-    m: dict[str, np.ndarray],
+    m: Metrics,
     stats: dict[str, np.ndarray],
     output_sqnr_db: float,
     output_layer: str = "",
@@ -225,14 +231,16 @@ def rank_layers(
 
     Args:
         layers: the layer table.
-        m: pooled layer metrics, with the local-error metrics.
+        m: pooled layer metrics, with the local-error metrics (``LayerMetrics``, or its
+            dict).
         stats: pooled sufficient statistics (``sum_f2``, ``sum_e2``, ``sum_local_e2``) per
             layer.
         output_sqnr_db: the first output's SQNR.
         output_layer: the layer of the first output.
     """
+    m = LayerMetrics.of(m, len(layers))
     computed = [i for i, r in enumerate(layers) if r.status != STATUS_INPUT]
-    if "local_sqnr_db" not in m or not np.isfinite(m["local_sqnr_db"][computed]).any():
+    if not np.isfinite(m.local_sqnr_db[computed]).any():
         return []  # no local error at all (a .tflite pair, QAT): nothing says where it is born
     out_nsr = _nsr(output_sqnr_db) or 1e-12
     index = {r.name: i for i, r in enumerate(layers)}
@@ -249,7 +257,7 @@ def rank_layers(
         src = inputs.get(i, [])
         f2 = float(sum(stats["sum_f2"][j] for j in src))
         in_nsr = float(sum(stats["sum_e2"][j] for j in src)) / f2 if f2 > 0 else 0.0
-        rise = (_nsr(float(m["sqnr_db"][i])) - in_nsr) / out_nsr
+        rise = (_nsr(float(m.sqnr_db[i])) - in_nsr) / out_nsr
         feeds = src or [index[source_of(n, by_name)] for n in r.inbound if n in by_name]
         local_e2 = _local_e2(r, i, stats, feeds)
         if out < 0:
@@ -260,8 +268,8 @@ def rank_layers(
             continue  # what it injects, or how much of it arrives, is unknown: never ranked
         if not score >= MIN_SCORE:  # explains nothing (or NaN)
             continue
-        gain = float(m["gain"][i]) if "gain" in m else math.nan
-        share = float(m["local_share"][i]) if "local_share" in m else 1.0
+        gain = float(m.gain[i])  # NaN where not measured
+        share = float(m.local_share[i]) if m.has("local_share") else 1.0
         kind, reason = _why(r, i, m, gain, share, score)
         found.append(Culprit(r.name, i, kind, score, reason))
     found.sort(key=lambda c: c.score, reverse=True)
@@ -281,7 +289,7 @@ def _local_e2(r: LayerRecord, i: int, stats: dict[str, np.ndarray], src: list[in
 
 
 def _reach(
-    n: int, inputs: dict[int, list[int]], m: dict[str, np.ndarray], out: int
+    n: int, inputs: dict[int, list[int]], m: LayerMetrics, out: int
 ) -> np.ndarray:
     """Per layer, the share of its error power that reaches layer ``out``: 1 there; for
     another layer, Σ over the layers it feeds of their gain² × their own reach (a gain not
@@ -290,7 +298,7 @@ def _reach(
     reach = np.full(n, np.nan)
     if out < 0:
         return reach
-    gain = np.asarray(m.get("gain", np.full(n, np.nan)), dtype=np.float64)
+    gain = np.asarray(m.gain, dtype=np.float64)
     consumers: dict[int, list[int]] = {}
     for c, srcs in inputs.items():
         for j in srcs:
@@ -326,21 +334,21 @@ def _lsb_text(lsb: float, dtype: str) -> str:
 
 
 def _why(
-    r: LayerRecord, i: int, m: dict[str, np.ndarray], gain: float, share: float, score: float
+    r: LayerRecord, i: int, m: LayerMetrics, gain: float, share: float, score: float
 ) -> tuple[CulpritKind, str]:
     if r.float_island:
         return CulpritKind.FLOAT_ISLAND, "runs in float inside the INT8 model"
     if math.isfinite(gain) and gain >= AMPLIFY_GAIN and not share >= 0.5:
         return CulpritKind.AMPLIFIES, f"amplifies incoming error {textfmt.plain(gain, 1)}×"
-    clip = float(m["clip_share"][i])
-    lsb = float(m["local_rmse_lsb"][i])
+    clip = float(m.clip_share[i])
+    lsb = float(m.local_rmse_lsb[i])
     if clip >= CLIP_SHARE:
         return CulpritKind.CLIPPING, (
-            f"clipping: {textfmt.pct(float(m['clip_fraction'][i]))} of values outside the "
+            f"clipping: {textfmt.pct(float(m.clip_fraction[i]))} of values outside the "
             f"calibrated range cause {textfmt.pct(clip, digits=0)} of its error"
         )
-    local = float(m["local_sqnr_db"][i])
-    own = float(m["sqnr_db"][i])
+    local = float(m.local_sqnr_db[i])
+    own = float(m.sqnr_db[i])
     if lsb <= HEALTHY_LSB and min(local, own) < COARSE_DB:
         return CulpritKind.RESOLUTION, (
             f"values too small for the quantization step: {_lsb_text(lsb, r.dtype)} of "

@@ -190,12 +190,12 @@ def _culprits(rep: dict[str, Any], trace: Trace) -> list[str | md.Rows]:
 
 def _why_no_culprits(trace: Trace) -> str:
     """As the text summary says it: healthy outputs, else why nothing is named."""
-    lm = trace.layer_metrics()
+    lm = trace.typed_layer_metrics()
     if trace.outputs and outputs_healthy(trace.output_metrics()):
         return (f"Healthy: every output at {HEALTHY_OUTPUT_DB:.0f} dB SQNR or more (classifiers "
                 f"agreeing on {HEALTHY_TOP1:.0%} of the answers or more), so no layer is worth "
                 "acting on.")
-    if "local_sqnr_db" in lm and np.isfinite(lm["local_sqnr_db"]).any():
+    if np.isfinite(lm.local_sqnr_db).any():
         every = "op" if trace.view == VIEW_OPS else "layer"
         return f"No culprits: {md.text(no_culprits_reason(trace.layers, lm, every), TEXT_LIMIT)}."
     return "The trace has no propagation analysis, so no culprits with reasons."

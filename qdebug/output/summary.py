@@ -185,7 +185,7 @@ def _worst_table(trace: Trace) -> Table:
 def _say_culprits(trace: Trace, say: Say, every: str) -> None:
     """The culprits, or why there are none (healthy, or nothing measured says where)."""
     om = trace.output_metrics()
-    lm = trace.layer_metrics()
+    lm = trace.typed_layer_metrics()
     culprits = trace.culprits()
     if not culprits and trace.outputs and outputs_healthy(om):
         say(f"[green]healthy[/]: every output at {HEALTHY_OUTPUT_DB:.0f} dB SQNR or more "

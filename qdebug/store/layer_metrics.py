@@ -54,6 +54,17 @@ class LayerMetrics:
                   for k in names}
         return cls(**values, present=tuple(k for k in arrays if k in values))
 
+    @classmethod
+    def of(cls, m: LayerMetrics | Mapping[str, np.ndarray], n: int) -> LayerMetrics:
+        """``m`` as the record: itself, or the view of a dict of arrays for ``n`` rows."""
+        return m if isinstance(m, LayerMetrics) else cls.from_arrays(m, n)
+
+    def take(self, rows: np.ndarray) -> LayerMetrics:
+        """The metrics of the rows ``rows`` indexes only (e.g. the measured ops' rows)."""
+        names = [f.name for f in fields(self) if f.name != "present"]
+        return LayerMetrics(**{k: np.asarray(getattr(self, k))[rows] for k in names},
+                            present=self.present)
+
     def has(self, name: str) -> bool:
         """Whether the trace has the metric ``name``."""
         return name in self.present

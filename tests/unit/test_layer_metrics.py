@@ -32,3 +32,13 @@ def test_a_metric_the_trace_lacks_reads_nan_and_is_not_listed() -> None:
     assert np.isnan(lm.local_sqnr_db).all() and lm.local_sqnr_db.shape == (2,)
     assert list(lm.as_dict()) == ["sqnr_db", "gain"]
     assert lm.sqnr_db[1] == np.inf
+
+
+def test_rows_can_be_taken_and_a_dict_is_viewed_once() -> None:
+    arrays = {"sqnr_db": np.array([10.0, 20.0, 30.0]), "local_share": np.array([0.1, 0.2, 0.3])}
+    lm = LayerMetrics.of(arrays, 3)
+    assert LayerMetrics.of(lm, 3) is lm
+    part = lm.take(np.array([2, 0]))
+    np.testing.assert_array_equal(part.sqnr_db, [30.0, 10.0])
+    np.testing.assert_array_equal(part.local_share, [0.3, 0.1])
+    assert part.present == lm.present and np.isnan(part.gain).all() and part.gain.shape == (2,)

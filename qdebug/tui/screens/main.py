@@ -27,7 +27,7 @@ def no_culprits_text(trace: Trace) -> str:
     if trace.outputs and outputs_healthy(om):
         return (f"every output is healthy ({HEALTHY_OUTPUT_DB:.0f} dB SQNR or more): no {every} "
                 "is worth acting on")
-    return no_culprits_reason(trace.layers, trace.layer_metrics(), every)
+    return no_culprits_reason(trace.layers, trace.typed_layer_metrics(), every)
 
 
 class MainScreen(Screen[None]):
