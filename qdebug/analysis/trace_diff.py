@@ -18,11 +18,10 @@ import numpy as np
 from qdebug.analysis.accuracy import accuracy
 from qdebug.errors import TraceFileError
 from qdebug.metrics import EXACT_DB
+from qdebug.store.layer_metrics import LayerMetrics
 from qdebug.store.reader import Trace, open_trace
 from qdebug.textfmt import db, pct, plain
 
-#: Optional per-layer metrics of the propagation analysis, compared when both traces have them.
-ANALYSIS_METRICS = ("local_sqnr_db", "gain")
 #: Layers listed as "changed most".
 MOST_CHANGED = 5
 #: Below this share of common layer names two traces are of different models.
@@ -210,12 +209,6 @@ def check_comparable(base: Trace, new: Trace) -> list[str]:
     return notes
 
 
-def _layer_value(values: dict[str, np.ndarray], key: str, i: int | None) -> float:
-    if i is None or key not in values:
-        return math.nan
-    return float(values[key][i])
-
-
 def _exceeds(drop: float, limit: float) -> bool:
     return not math.isnan(drop) and drop > limit
 
@@ -243,24 +236,26 @@ def _diff_outputs(base: Trace, new: Trace, th: Thresholds) -> tuple[list[OutputD
     return diffs, reasons
 
 
-def _has(values: dict[str, np.ndarray], key: str) -> bool:
-    """Whether a trace really has a metric (a trace without the analysis may hold it as NaN)."""
-    return key in values and bool(np.any(~np.isnan(values[key])))
+def _measured(values: np.ndarray) -> bool:
+    """Whether a trace really has a metric (a trace without the analysis holds it as NaN)."""
+    return bool(np.any(~np.isnan(values)))
 
 
 def _optional(
-    bm: dict[str, np.ndarray], nm: dict[str, np.ndarray], key: str, ib: int, jn: int
+    base_values: np.ndarray, new_values: np.ndarray, ib: int, jn: int, exact: bool = False
 ) -> Change | None:
-    if not (_has(bm, key) and _has(nm, key)):
+    """The change of a metric both traces have; ``exact``: an SQNR at ``EXACT_DB`` or more
+    (float noise over an exact op) reads as exact."""
+    if not (_measured(base_values) and _measured(new_values)):
         return None
-    base, new = _layer_value(bm, key, ib), _layer_value(nm, key, jn)
-    if key == "local_sqnr_db":  # float noise over an exact op is exact (metrics.EXACT_DB)
+    base, new = float(base_values[ib]), float(new_values[jn])
+    if exact:
         base, new = (math.inf if v >= EXACT_DB else v for v in (base, new))
     return Change(base, new)
 
 
 def _diff_layers(
-    base: Trace, new: Trace, bm: dict[str, np.ndarray], nm: dict[str, np.ndarray], th: Thresholds
+    base: Trace, new: Trace, bm: LayerMetrics, nm: LayerMetrics, th: Thresholds
 ) -> tuple[list[LayerDiff], list[str]]:
     index = {name: i for i, name in enumerate(_names(base))}
     diffs, reasons = [], []
@@ -270,7 +265,7 @@ def _diff_layers(
             continue
         rb = base.layers[i]
         both = rb.ranked and rn.ranked  # an unverified row may hold another tensor's numbers
-        sq = Change(_layer_value(bm, "sqnr_db", i), _layer_value(nm, "sqnr_db", j))
+        sq = Change(float(bm.sqnr_db[i]), float(nm.sqnr_db[j]))
         bad = both and _exceeds(sq.drop, th.max_layer_drop_db)
         if bad:
             reasons.append(
@@ -284,10 +279,9 @@ def _diff_layers(
                 status=(rb.status, rn.status),
                 tensor=(rb.tensor_name, rn.tensor_name),
                 sqnr_db=sq,
-                saturation=Change(_layer_value(bm, "saturation", i),
-                                  _layer_value(nm, "saturation", j)),
-                local_sqnr_db=_optional(bm, nm, "local_sqnr_db", i, j),
-                gain=_optional(bm, nm, "gain", i, j),
+                saturation=Change(float(bm.saturation[i]), float(nm.saturation[j])),
+                local_sqnr_db=_optional(bm.local_sqnr_db, nm.local_sqnr_db, i, j, exact=True),
+                gain=_optional(bm.gain, nm.gain, i, j),
                 regressed=bad,
             )
         )
@@ -317,8 +311,8 @@ def diff_traces(base: Trace, new: Trace, thresholds: Thresholds | None = None) -
     """
     th = thresholds or Thresholds()
     notes = check_comparable(base, new)
-    bm, nm = base.layer_metrics(), new.layer_metrics()
-    has = [any(_has(m, k) for k in ANALYSIS_METRICS) for m in (bm, nm)]
+    bm, nm = base.typed_layer_metrics(), new.typed_layer_metrics()
+    has = [_measured(m.local_sqnr_db) or _measured(m.gain) for m in (bm, nm)]
     if has[0] != has[1]:
         notes.append(
             f"only {'BASE' if has[0] else 'NEW'} has the propagation analysis; "
