@@ -43,20 +43,13 @@ def main() -> int:
     np.save(calib_path, x[train[:200]])
     trace_path = ROOT / "traces" / "digits_cnn-demo.h5"
     qdebug = [sys.executable, "-m", "qdebug"]
-    cmd = [
-        *qdebug,
-        "trace",
-        str(model_path),
-        "--data",
-        str(data_path),
-        "--calib",
-        str(calib_path),
-        "--labels",
-        str(labels_path),
-        "--out",
-        str(trace_path),
+    # paths from the repository root (the command's folder), as a user would type them
+    args = [
+        "trace", model_path, "--data", data_path, "--calib", calib_path, "--labels",
+        labels_path, "--out", trace_path,
     ]
-    print("$ qdebug " + " ".join(c.replace(str(ROOT) + "/", "") for c in cmd[3:]), flush=True)
+    cmd = [*qdebug, *(os.path.relpath(a, ROOT) if isinstance(a, Path) else a for a in args)]
+    print("$ qdebug " + " ".join(cmd[3:]), flush=True)
     rc = subprocess.call(cmd, cwd=ROOT)
     if rc != 0:
         return rc

@@ -198,7 +198,13 @@ async def test_compare_two_traces_aligned_with_deltas(tmp_path: Path) -> None:
         assert table.get_row("8")[5].plain == "+2.0" and "green" in str(table.get_row("8")[5].style)
         assert table.get_row("5")[5].plain == "+0.0"
         await pilot.press("s")
-        assert table.get_row_at(0)[1].plain == "relu1"  # worst regression first
+        assert table.get_row_at(0)[1].plain == "relu1"  # the largest change first: -6.0
+        assert table.get_row_at(1)[1].plain == "conv2"  # then +2.0, before the unchanged
+        assert table.get_row_at(2)[5].plain == "+0.0"
+        await pilot.press("end")  # the last row, not the table scrolled sideways
+        assert table.cursor_row == table.row_count - 1 and table.scroll_x == 0
+        await pilot.press("home")
+        assert table.cursor_row == 0
         await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
         await pilot.press("c")

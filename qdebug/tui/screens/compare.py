@@ -107,6 +107,10 @@ class CompareScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("s", "toggle_order", "Order by Δ"),
+        # DataTable binds Home/End to scrolling, sideways too: here they go to the first and
+        # the last layer, as in the layer table
+        Binding("home", "first_row", "First", show=False, priority=True),
+        Binding("end", "last_row", "Last", show=False, priority=True),
     ]
 
     def __init__(self, a: Trace, rows_a: list[LayerRow], b: Trace, rows_b: list[LayerRow]) -> None:
@@ -147,11 +151,20 @@ class CompareScreen(Screen[None]):
         table.clear()
         order = list(enumerate(self.pairs))
         if self.by_delta:
-            # largest regression first; layers without a delta last
+            # the largest change first, a regression before an improvement of the same size
+            # (ascending Δ put the unchanged layers first when nothing got worse); layers
+            # without a delta last
             order.sort(key=lambda p: (math.isnan(p[1].delta("sqnr_db")),
-                                      p[1].delta("sqnr_db")))
+                                      -abs(p[1].delta("sqnr_db")), p[1].delta("sqnr_db")))
         for pos, pair in order:
             table.add_row(*_cells(pair, pos, self.in_lsb), key=str(pos))
+
+    def action_first_row(self) -> None:
+        self.query_one("#compare", DataTable).move_cursor(row=0, column=0)
+
+    def action_last_row(self) -> None:
+        table = self.query_one("#compare", DataTable)
+        table.move_cursor(row=max(table.row_count - 1, 0), column=0)
 
     def action_toggle_order(self) -> None:
         self.by_delta = not self.by_delta
