@@ -170,9 +170,9 @@ def _kernels(trace: Trace) -> dict[str, Any]:
     meta = trace.meta
     k = kernels_comparison(trace)
     return {
-        "delegated_ops": meta.get("delegated_ops", []),
-        "mismatched_samples": meta.get("kernel_mismatched_samples"),
-        "max_abs_diff": meta.get("kernel_max_abs_diff"),
+        "delegated_ops": list(meta.delegated_ops),
+        "mismatched_samples": meta.kernel_mismatched_samples,
+        "max_abs_diff": _num(meta.kernel_max_abs_diff),
         "outputs": [
             {"name": o.name, "sqnr_db": _num(o.deployment_sqnr_db),
              "top1_agreement": _num(o.deployment_top1),
