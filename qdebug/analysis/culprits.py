@@ -125,10 +125,12 @@ def no_culprits_reason(
 
 def measured_inputs(ops: Sequence[Any], i: int, measured: set[int]) -> list[int]:
     """The measured ops whose values op ``i`` consumes, looking through the unmeasured
-    QUANTIZE ops between them (a requantize to another scale, such as the converter's
-    rescaling of a CONCATENATION's inputs to one: no float tensor of its own, the value passes
-    as it is). Without it the op after one has no inputs, and nothing upstream reaches the
-    output: BlazeFace's classificators head had no culprit."""
+    QUANTIZE and DEQUANTIZE ops between them (a requantize to another scale, such as the
+    converter's rescaling of a CONCATENATION's inputs to one; the DEQUANTIZE before an op left
+    in float: no float tensor of their own, the value passes as it is). Without it the op
+    after one has no inputs: nothing upstream reaches the output (BlazeFace's classificators
+    head had no culprit), and an op left in float whose inputs are unknown counts all of its
+    error as its own (basic-pitch's float EXPAND_DIMS after its log, a false culprit)."""
     found: list[int] = []
     stack, seen = list(reversed(ops[i].inputs)), set()
     while stack:
@@ -138,7 +140,7 @@ def measured_inputs(ops: Sequence[Any], i: int, measured: set[int]) -> list[int]
         seen.add(j)
         if j in measured:
             found.append(j)
-        elif ops[j].op_type == "QUANTIZE":
+        elif ops[j].op_type in ("QUANTIZE", "DEQUANTIZE"):
             stack.extend(reversed(ops[j].inputs))
     return found
 

@@ -260,3 +260,36 @@ def test_diff_reads_exact_ops_as_exact(tmp_path: Path) -> None:
     assert rows["pool"]["local_sqnr_db"] == {"base": "inf", "new": "inf", "delta": 0.0}
     assert rows["conv2"]["local_sqnr_db"]["new"] == "inf"
     assert rows["conv2"]["local_sqnr_db"]["delta"] == "inf"
+
+
+def test_an_op_left_in_float_keeps_its_inputs_in_the_op_view(tmp_path: Path) -> None:
+    """An op the converter leaves in float (a SQUARE) reads the int8 op before it through a
+    DEQUANTIZE with no float tensor, and the int8 op after it reads it through a QUANTIZE: the
+    op rows look through both, so the float op's error is not all counted as its own (with
+    the QUANTIZE alone looked through, basic-pitch's float EXPAND_DIMS after its log became
+    the first culprit of its onset output, 0.28, for error born upstream)."""
+    import tensorflow as tf
+
+    x = keras.Input((32,), name="x")
+    h = keras.layers.Dense(16, activation="relu", name="d1")(_LogPower(name="front")(x))
+    model = keras.Model(x, keras.layers.Dense(4, name="out")(h))
+    data = np.random.default_rng(0).normal(size=(32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", data)
+    (tmp_path / "float.tflite").write_bytes(
+        tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([s[None]] for s in data)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                      tf.lite.OpsSet.TFLITE_BUILTINS]
+    (tmp_path / "int8.tflite").write_bytes(conv.convert())
+    r = CliRunner().invoke(cli, ["trace", str(tmp_path / "float.tflite"), "--tflite",
+                                 str(tmp_path / "int8.tflite"), "--data",
+                                 str(tmp_path / "x.npy"), "--out", str(tmp_path / "t.h5"), "-q"])
+    assert r.exit_code == 0, r.output
+    with qdebug.open(str(tmp_path / "t.h5")) as tr:
+        (square,) = [r for r in tr.layers if r.op_type == "SQUARE"]
+        assert square.float_island and square.inbound  # the FULLY_CONNECTED, via DEQUANTIZE
+        after = [r for r in tr.layers if square.name in r.inbound]
+        assert after  # the ADD after it, via QUANTIZE
+        assert square.name not in {c.layer for c in tr.culprits()}
