@@ -65,6 +65,12 @@ def run_mixed_fix(
     lines += [f"cost: {f.cost.describe()}",
               f"output SQNR: {b.output_sqnr_db:.1f} dB -> {f.output_sqnr_db:.1f} dB"]
     lines += _top1(b.top1, f.top1)
+    e = result.everywhere
+    if e is not None and e.raised != f.raised:
+        hint = (f" (reaches the target: --max-ops {len(e.raised)})"
+                if target.met(e) and not result.reached else "")
+        lines.append(f"every op at int16 would read {e.output_sqnr_db:.1f} dB, cost "
+                     f"{e.cost.describe()}{hint}")
     keras = not str(model).lower().endswith(".tflite")
     recipe_path = f.trace.with_suffix(".recipe.json")
     lines += [_verdict(result.reached, result.stopped, len(result.tried)),

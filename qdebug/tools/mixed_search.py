@@ -8,8 +8,10 @@ builtin kernels, as ``qdebug trace MODEL --tflite`` does. A greedy search guided
 trace's culprits: at each step the groups (an op and its readers, ``FloatGraph.group``) of the
 best-ranked ops of the current trace are tried, each at int16 first and at float when int16
 does not reach the target; the step keeps the cheapest candidate that meets the target, else
-the one buying the most dB per byte. It stops at the target or at the budget (ops, time); at
-the target, each raised op is lowered in turn where the target still holds for fewer bytes.
+the one buying the most dB per byte. When no group gains (the error builds up over many ops),
+every op at int16 is tried once, and kept when it gains and fits ``max_ops``. It stops at the
+target or at the budget (ops, time); at the target, each raised op is lowered in turn where
+the target still holds for fewer bytes.
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ class MixedResult:
     """Op key → a readable name, every op of the float model in execution order."""
     float_model: Path
     """The float ``.tflite`` the recipe applies to."""
+    everywhere: MixedOutcome | None = None
+    """Every op at int16, traced when the greedy steps found nothing more (a bound on what
+    int16 can buy); None when not tried."""
 
 
 @dataclass
@@ -271,6 +276,20 @@ def _step(
     return tried, False
 
 
+def _everywhere(s: MixedSearcher, current: MixedOutcome,
+                say: Callable[[str], None]) -> MixedOutcome | None:
+    """The current set with every other op at int16: when no group alone gains, the error
+    builds up over many ops, and this says whether int16 can reach the target at all."""
+    raised = merged(current.raised, tuple(s.graph.ops), INT16)
+    try:
+        o = s.outcome(raised)
+    except QdebugError as exc:
+        say(f"  + every op at int16: not quantized ({exc})")
+        return None
+    say(f"  + every op at int16: {_numbers(o)}")
+    return o
+
+
 def _trim(s: MixedSearcher, current: MixedOutcome, target: Target, allow: Sequence[str],
           deadline: float, say: Callable[[str], None]) -> MixedOutcome:
     """Once the target is met: lower each raised op in turn, last in execution order first
@@ -341,6 +360,7 @@ def search_mixed(
     with tempfile.TemporaryDirectory(prefix="qdebug-mixed-") as tmp:
         s = MixedSearcher(model, data, Path(tmp), dict(options))
         base = current = s.outcome(())
+        everywhere: MixedOutcome | None = None
         say(f"baseline (all int8): {_numbers(base)}")
         stopped = "target" if target.met(base) else ""
         while not stopped:
@@ -349,6 +369,11 @@ def search_mixed(
                 break
             tried, late = _step(s, current, target, allow, width, deadline, say)
             best = _pick(tried, current, target)
+            if best is None and not late and INT16 in allow and everywhere is None:
+                everywhere = _everywhere(s, current, say)
+                if (everywhere is not None and len(everywhere.raised) <= max_ops
+                        and everywhere.output_sqnr_db >= current.output_sqnr_db + MIN_GAIN_DB):
+                    best = everywhere  # float steps follow; at the target, trimmed back
             if best is None:
                 stopped = "time" if late else "no candidates"
                 break
@@ -368,7 +393,7 @@ def search_mixed(
         labels = {k: names.get(k, k) for k in s.graph.ops}  # in execution order
         tried_all = tuple(o for o in s.cache.values() if o.raised)
     return MixedResult(base, final, target.met(final), tried_all,
-                       stopped, recipe, labels, float_copy)
+                       stopped, recipe, labels, float_copy, everywhere)
 
 
 def _names(keys: Sequence[str], labels: dict[str, str]) -> str:

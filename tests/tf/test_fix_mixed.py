@@ -142,3 +142,25 @@ def test_a_float_tflite_is_fixed_through_its_recipe(wide: Path, fixed: tuple[Pat
     with qdebug.open(again) as tr:
         assert float(tr.output_metrics()["sqnr_db"][0]) >= TARGET
         assert any(o.precision == "int16" for o in tr.ops)
+
+
+def test_out_of_reach_tries_every_op_at_int16(wide: Path) -> None:
+    """A target int16 cannot reach: when no group gains any more, every op at int16 is
+    traced once, as the bound the fix prints, and the search says why it stopped."""
+    from qdebug.tools.fix_report import run_mixed_fix
+
+    said: list[str] = []
+    lines, reached = run_mixed_fix(
+        str(wide / "wide.keras"), str(wide / "x.npy"), Target(99.0), allow=("int16",),
+        max_ops=16, time_budget_s=600, out=wide / "far.h5", prefix="qdebug trace M --data D",
+        say=said.append, options={"samples": 32})
+    assert not reached
+    assert sum(line.startswith("  + every op at int16: ") for line in said) == 1
+    assert "target not reached (no candidates)" in "\n".join(lines)
+    recipe = json.loads((wide / "far.recipe.json").read_text())
+    raised = [e for e in recipe if e["regex"].startswith("^")]
+    assert raised and all(e["op_config"]["activation_tensor_config"]["num_bits"] == 16
+                          for e in raised)
+    with qdebug.open(wide / "far.h5") as tr:  # every op that computes values is int16
+        assert {o.precision for o in tr.ops if o.op_type in ("CONV_2D", "FULLY_CONNECTED")} \
+            == {"int16"}
