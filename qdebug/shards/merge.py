@@ -30,6 +30,7 @@ import numpy as np
 from qdebug import metrics, user_metrics
 from qdebug.analysis import worst_samples
 from qdebug.analysis.culprits import find_culprits
+from qdebug.analysis.kernels import KERNEL_ATTRS, merged_kernel_attrs
 from qdebug.shards.shard_file import Shard, check_cover, check_same, damaged, open_shard, refuse
 from qdebug.shards.slicing import SHARD_ATTRS
 from qdebug.store.writer import TraceWriter, check_target
@@ -40,7 +41,7 @@ WORST_K = 8
 _DROP = {
     "format", "schema_version", "complete", "n_samples", "n_stored", "created", "command_line",
     "instrumentation_mismatched_samples", "instrumentation_max_abs_diff", "segments",
-    "warnings", *SHARD_ATTRS,
+    "warnings", *SHARD_ATTRS, *KERNEL_ATTRS,  # the kernel numbers are pooled, not copied
 }
 
 
@@ -138,6 +139,7 @@ def _write(shards: list[Shard], out: Path, budget: int, command_line: str) -> Pa
             instrumentation_max_abs_diff=max(0.0 if math.isnan(d) else d for d in diffs),
             segments=t0.meta.segments,
             warnings=warnings,
+            **merged_kernel_attrs([s.trace.meta for s in shards]),
         )
 
 

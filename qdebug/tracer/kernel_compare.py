@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from qdebug.analysis.kernels import json_db as _json_float
 from qdebug.metrics import QuantParams, dequantize, sqnr_from_sums
 from qdebug.store.schema import OutputRecord
 
@@ -95,9 +96,3 @@ class KernelComparison:
                 out["kernel_accuracy"] = float(np.mean(preds == np.asarray(truth)))
         return out
 
-
-def _json_float(v: float) -> float | str | None:
-    """JSON has no NaN or infinity: NaN is null, infinities their names (as the reports)."""
-    if math.isnan(v):
-        return None
-    return v if math.isfinite(v) else ("inf" if v > 0 else "-inf")

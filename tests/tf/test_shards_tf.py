@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import qdebug
 from qdebug.cli import cli
 from shard_compare import differences
 
@@ -256,3 +257,25 @@ def test_shards_as_ray_tasks_on_a_local_cluster(shards: Path, workers1: Path) ->
         ray.shutdown()
     assert differences(workers1, out) == []
 
+
+
+def test_merged_xnnpack_numbers_are_the_whole_runs(tmp_path: Path, digits_model, digits_data):  # type: ignore[no-untyped-def]
+    """--xnnpack in shards: the merge pools the deployment kernels' sums (it copied the first
+    shard's numbers)."""
+    digits_model.save(tmp_path / "digits.keras")
+    np.save(tmp_path / "x.npy", digits_data[:64])
+    base = [tmp_path / "digits.keras", "--data", tmp_path / "x.npy", *ARGS, "-q", "--xnnpack"]
+    assert _run("trace", *base, "--out", tmp_path / "whole.h5")[0] == 0
+    for k in (1, 2):
+        assert _run("trace", *base, "--shard", f"{k}/2", "--out", tmp_path / f"x{k}.h5")[0] == 0
+    code, _, err = _run("merge", tmp_path / "x1.h5", tmp_path / "x2.h5", "--out",
+                        tmp_path / "m.h5", "-q")
+    assert code == 0, err
+    with qdebug.open(tmp_path / "whole.h5") as w, qdebug.open(tmp_path / "m.h5") as m, \
+            qdebug.open(tmp_path / "x1.h5") as s1:
+        (whole,), (merged,) = w.meta.kernel_outputs, m.meta.kernel_outputs
+        assert merged.sqnr_db == pytest.approx(whole.sqnr_db, abs=1e-9)
+        assert merged.top1_agreement == pytest.approx(whole.top1_agreement)
+        assert merged.max_abs_diff_lsb == whole.max_abs_diff_lsb
+        assert m.meta.kernel_mismatched_samples == w.meta.kernel_mismatched_samples
+        assert m.meta["kernel_samples"] == 64 and s1.meta["kernel_samples"] == 32

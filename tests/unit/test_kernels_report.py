@@ -88,3 +88,32 @@ def test_the_viewer_header_shows_xnnpacks_numbers(tmp_path: Path) -> None:
     assert "probs SQNR 37.2 dB (reference " in last and "top-1 99.2% (reference 100.0%)" in last
     with qdebug.open(copy_trace(tmp_path / "plain.h5")) as tr:
         assert "XNNPACK" not in header_text(tr).plain
+
+
+def test_shards_kernel_numbers_pool_into_the_merged_runs() -> None:
+    """qdebug merge: the sums add up, the largest differences are kept, accuracy is weighted by
+    samples (copying the first shard's numbers gave its SQNR as the run's)."""
+    from qdebug.analysis.kernels import merged_kernel_attrs
+    from qdebug.metrics import sqnr_from_sums
+    from qdebug.store.meta import TraceMeta
+
+    def shard(n: int, f2: float, e2: float, agreeing: int, lsb: float, acc: float) -> TraceMeta:
+        return TraceMeta.from_attrs({
+            "n_samples": n, "kernel_samples": n, "kernel_mismatched_samples": n // 4,
+            "kernel_max_abs_diff": lsb / 256, "kernel_accuracy": acc,
+            "kernel_outputs": [{"sqnr_db": 0.0, "top1_agreement": agreeing / n,
+                                "max_abs_diff": lsb / 256, "max_abs_diff_lsb": lsb,
+                                "sum_f2": f2, "sum_e2": e2, "agreeing": agreeing}]})
+
+    merged = merged_kernel_attrs([shard(100, 50.0, 0.01, 99, 3.0, 0.97),
+                                  shard(300, 120.0, 0.05, 300, 8.0, 0.99)])
+    (out,) = merged["kernel_outputs"]
+    assert out["sqnr_db"] == pytest.approx(float(sqnr_from_sums(170.0, 0.06)))
+    assert out["top1_agreement"] == pytest.approx(399 / 400)
+    assert out["max_abs_diff_lsb"] == 8.0 and merged["kernel_max_abs_diff"] == 8.0 / 256
+    assert merged["kernel_samples"] == 400 and merged["kernel_mismatched_samples"] == 25 + 75
+    assert merged["kernel_accuracy"] == pytest.approx((97 + 297) / 400)
+    merged_meta = TraceMeta.from_attrs({**merged, "kernel_outputs": json.loads(
+        json.dumps(merged["kernel_outputs"]))})
+    assert merged_meta.kernel_outputs[0].sqnr_db == pytest.approx(out["sqnr_db"])
+    assert merged_kernel_attrs([TraceMeta.from_attrs({"n_samples": 4})]) == {}  # no --xnnpack
