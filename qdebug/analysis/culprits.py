@@ -49,6 +49,13 @@ HEALTHY_TOP1 = 0.99
 #: A culprit layer made of more ops than this is named by its ops (a subclassed model wrapped
 #: in a functional one is one layer of all the model's ops).
 MANY_OPS = 3
+#: Scores add up to about 1 (the output's error, cross terms aside; up to ~4 for one layer
+#: where squeeze-excite paths meet again). When an output's scores sum to more than this, the
+#: first-order reach does not hold for it (paths meet again through gains measured one layer
+#: at a time, multiplying along every path) and no layer is named: a plausible false culprit
+#: is worse than none. MediaPipe's selfie segmentation sums to 858; every other model of the
+#: corpus to 0.1-1.2.
+UNSOUND_TOTAL = 20.0
 #: ... when its ops' culprits explain at least this share of its score; else it stays (the
 #: error is born across its ops, or in ops measured without a local error of their own).
 OPS_EXPLAIN = 0.5
@@ -99,6 +106,8 @@ def find_culprits(
     if is_healthy(output_sqnr_db, top1_agreement):
         return []
     ranked = rank_layers(layers, m, stats, output_sqnr_db, output_layer, limit=len(layers))
+    if sum(c.score for c in ranked) > UNSOUND_TOTAL:
+        return []  # the shares do not add up: nothing can be named for sure
     if ops and op_m is not None and op_stats is not None:
         ranked = _by_ops(ranked, layers, ops, LayerMetrics.of(op_m, len(ops)), op_stats,
                          output_sqnr_db, output_layer)
@@ -107,10 +116,26 @@ def find_culprits(
     return worth[:limit]
 
 
+def scores_total(
+    layers: Sequence[LayerRecord], m: Metrics, stats: dict[str, np.ndarray],
+    output_sqnr_db: float, output_layer: str,
+) -> float:
+    """The sum of every layer's score for one output (about 1 where the ranking holds; over
+    ``UNSOUND_TOTAL`` it does not, and ``find_culprits`` names nothing)."""
+    return float(sum(c.score for c in rank_layers(layers, m, stats, output_sqnr_db,
+                                                  output_layer, limit=len(layers))))
+
+
 def no_culprits_reason(
-    layers: Sequence[LayerRecord], m: Metrics, every: str = "layer"
+    layers: Sequence[LayerRecord], m: Metrics, every: str = "layer", total: float = 0.0
 ) -> str:
-    """Why an output that is not healthy has no culprits, in one line for people."""
+    """Why an output that is not healthy has no culprits, in one line for people; ``total``
+    is its ``scores_total`` where the caller has the statistics."""
+    if total > UNSOUND_TOTAL:
+        return (f"the shares of the output's error do not add up: the {every}s' scores sum to "
+                f"{total:,.0f}× it, where they add to about 1 when the ranking holds (its "
+                f"paths meet again through gains measured one {every} at a time), so no {every} "
+                "can be named for sure; `qdebug sensitivity` measures each one directly")
     local = LayerMetrics.of(m, len(layers)).local_sqnr_db  # NaN where not measured
     if not any(math.isfinite(float(local[i])) for i, r in enumerate(layers)
                if r.status != STATUS_INPUT):

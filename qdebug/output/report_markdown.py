@@ -20,6 +20,7 @@ from qdebug.analysis.culprits import (
     HEALTHY_TOP1,
     no_culprits_reason,
     outputs_healthy,
+    scores_total,
 )
 from qdebug.output import md
 from qdebug.output.fmt import TEXT_LIMIT, db, num, pct, plain, printable
@@ -197,7 +198,11 @@ def _why_no_culprits(trace: Trace) -> str:
                 "acting on.")
     if np.isfinite(lm.local_sqnr_db).any():
         every = "op" if trace.view == VIEW_OPS else "layer"
-        return f"No culprits: {md.text(no_culprits_reason(trace.layers, lm, every), TEXT_LIMIT)}."
+        om, stats = trace.output_metrics(), trace.layer_pooled_stats()
+        total = max((scores_total(trace.layers, lm, stats, float(om["sqnr_db"][j]), o.layer)
+                     for j, o in enumerate(trace.outputs)), default=0.0)
+        why = no_culprits_reason(trace.layers, lm, every, total)
+        return f"No culprits: {md.text(why, TEXT_LIMIT)}."
     return "The trace has no propagation analysis, so no culprits with reasons."
 
 

@@ -17,6 +17,7 @@ from qdebug.analysis.culprits import (
     is_healthy,
     no_culprits_reason,
     outputs_healthy,
+    scores_total,
 )
 from qdebug.analysis.kernels import kernels_comparison
 from qdebug.output.fmt import NAME_LIMIT, TEXT_LIMIT, db_unit, lsb, num, pct, shown
@@ -203,8 +204,10 @@ def _say_culprits(trace: Trace, say: Say, every: str) -> None:
                 say(f"  {_safe(c.layer):<24} {c.score:5.2f}  {_safe(c.reason, TEXT_LIMIT)}",
                     soft_wrap=True)
         elif not is_healthy(float(om["sqnr_db"][j]), float(om["top1_agreement"][j])):
-            say(f"[yellow]no culprits{about}[/]: {no_culprits_reason(trace.layers, lm, every)}",
-                soft_wrap=True)
+            total = scores_total(trace.layers, lm, trace.layer_pooled_stats(),
+                                 float(om["sqnr_db"][j]), o.layer)
+            say(f"[yellow]no culprits{about}[/]: "
+                f"{no_culprits_reason(trace.layers, lm, every, total)}", soft_wrap=True)
         else:
             say(f"output {_safe(o.name)}: [green]healthy[/] at "
                 f"{db_unit(float(om['sqnr_db'][j]))}, no culprits")
