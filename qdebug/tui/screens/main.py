@@ -11,7 +11,12 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList
 
-from qdebug.analysis.culprits import HEALTHY_OUTPUT_DB, no_culprits_reason, outputs_healthy
+from qdebug.analysis.culprits import (
+    HEALTHY_OUTPUT_DB,
+    no_culprits_reason,
+    outputs_healthy,
+    scores_total,
+)
 from qdebug.store.reader import Trace
 from qdebug.store.schema import VIEW_OPS
 from qdebug.tui.layer_rows import COLUMNS, LayerRow, ranking
@@ -27,7 +32,10 @@ def no_culprits_text(trace: Trace) -> str:
     if trace.outputs and outputs_healthy(om):
         return (f"every output is healthy ({HEALTHY_OUTPUT_DB:.0f} dB SQNR or more): no {every} "
                 "is worth acting on")
-    return no_culprits_reason(trace.layers, trace.typed_layer_metrics(), every)
+    lm, stats = trace.typed_layer_metrics(), trace.layer_pooled_stats()
+    total = max((scores_total(trace.layers, lm, stats, float(om["sqnr_db"][j]), o.layer)
+                 for j, o in enumerate(trace.outputs)), default=0.0)
+    return no_culprits_reason(trace.layers, lm, every, total)
 
 
 class MainScreen(Screen[None]):
