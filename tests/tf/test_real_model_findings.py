@@ -118,6 +118,27 @@ def test_every_output_gets_its_own_culprits_and_top1_only_for_class_scores(
     assert "| output | layer | kind | reason |" in md
 
 
+def _traced_pair(model: Any, data: np.ndarray, tmp_path: Path, float_ops: bool = False) -> Trace:
+    """``model`` as a float .tflite + the converter's INT8 .tflite (ops it cannot quantize
+    left in float with ``float_ops``), traced as a pair: the op view."""
+    import tensorflow as tf
+
+    np.save(tmp_path / "x.npy", data)
+    (tmp_path / "float.tflite").write_bytes(
+        tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([s[None]] for s in data)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
+        [tf.lite.OpsSet.TFLITE_BUILTINS] if float_ops else [])
+    (tmp_path / "int8.tflite").write_bytes(conv.convert())
+    r = CliRunner().invoke(cli, ["trace", str(tmp_path / "float.tflite"), "--tflite",
+                                 str(tmp_path / "int8.tflite"), "--data",
+                                 str(tmp_path / "x.npy"), "--out", str(tmp_path / "t.h5"), "-q"])
+    assert r.exit_code == 0, r.output
+    return qdebug.open(str(tmp_path / "t.h5"))
+
+
 def test_an_op_after_a_requantize_keeps_its_inputs_in_the_op_view(tmp_path: Path) -> None:
     """A CONCATENATION of inputs at different scales is fed by requantizing QUANTIZE ops that
     have no float tensor (BlazeFace's heads): the op rows look through them, so the ops
@@ -132,19 +153,7 @@ def test_an_op_after_a_requantize_keeps_its_inputs_in_the_op_view(tmp_path: Path
     a, b, c = L.Lambda(lambda t: tf.split(t, 3, axis=-1))(h)
     model = keras.Model(x, L.Concatenate()([L.Dense(4)(a) * 3.0, b, L.Activation("tanh")(c)]))
     data = np.random.default_rng(0).uniform(-1, 1, (32, 16)).astype(np.float32)
-    np.save(tmp_path / "x.npy", data)
-    (tmp_path / "float.tflite").write_bytes(
-        tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([s[None]] for s in data)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    (tmp_path / "int8.tflite").write_bytes(conv.convert())
-    r = CliRunner().invoke(cli, ["trace", str(tmp_path / "float.tflite"), "--tflite",
-                                 str(tmp_path / "int8.tflite"), "--data",
-                                 str(tmp_path / "x.npy"), "--out", str(tmp_path / "t.h5"), "-q"])
-    assert r.exit_code == 0, r.output
-    with qdebug.open(str(tmp_path / "t.h5")) as tr:
+    with _traced_pair(model, data, tmp_path) as tr:
         (cat,) = [i for i, o in enumerate(tr.layers) if o.op_type == "CONCATENATION"]
         ops = {o.name: o for o in tr.ops}
         requantized = [j for j in tr.ops[tr.layers[cat].ops[0]].inputs
@@ -268,26 +277,12 @@ def test_an_op_left_in_float_keeps_its_inputs_in_the_op_view(tmp_path: Path) -> 
     op rows look through both, so the float op's error is not all counted as its own (with
     the QUANTIZE alone looked through, basic-pitch's float EXPAND_DIMS after its log became
     the first culprit of its onset output, 0.28, for error born upstream)."""
-    import tensorflow as tf
 
     x = keras.Input((32,), name="x")
     h = keras.layers.Dense(16, activation="relu", name="d1")(_LogPower(name="front")(x))
     model = keras.Model(x, keras.layers.Dense(4, name="out")(h))
     data = np.random.default_rng(0).normal(size=(32, 32)).astype(np.float32)
-    np.save(tmp_path / "x.npy", data)
-    (tmp_path / "float.tflite").write_bytes(
-        tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([s[None]] for s in data)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                      tf.lite.OpsSet.TFLITE_BUILTINS]
-    (tmp_path / "int8.tflite").write_bytes(conv.convert())
-    r = CliRunner().invoke(cli, ["trace", str(tmp_path / "float.tflite"), "--tflite",
-                                 str(tmp_path / "int8.tflite"), "--data",
-                                 str(tmp_path / "x.npy"), "--out", str(tmp_path / "t.h5"), "-q"])
-    assert r.exit_code == 0, r.output
-    with qdebug.open(str(tmp_path / "t.h5")) as tr:
+    with _traced_pair(model, data, tmp_path, float_ops=True) as tr:
         (square,) = [r for r in tr.layers if r.op_type == "SQUARE"]
         assert square.float_island and square.inbound  # the FULLY_CONNECTED, via DEQUANTIZE
         after = [r for r in tr.layers if square.name in r.inbound]
