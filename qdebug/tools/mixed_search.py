@@ -102,6 +102,12 @@ class MixedSearcher:
         self.float_bytes = _float_tflite(self.loaded)
         self.float_path = self.workdir / "float.tflite"
         self.float_path.write_bytes(self.float_bytes)
+        from qdebug.tracer.loading import TFLITE
+
+        if self.loaded.flavour == TFLITE and bytes(self.loaded.model) != self.float_bytes:
+            # repaired for AEQ (float16 weights, op codes, signature): the pair's float side
+            # is the repaired model, which computes the same and names the same tensors
+            self.loaded = load_for_search(str(self.float_path), False)
         self.graph = FloatGraph(self.float_bytes)
         self.samples = _calibration(self.float_bytes, self.options.get("calib") or self.data,
                                     int(self.options.get("calib_samples", 200)))
