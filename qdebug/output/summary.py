@@ -164,7 +164,10 @@ def _worst_table(trace: Trace) -> Table:
             col,
             justify="right" if col in cols[1:] and col != "precision" else "left",
             overflow="fold",  # whole names at any width: wrapped, never cut
-            no_wrap=col not in ("layer", "name"),
+            # the words wrap, the numbers do not: with only the names wrappable, a long class
+            # (GlobalAveragePooling2D) and op squeezed the layer names to nothing at 20 columns
+            no_wrap=col not in ("layer", "name", "class", "op"),
+            min_width=8 if col in ("layer", "name") else None,
         )
     lm = trace.typed_layer_metrics()
     for i, sq in worst:

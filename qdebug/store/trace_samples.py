@@ -182,6 +182,10 @@ class SampleReads(CheckedFile):
                 ds = self._dataset(f"{LAYER_WORST}/inputs/{k}")
                 shape = (n, *([None] * (len(ds.shape or ()) - 1)))
                 out[text(ds.attrs.get("name", k))] = self._read(ds.name, shape, NUMERIC, pos)
+            stored = {text(v.attrs.get("name", k)) for k, v in self._f["samples/inputs"].items()}
+            if stored and set(out) != stored:  # one sample's inputs under other names
+                raise self._corrupt(f"{LAYER_WORST}/inputs names inputs the stored samples "
+                                    "do not have")
             return out
         pos = self._stored_position(sample)
         g = self._f["samples/inputs"]

@@ -31,6 +31,7 @@ from click.testing import CliRunner
 from cli_helpers import assert_one_line_error
 from qdebug.cli import cli
 from synthetic_traces import make_trace
+from tui_traces import copy_trace
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "digits.h5"
 
@@ -67,7 +68,7 @@ def tf_free(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with h5py.File(d / "damaged.h5", "a") as f:
         del f["metrics/layers/pooled/sqnr_db"]
         f["metrics/layers/pooled/sqnr_db"] = np.zeros(3)  # width ≠ number of layers
-    shutil.copy(FIXTURE, d / "culprits.h5")
+    copy_trace(d / "culprits.h5", culprits=[12, 5])  # the fixture's model is healthy: none
     with h5py.File(d / "culprits.h5", "a") as f:
         n = len(f["analysis/culprits/index"])
         del f["analysis/culprits/index"]
@@ -220,7 +221,7 @@ STREAM_COMMANDS = [
 
 
 #: A layer name no 8-bit encoding holds (an arrow and a CJK character).
-WIDE_NAME = "res_relu\u2192\u5c64"
+WIDE_NAME = "conv2\u2192\u5c64"
 
 
 
@@ -232,9 +233,8 @@ def test_a_stdout_without_utf8_gets_ascii_look_alikes(
     """PYTHONIOENCODING=latin-1 (or an ASCII locale): the output is written, with look-alikes
     for qdebug's glyphs and escapes for names the encoding lacks (was 'unexpected
     UnicodeEncodeError', exit 2)."""
-    from tui_traces import copy_trace
 
-    renamed = str(copy_trace(tmp_path / "t.h5", names={5: WIDE_NAME}))
+    renamed = str(copy_trace(tmp_path / "t.h5", names={8: WIDE_NAME}))  # the worst layer
     p = _qdebug_proc([renamed if a == str(FIXTURE) else a for a in args],
                      env={"PYTHONIOENCODING": encoding})
     assert p.returncode == 0 and p.stderr == b"", p.stderr
@@ -242,16 +242,16 @@ def test_a_stdout_without_utf8_gets_ascii_look_alikes(
         if encoding == "ascii":  # UTF-8 where the encoding is ASCII (a locale left unset)
             assert WIDE_NAME in p.stdout.decode("utf-8")
         else:
-            assert "res_relu\\u2192\\u5c64" in p.stdout.decode(encoding)
+            assert "conv2\\u2192\\u5c64" in p.stdout.decode(encoding)
         return
     text = p.stdout.decode(encoding)  # strict: every byte is in the encoding
     assert "probs" in text and "\\u2588" not in text and "\\u2014" not in text
     if args[0] == "diff":
         assert f"{renamed} -> {renamed}" in text and "drop <= 1 dB" in text
         return
-    assert "res_relu->\\u5c64" in text  # recognisable: the arrow's look-alike, the escape
+    assert "conv2->\\u5c64" in text  # recognisable: the arrow's look-alike, the escape
     if "--format" not in args:
-        assert "39.1 dB" in text and "rounding noise 0.30 LSB - healthy" in text
+        assert "40.2 dB" in text and "healthy: every output at 30 dB SQNR or more" in text
 
 
 
@@ -299,7 +299,7 @@ def test_view_on_a_terminal_with_a_closed_stdin_prints_the_summary() -> None:
             os.close(follower)
     assert p.returncode == 0 and p.stderr == b"", p.stderr
     plain = re.sub(rb"\x1b\[[0-9;]*m", b"", shown)  # a terminal gets colours
-    assert b"output probs: SQNR 39.1 dB" in plain
+    assert b"output probs: SQNR 40.2 dB" in plain
 
 
 
@@ -310,9 +310,9 @@ def test_a_tiny_columns_still_prints_the_whole_summary(command: str, columns: st
     p = _qdebug_proc([command, str(FIXTURE)], env={"COLUMNS": columns})
     assert p.returncode == 0 and p.stderr == b"", p.stderr
     text = p.stdout.decode()
-    assert "output probs: SQNR 39.1 dB" in text
+    assert "output probs: SQNR 40.2 dB" in text
     worst = text.split("worst layers", 1)[1]
-    assert all(name in worst for name in ("probs", "res_relu", "conv2"))  # the layer column
+    assert all(name in worst for name in ("probs", "gap", "conv2"))  # the layer column
 
 
 

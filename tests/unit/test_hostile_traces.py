@@ -29,6 +29,7 @@ from cli_helpers import assert_one_line_error
 from qdebug.cli import cli
 from qdebug.errors import QdebugError
 from synthetic_traces import make_trace
+from tui_traces import copy_trace
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "digits.h5"
 SECRET = b"QDEBUG-SECRET-7f3a9c-" * 4
@@ -661,8 +662,7 @@ def test_markdown_fits_in_a_github_comment(tmp_path: Path) -> None:
 
 
 def test_megabyte_strings_are_capped_before_anything_renders_them(tmp_path: Path) -> None:
-    trace = tmp_path / "long.h5"
-    shutil.copy(FIXTURE, trace)
+    trace = copy_trace(tmp_path / "long.h5", culprits=[12, 5])  # the fixture's model has none
     first, second = "a" * 1_000_000, "b" * 1_000_000
     with h5py.File(trace, "r") as f:
         culprit = [int(i) for i in f["analysis/culprits/index"][:2]]

@@ -23,8 +23,9 @@ def test_the_fixture_trace_reads_as_fields(fixture_trace: Path) -> None:
             assert meta.keras_flavour == f.attrs["keras_flavour"]
             assert meta.n_samples == int(f.attrs["n_samples"]) == t.n_samples
             assert list(meta.input_names) == ["image"]
-        assert meta.converter.converted and meta.converter.calib_samples == 200
-        assert meta.deployed == "" and meta.deployed_kind is DeployedKind.UNKNOWN  # schema 1.1
+        assert meta.converter.converted and meta.converter.calib_samples == 64
+        assert meta.deployed == "full integer (int8 activations and weights)"
+        assert meta.deployed_kind is DeployedKind.FULL_INTEGER
         assert meta["model_name"] == meta.model_name and "n_samples" in meta  # the raw view
         with pytest.raises(dataclasses.FrozenInstanceError):
             meta.model_name = "x"  # type: ignore[misc]
@@ -47,6 +48,17 @@ def test_the_deployed_phrase_names_its_kind(phrase: str, kind: DeployedKind) -> 
     assert DeployedKind.of(phrase) is kind
     assert kind.quantized_activations == (kind in (
         DeployedKind.FULL_INTEGER, DeployedKind.INTEGER_WITH_FLOAT_OPS, DeployedKind.INT16X8))
+
+
+def test_a_schema_1_1_trace_without_deployed_reads_as_unknown(
+    fixture_trace: Path, tmp_path: Path
+) -> None:
+    p = tmp_path / "old.h5"
+    shutil.copy(fixture_trace, p)
+    with h5py.File(p, "r+") as f:  # as written before schema 1.2
+        del f.attrs["deployed"], f.attrs["deployed_kind"]
+    with qdebug.open(str(p)) as t:
+        assert t.meta.deployed == "" and t.meta.deployed_kind is DeployedKind.UNKNOWN
 
 
 def test_attributes_of_the_wrong_type_read_as_defaults(fixture_trace: Path, tmp_path: Path) -> None:
