@@ -61,7 +61,7 @@ def _independent(
                 else next(
                     j
                     for j, n in enumerate(tr.meta["input_names"])
-                    if d["name"] == f"serving_default_{n}:0"
+                    if d["name"] in (n, f"serving_default_{n}:0")  # frozen graph, SavedModel
                 )
             )
             interp.set_tensor(d["index"], xs[k][i : i + 1])
