@@ -96,14 +96,13 @@ class LiteModel:
             )
             for d in details
         }
+        # The nodes as ``_get_ops_details`` lists them, without the details dict of every
+        # operand it builds too (most of the set-up of a model of a thousand ops).
+        nodes = self.interp._interpreter
         self.ops = [
-            OpInfo(
-                int(o["index"]),
-                str(o["op_name"]),
-                tuple(int(i) for i in o["inputs"]),
-                tuple(int(i) for i in o["outputs"]),
-            )
-            for o in self.interp._get_ops_details()
+            OpInfo(i, str(nodes.NodeName(i)), tuple(int(t) for t in nodes.NodeInputs(i)),
+                   tuple(int(t) for t in nodes.NodeOutputs(i)))
+            for i in range(nodes.NumNodes())
         ]
         self.input_details = self.interp.get_input_details()
         self.output_details = self.interp.get_output_details()
