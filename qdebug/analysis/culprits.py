@@ -12,6 +12,7 @@ import numpy as np
 from qdebug import textfmt
 from qdebug.analysis.segments import build_segments, source_of
 from qdebug.store.layer_metrics import LayerMetrics
+from qdebug.store.meta import QUANTIZER_AEQ, QUANTIZER_GIVEN
 from qdebug.store.schema import (
     STATUS_INPUT,
     STATUS_MATCHED,
@@ -126,11 +127,24 @@ def scores_total(
                                                   output_layer, limit=len(layers))))
 
 
+def int16_remedy(quantizer: str) -> str:
+    """How to ask for int16 activations on the route that made this model: the converter's
+    ``--scheme int16x8``, ai-edge-quantizer's ``--recipe int16`` (which refuses ``--scheme``);
+    a model handed over with ``--tflite`` was quantized elsewhere."""
+    if quantizer == QUANTIZER_AEQ:
+        return "try --recipe int16"
+    if quantizer == QUANTIZER_GIVEN:
+        return "int16 activations may help where it was quantized"
+    return "try --scheme int16x8"
+
+
 def no_culprits_reason(
-    layers: Sequence[LayerRecord], m: Metrics, every: str = "layer", total: float = 0.0
+    layers: Sequence[LayerRecord], m: Metrics, every: str = "layer", total: float = 0.0,
+    remedy: str = "try --scheme int16x8",
 ) -> str:
     """Why an output that is not healthy has no culprits, in one line for people; ``total``
-    is its ``scores_total`` where the caller has the statistics."""
+    is its ``scores_total`` where the caller has the statistics; ``remedy`` is
+    ``int16_remedy`` of the trace's quantizer."""
     if total > UNSOUND_TOTAL:
         return (f"the shares of the output's error do not add up: the {every}s' scores sum to "
                 f"{total:,.0f}× it, where they add to about 1 when the ranking holds (its "
@@ -145,7 +159,7 @@ def no_culprits_reason(
                 "not where it starts")
     return (f"no {every}'s own error is worth acting on alone (each under 1 % of the output's, "
             "or rounding noise under 30 %): the output's error builds up over many of them "
-            "(try --scheme int16x8)")
+            f"({remedy})")
 
 
 def measured_inputs(ops: Sequence[Any], i: int, measured: set[int]) -> list[int]:

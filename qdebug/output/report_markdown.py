@@ -18,6 +18,7 @@ import numpy as np
 from qdebug.analysis.culprits import (
     HEALTHY_OUTPUT_DB,
     HEALTHY_TOP1,
+    int16_remedy,
     no_culprits_reason,
     outputs_healthy,
     scores_total,
@@ -201,7 +202,8 @@ def _why_no_culprits(trace: Trace) -> str:
         om, stats = trace.output_metrics(), trace.layer_pooled_stats()
         total = max((scores_total(trace.layers, lm, stats, float(om["sqnr_db"][j]), o.layer)
                      for j, o in enumerate(trace.outputs)), default=0.0)
-        why = no_culprits_reason(trace.layers, lm, every, total)
+        why = no_culprits_reason(trace.layers, lm, every, total,
+                                 int16_remedy(trace.meta.quantizer.name))
         return f"No culprits: {md.text(why, TEXT_LIMIT)}."
     return "The trace has no propagation analysis, so no culprits with reasons."
 

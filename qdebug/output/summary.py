@@ -14,6 +14,7 @@ from qdebug.analysis.culprits import (
     COARSE_DB,
     HEALTHY_OUTPUT_DB,
     HEALTHY_TOP1,
+    int16_remedy,
     is_healthy,
     no_culprits_reason,
     outputs_healthy,
@@ -209,8 +210,9 @@ def _say_culprits(trace: Trace, say: Say, every: str) -> None:
         elif not is_healthy(float(om["sqnr_db"][j]), float(om["top1_agreement"][j])):
             total = scores_total(trace.layers, lm, trace.layer_pooled_stats(),
                                  float(om["sqnr_db"][j]), o.layer)
+            remedy = int16_remedy(trace.meta.quantizer.name)
             say(f"[yellow]no culprits{about}[/]: "
-                f"{no_culprits_reason(trace.layers, lm, every, total)}", soft_wrap=True)
+                f"{no_culprits_reason(trace.layers, lm, every, total, remedy)}", soft_wrap=True)
         else:
             say(f"output {_safe(o.name)}: [green]healthy[/] at "
                 f"{db_unit(float(om['sqnr_db'][j]))}, no culprits")

@@ -10,6 +10,8 @@ from qdebug.analysis.culprits import (
     COARSE_SCORE,
     MIN_SCORE,
     find_culprits,
+    int16_remedy,
+    no_culprits_reason,
     rank_layers,
 )
 from qdebug.store.schema import STATUS_MATCHED, LayerRecord
@@ -62,3 +64,19 @@ def test_a_rounding_culprit_says_how_its_score_compares_with_the_output(
     assert words in found["d"].reason
     assert "100%" not in found["d"].reason
 
+
+
+@pytest.mark.parametrize(("quantizer", "hint", "never"), [
+    ("converter", "--scheme int16x8", "--recipe"),
+    ("ai-edge-quantizer", "--recipe int16", "--scheme"),  # the AEQ route refuses --scheme
+    ("given", "where it was quantized", "--scheme"),  # --tflite: qdebug did not quantize it
+])
+def test_no_culprits_hint_names_the_int16_option_of_the_route_that_quantized(
+    quantizer: str, hint: str, never: str
+) -> None:
+    """Error built up over many layers, none worth acting on: the reason suggests int16
+    activations in the words of the route that made the model."""
+    layers = [_row("x", "int8", []), _row("d", "int8", ["x"]), _row("e", "int8", ["d"])]
+    m = {"local_sqnr_db": np.array([60.0, 45.0, 45.0])}
+    why = no_culprits_reason(layers, m, remedy=int16_remedy(quantizer))
+    assert "builds up over many" in why and hint in why and never not in why

@@ -13,6 +13,7 @@ from textual.widgets import Footer, Input, OptionList
 
 from qdebug.analysis.culprits import (
     HEALTHY_OUTPUT_DB,
+    int16_remedy,
     no_culprits_reason,
     outputs_healthy,
     scores_total,
@@ -35,7 +36,8 @@ def no_culprits_text(trace: Trace) -> str:
     lm, stats = trace.typed_layer_metrics(), trace.layer_pooled_stats()
     total = max((scores_total(trace.layers, lm, stats, float(om["sqnr_db"][j]), o.layer)
                  for j, o in enumerate(trace.outputs)), default=0.0)
-    return no_culprits_reason(trace.layers, lm, every, total)
+    return no_culprits_reason(trace.layers, lm, every, total,
+                              int16_remedy(trace.meta.quantizer.name))
 
 
 class MainScreen(Screen[None]):
