@@ -164,9 +164,12 @@ def _worst_table(trace: Trace) -> Table:
         table.add_column(
             col,
             justify="right" if col in cols[1:] and col != "precision" else "left",
-            overflow="fold",  # whole names at any width: wrapped, never cut
-            # the words wrap, the numbers do not: with only the names wrappable, a long class
-            # (GlobalAveragePooling2D) and op squeezed the layer names to nothing at 20 columns
+            # layer names whole at any width (folded, never cut); a class or op squeezed is
+            # cut with an ellipsis, so a row stays one line (folded, GlobalAveragePooling2D
+            # and FULLY_CONNECTED broke mid-word onto a second line at 80 columns); only the
+            # numbers never shrink (with only the names shrinkable, a long class and op
+            # squeezed the layer names to nothing at 20 columns)
+            overflow="ellipsis" if col in ("class", "op") else "fold",
             no_wrap=col not in ("layer", "name", "class", "op"),
             min_width=8 if col in ("layer", "name") else None,
         )

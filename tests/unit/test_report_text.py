@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 import qdebug
 from qdebug.cli import cli
+from qdebug.output.report_json import worst_layers
 from qdebug.output.summary import SHOWN_LAYERS
 
 
@@ -64,3 +65,20 @@ def test_summary_says_when_a_trace_is_too_big_to_attach(
     with qdebug.open(bare) as tr:
         note = summary.size_note(tr)
         assert "of it the INT8 model" in note and "--slim" not in note
+
+
+@pytest.mark.parametrize("columns", ["80", "60"])
+def test_worst_layer_rows_stay_one_line_on_a_narrow_terminal(fixture_trace: Path,
+                                                             columns: str) -> None:
+    """At 80 columns a long class (GlobalAveragePooling2D) or op (FULLY_CONNECTED) folded
+    mid-word onto a line of its own; it is cut with an ellipsis and the layer name stays whole."""
+    out = CliRunner().invoke(cli, ["report", str(fixture_trace)], env={"COLUMNS": columns})
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("worst layers"))
+    end = next(i for i, ln in enumerate(lines) if ln.startswith("every layer: qdebug report"))
+    rows = lines[start + 2 : end]
+    with qdebug.open(fixture_trace) as tr:
+        names = [tr.layers[i].name for i, _ in worst_layers(tr, SHOWN_LAYERS)]
+    assert [r.split()[0] for r in rows] == names
+    assert all(len(r.rstrip()) <= int(columns) for r in rows), rows
