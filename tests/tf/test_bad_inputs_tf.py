@@ -22,21 +22,8 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from cli_helpers import assert_one_line_error
-from qdebug.cli import cli
-
-
-def _run(args: list[str]) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, args)
-    return result.exit_code, result.stdout, result.stderr
-
-
-
-def _left_behind(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
-
+from cli_helpers import assert_one_line_error, invoke, left_behind
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +148,6 @@ def tf_files(tmp_path_factory: pytest.TempPathFactory, digits_model: Any,
     sys.path.remove(str(d))
 
 
-
 TRACE_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("missing model", ["missing.keras", "--data", "x.npy"], ("missing.keras", "no such file")),
     ("empty model file", ["empty.keras", "--data", "x.npy"], ("empty.keras", "not a .keras")),
@@ -247,7 +233,6 @@ TRACE_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
 ]
 
 
-
 @pytest.mark.tf
 @pytest.mark.parametrize(("args", "needles"), [c[1:] for c in TRACE_CASES],
                          ids=[c[0] for c in TRACE_CASES])
@@ -260,30 +245,27 @@ def test_model_and_data_commands_refuse_bad_input(
                        for a in rest)]
     if command == "trace" and "--out" not in rest:
         argv += ["--out", str(tmp_path / "o" / "t.h5")]
-    code, _, err = _run(argv)
+    code, _, err = invoke(argv)
     assert_one_line_error(code, err, *needles)
-    assert _left_behind(tmp_path) == []
+    assert left_behind(tmp_path) == []
     assert not list(tf_files.glob("*.partial")) and not (tf_files / "afile.partial").exists()
-
 
 
 @pytest.mark.tf
 def test_float64_data_is_cast_with_a_warning_not_refused(tf_files: Path, tmp_path: Path) -> None:
-    code, out, err = _run(["trace", str(tf_files / "digits.keras"), "--data",
+    code, out, err = invoke(["trace", str(tf_files / "digits.keras"), "--data",
                            str(tf_files / "x64.npy"), "--out", str(tmp_path / "t.h5"),
                            "--store-samples", "0"])
     assert code == 0, err
     assert "float64 data cast to float32" in out
 
 
-
 @pytest.mark.tf
 def test_big_endian_float32_is_data_not_an_error(tf_files: Path, tmp_path: Path) -> None:
-    code, _, err = _run(["trace", str(tf_files / "digits.keras"), "--data",
+    code, _, err = invoke(["trace", str(tf_files / "digits.keras"), "--data",
                          str(tf_files / "bigendian.npy"), "--out", str(tmp_path / "t.h5"),
                          "--store-samples", "0", "-q"])
     assert code == 0, err
-
 
 
 @pytest.mark.tf
@@ -293,7 +275,7 @@ def test_endless_data_function_is_capped_and_says_so(
     from qdebug.tracer import data
 
     monkeypatch.setattr(data, "UNSIZED_LIMIT", 30)
-    code, out, err = _run(["trace", str(tf_files / "digits.keras"), "--data",
+    code, out, err = invoke(["trace", str(tf_files / "digits.keras"), "--data",
                            f"{tf_files / 'funcs.py'}:endless", "--out", str(tmp_path / "t.h5"),
                            "--store-samples", "0", "--calib-samples", "8"])
     assert code == 0, err
@@ -304,16 +286,14 @@ def test_endless_data_function_is_capped_and_says_so(
         assert tr.n_samples == 30
 
 
-
 @pytest.mark.tf
 def test_check_flags_small_data_that_calibrates_as_trace_would(tf_files: Path) -> None:
     np.save(tf_files / "four.npy", np.load(tf_files / "x.npy")[:4])
-    code, out, err = _run(["check", str(tf_files / "digits.keras"), "--data",
+    code, out, err = invoke(["check", str(tf_files / "digits.keras"), "--data",
                            str(tf_files / "four.npy"), "--format", "json"])
     assert code == 1, err
     found = [f for f in json.loads(out)["findings"] if "4 samples" in f["message"]]
     assert found and found[0]["severity"] == "error" and "calibrates" in found[0]["message"]
-
 
 
 #: ``qdebug`` whose file-size limit is set when the trace writer starts, so that the converter's
@@ -333,7 +313,6 @@ main()
 """
 
 
-
 @pytest.mark.tf
 @pytest.mark.parametrize("limit", [4096, 65536], ids=["at start", "while tracing"])
 def test_trace_to_a_full_disk_fails_cleanly(tf_files: Path, tmp_path: Path, limit: int) -> None:
@@ -347,8 +326,7 @@ def test_trace_to_a_full_disk_fails_cleanly(tf_files: Path, tmp_path: Path, limi
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert_one_line_error(p.returncode, p.stderr, "cannot write the trace", "space")
-    assert _left_behind(tmp_path) == []  # nor the folder made for it
-
+    assert left_behind(tmp_path) == []  # nor the folder made for it
 
 
 #: Prints whether TensorFlow was imported when the command ends (it exits through sys.exit
@@ -361,7 +339,6 @@ from qdebug.cli import main
 sys.argv[0] = "qdebug"
 main()
 """
-
 
 
 @pytest.mark.tf
@@ -378,8 +355,7 @@ def test_a_default_traces_that_is_a_file_is_refused_before_tensorflow(
     assert lines[-1] == "TensorFlow imported: False", p.stderr
     assert_one_line_error(p.returncode, "\n".join(lines[:-1]), "traces", "not a folder",
                            "--out")
-    assert (tmp_path / "traces").read_text() == "notes" and _left_behind(tmp_path) == ["traces"]
-
+    assert (tmp_path / "traces").read_text() == "notes" and left_behind(tmp_path) == ["traces"]
 
 
 @pytest.mark.tf
@@ -391,10 +367,10 @@ def test_labels_that_are_no_class_ids_are_refused(
     """Labels of 1e30 for a 10-class output were accepted (wrapped to -2**63 in int64) and the
     trace reported 0 % accuracy; now one line naming the file and the first bad sample."""
     np.save(tmp_path / "huge.npy", labels)
-    code, _, err = _run(["trace", str(tf_files / "digits.keras"), "--data",
+    code, _, err = invoke(["trace", str(tf_files / "digits.keras"), "--data",
                          str(tf_files / "x.npy"), "--labels", str(tmp_path / "huge.npy"),
                          "--out", str(tmp_path / "o" / "t.h5")])
     assert_one_line_error(code, err, "huge.npy", "24 label(s)", "not class ids", "sample 0",
                            "class ids 0")
-    assert _left_behind(tmp_path) == ["huge.npy"]
+    assert left_behind(tmp_path) == ["huge.npy"]
 

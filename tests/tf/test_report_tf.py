@@ -7,18 +7,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import qdebug
-from cli_helpers import run_qdebug
-
-
-def _csv(trace: Path) -> pd.DataFrame:
-    out = run_qdebug("report", trace, "--format", "csv")
-    assert out.returncode == 0, out.stderr
-    return pd.read_csv(io.StringIO(out.stdout))
-
+from cli_helpers import report_csv, run_qdebug
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +33,6 @@ def inf_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = np.full((4, 8, 1), 0.5005, dtype="float32")  # < c, rounds to 128/255 > c
     return Path(qdebug.trace(model, data, calib=calib, out=tmp_path_factory.mktemp("inf")
                              / "inf.h5", quiet=True))
-
 
 
 @pytest.mark.tf
@@ -67,7 +58,7 @@ def test_plus_and_minus_infinity_are_told_apart_in_json_and_csv(inf_trace: Path)
     ops = {o["layer"]: o for o in rep["ops"] if o["layer"]}
     assert ops["relu"]["sqnr_db"] == "-inf" and ops["pool"]["local_sqnr_db"] == "inf"
 
-    df = _csv(inf_trace).set_index("layer")
+    df = report_csv(inf_trace).set_index("layer")
     assert df.loc["relu", "sqnr_db"] == -np.inf and df.loc["pool", "local_sqnr_db"] == np.inf
     assert np.isnan(df.loc["shift", "sqnr_db"])
     raw = list(csv.DictReader(io.StringIO(run_qdebug("report", inf_trace, "--format",

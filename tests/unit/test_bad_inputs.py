@@ -26,26 +26,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from cli_helpers import assert_one_line_error
-from qdebug.cli import cli
+from cli_helpers import assert_one_line_error, invoke, left_behind
 from synthetic_traces import make_trace
 from tui_traces import copy_trace
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "digits.h5"
-
-
-
-def _run(args: list[str]) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, args)
-    return result.exit_code, result.stdout, result.stderr
-
-
-
-def _left_behind(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
-
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +70,6 @@ def tf_free(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "exists.png").write_text("keep me")
     (d / "folder.png").mkdir()
     return d
-
 
 
 TF_FREE_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
@@ -135,23 +120,20 @@ TF_FREE_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
 ]
 
 
-
 @pytest.mark.parametrize(("args", "needles"), [c[1:] for c in TF_FREE_CASES],
                          ids=[c[0] for c in TF_FREE_CASES])
 def test_trace_readers_refuse_bad_input(
     tf_free: Path, args: list[str], needles: tuple[str, ...]
 ) -> None:
-    before = _left_behind(tf_free)
-    code, _, err = _run([a.format(d=tf_free) for a in args])
+    before = left_behind(tf_free)
+    code, _, err = invoke([a.format(d=tf_free) for a in args])
     assert_one_line_error(code, err, *needles)
-    assert _left_behind(tf_free) == before
-
+    assert left_behind(tf_free) == before
 
 
 def test_debug_shows_the_traceback_for_a_bad_trace(tf_free: Path) -> None:
-    code, _, err = _run(["--debug", "report", str(tf_free / "damaged.h5")])
+    code, _, err = invoke(["--debug", "report", str(tf_free / "damaged.h5")])
     assert code == 2 and "Traceback" in err and "damaged trace" in err
-
 
 
 def _limited_writes(limit: int) -> Callable[[], None]:
@@ -162,7 +144,6 @@ def _limited_writes(limit: int) -> Callable[[], None]:
     return pre
 
 
-
 def _qdebug_limited(args: list[str], limit: int, timeout: float = 120) -> tuple[int, str]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     p = subprocess.run([sys.executable, "-m", "qdebug", *args], capture_output=True, text=True,
@@ -170,13 +151,11 @@ def _qdebug_limited(args: list[str], limit: int, timeout: float = 120) -> tuple[
     return p.returncode, p.stderr
 
 
-
 def test_export_to_a_full_disk_fails_cleanly(tf_free: Path, tmp_path: Path) -> None:
     code, err = _qdebug_limited(["export", str(tf_free / "good.h5"), "--tflite",
                                  str(tmp_path / "m.tflite")], limit=4096)
     assert_one_line_error(code, err, "m.tflite", "cannot write")
-    assert _left_behind(tmp_path) == []
-
+    assert left_behind(tmp_path) == []
 
 
 def test_markup_and_control_characters_in_layer_names(tmp_path: Path) -> None:
@@ -184,20 +163,19 @@ def test_markup_and_control_characters_in_layer_names(tmp_path: Path) -> None:
              "out"]
     path = make_trace(tmp_path / "t.h5", layers=len(names), names=names)
     for fmt in ("text", "markdown"):  # for people: control characters shown as escapes
-        code, out, err = _run(["report", str(path), "--format", fmt])
+        code, out, err = invoke(["report", str(path), "--format", fmt])
         assert code == 0, err
         assert not any(c in out for c in "\x07\x1b\r"), (fmt, out)
         assert "\\x1b" in out and "[red]evil[/red]" in out  # markup printed, not applied
     # for scripts: the names exactly as the model has them
-    code, out, _ = _run(["report", str(path), "--format", "json"])
+    code, out, _ = invoke(["report", str(path), "--format", "json"])
     assert [la["name"] for la in json.loads(out)["layers"]] == names
-    code, out, _ = _run(["report", str(path), "--format", "csv"])
+    code, out, _ = invoke(["report", str(path), "--format", "csv"])
     rows = [row["layer"] for row in csv.DictReader(io.StringIO(out))]
     assert len(rows) == len(names) and rows[3] == names[3]  # (click drops ANSI sequences)
-    code, out, _ = _run(["report", str(path), "--format", "markdown"])
+    code, out, _ = invoke(["report", str(path), "--format", "markdown"])
     rows = [ln for ln in out.splitlines() if ln.startswith("|")]
     assert rows and all(ln.rstrip().endswith("|") for ln in rows)  # no row broken by a name
-
 
 
 def _qdebug_proc(args: list[str], *, env: dict[str, str] | None = None,
@@ -209,7 +187,6 @@ def _qdebug_proc(args: list[str], *, env: dict[str, str] | None = None,
                           timeout=120)
 
 
-
 STREAM_COMMANDS = [
     ["report", str(FIXTURE)],
     ["report", str(FIXTURE), "--format", "markdown"],
@@ -219,10 +196,8 @@ STREAM_COMMANDS = [
 ]
 
 
-
 #: A layer name no 8-bit encoding holds (an arrow and a CJK character).
 WIDE_NAME = "conv2\u2192\u5c64"
-
 
 
 @pytest.mark.parametrize("encoding", ["latin-1", "ascii"])
@@ -254,14 +229,12 @@ def test_a_stdout_without_utf8_gets_ascii_look_alikes(
         assert "40.2 dB" in text and "healthy: every output at 30 dB SQNR or more" in text
 
 
-
 def test_an_error_on_an_ascii_stderr_uses_look_alikes(tmp_path: Path) -> None:
     """The one line on a stderr without UTF-8 (was ``\\u2192`` escapes in it)."""
     p = _qdebug_proc(["report", str(tmp_path / "before\u2192after.h5")],
                      env={"PYTHONIOENCODING": "ascii"})
     assert_one_line_error(p.returncode, p.stderr.decode("ascii"), "before->after.h5",
                            "no such file")
-
 
 
 @pytest.mark.parametrize("args", [*STREAM_COMMANDS,
@@ -273,8 +246,7 @@ def test_a_closed_stdout_is_one_line_and_exit_2(args: list[str], tmp_path: Path)
     p = _qdebug_proc(args, preexec=lambda: os.close(1), cwd=tmp_path)
     assert_one_line_error(p.returncode, p.stderr.decode(), "standard output is closed",
                            "/dev/null")
-    assert _left_behind(tmp_path) == []
-
+    assert left_behind(tmp_path) == []
 
 
 def test_view_on_a_terminal_with_a_closed_stdin_prints_the_summary() -> None:
@@ -302,7 +274,6 @@ def test_view_on_a_terminal_with_a_closed_stdin_prints_the_summary() -> None:
     assert b"output probs: SQNR 40.2 dB" in plain
 
 
-
 @pytest.mark.parametrize("columns", ["0", "1", "20"])
 @pytest.mark.parametrize("command", ["report", "view"])
 def test_a_tiny_columns_still_prints_the_whole_summary(command: str, columns: str) -> None:
@@ -313,7 +284,6 @@ def test_a_tiny_columns_still_prints_the_whole_summary(command: str, columns: st
     assert "output probs: SQNR 40.2 dB" in text
     worst = text.split("worst layers", 1)[1]
     assert all(name in worst for name in ("probs", "gap", "conv2"))  # the layer column
-
 
 
 #: Runs qdebug at the open-files limit: every descriptor the process may still open is taken
@@ -334,7 +304,6 @@ main()
 """
 
 
-
 @pytest.mark.parametrize("args", [["report", str(FIXTURE)],
                                   ["diff", str(FIXTURE), str(FIXTURE), "--format", "json"],
                                   ["view", str(FIXTURE)]],
@@ -348,12 +317,10 @@ def test_too_many_open_files_says_so(args: list[str]) -> None:
     assert "permission" not in p.stderr.lower() and "damaged" not in p.stderr
 
 
-
 def _non_utf8_copy(folder: Path) -> Path:
     path = folder / os.fsdecode(b"r\xe9sum\xff.h5")  # latin-1 bytes: not UTF-8
     shutil.copy(FIXTURE, path)
     return path
-
 
 
 @pytest.mark.parametrize("command", ["report", "diff"])
@@ -373,7 +340,6 @@ def test_json_for_a_non_utf8_path_is_valid_utf8(tmp_path: Path, command: str) ->
     assert all(not 0xD800 <= ord(c) <= 0xDFFF for c in field)
 
 
-
 def _shard(path: Path) -> Path:
     """The fixture trace as the single shard 1/1 of its run (merge takes it)."""
     shutil.copy(FIXTURE, path)
@@ -384,7 +350,6 @@ def _shard(path: Path) -> Path:
     return path
 
 
-
 def test_merge_reads_a_shards_strings_through_the_checked_reads(tmp_path: Path) -> None:
     import hostile_traces as ht
 
@@ -392,11 +357,10 @@ def test_merge_reads_a_shards_strings_through_the_checked_reads(tmp_path: Path) 
     shard = _shard(tmp_path / "s.h5")
     ht.compressed_strings("analysis/weights/outlier_channels", 8 << 20, b" ")(shard)
     out = tmp_path / "o" / "m.h5"
-    code, _, err = _run(["merge", str(shard), "--out", str(out)])
+    code, _, err = invoke(["merge", str(shard), "--out", str(out)])
     assert_one_line_error(code, err, "s.h5", "analysis/weights/outlier_channels",
                            "bytes each")
-    assert _left_behind(tmp_path / "o") == []
-
+    assert left_behind(tmp_path / "o") == []
 
 
 def test_merge_of_a_shard_whose_name_is_not_utf8(tmp_path: Path) -> None:
@@ -410,7 +374,6 @@ def test_merge_of_a_shard_whose_name_is_not_utf8(tmp_path: Path) -> None:
         assert "\ufffd\ufffd-shard.h5" in f.attrs["command_line"]
 
 
-
 def test_merge_to_a_full_stdout_leaves_no_trace(tmp_path: Path) -> None:
     shard = _shard(tmp_path / "s.h5")
     out = tmp_path / "m.h5"
@@ -420,7 +383,6 @@ def test_merge_to_a_full_stdout_leaves_no_trace(tmp_path: Path) -> None:
                            timeout=120)
     assert_one_line_error(p.returncode, p.stderr, "standard output", "m.h5 was not kept")
     assert sorted(x.name for x in tmp_path.iterdir()) == ["s.h5"]
-
 
 
 _LOAD_UNDER_A_LIMIT = """
@@ -437,7 +399,6 @@ try:
 except DataError as exc:
     print(exc.one_line())
 """
-
 
 
 def test_npz_bomb_reads_only_the_samples_asked_for(tmp_path: Path) -> None:

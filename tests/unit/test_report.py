@@ -1,34 +1,24 @@
 """qdebug report: markdown for an issue, CSV in TFLite QuantizationDebugger's layout, JSON."""
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
-import pandas as pd
 import pytest
 
 import qdebug
-from cli_helpers import run_qdebug
+from cli_helpers import report_csv, run_qdebug
 from qdebug.output import report_markdown as md_module
 from qdebug.output.report_csv import TFLITE_COLUMNS
 from qdebug.output.report_markdown import report_markdown
 from synthetic_traces import make_trace
 
 
-def _csv(trace: Path) -> pd.DataFrame:
-    out = run_qdebug("report", trace, "--format", "csv")
-    assert out.returncode == 0, out.stderr
-    return pd.read_csv(io.StringIO(out.stdout))
-
-
-
 def _text(values: Any) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
-
 
 
 def test_markdown_structure(fixture_trace: Path) -> None:
@@ -68,7 +58,6 @@ def test_markdown_structure(fixture_trace: Path) -> None:
     assert "qdebug export digits.h5 --tflite model_int8.tflite --inputs inputs.npz" in lines
 
 
-
 def test_markdown_shows_culprits_and_analysis_columns_when_the_trace_has_them(
     fixture_trace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,9 +90,8 @@ def test_markdown_shows_culprits_and_analysis_columns_when_the_trace_has_them(
             in lines)
 
 
-
 def test_csv_has_tflite_columns_first_and_numbers_from_the_file(fixture_trace: Path) -> None:
-    df = _csv(fixture_trace)
+    df = report_csv(fixture_trace)
     assert tuple(df.columns[:10]) == TFLITE_COLUMNS
     assert list(df.columns[10:16]) == ["layer", "class_name", "status", "related", "dtype",
                                        "float_island"]
@@ -134,11 +122,10 @@ def test_csv_has_tflite_columns_first_and_numbers_from_the_file(fixture_trace: P
     assert df.loc[df["layer"] == "relu1", "num_elements"].item() == 8 * 8 * 16
 
 
-
 def test_csv_stddev_is_the_std_of_every_error_element(tmp_path: Path) -> None:
     """With every sample stored, the CSV's stddev equals np.std of q − f over all of them."""
     path = make_trace(tmp_path / "all.h5", samples=6, store=6, noise_lsb={3: 2.0})
-    df = _csv(path)
+    df = report_csv(path)
     with h5py.File(path) as f:
         for i in (0, 3, 5):
             g = f[f"activations/{i:05d}"]
@@ -148,7 +135,6 @@ def test_csv_stddev_is_the_std_of_every_error_element(tmp_path: Path) -> None:
             assert df["stddev"][i] == pytest.approx(np.std(e), rel=1e-6)
             assert df["mean_error"][i] == pytest.approx(np.mean(e), rel=1e-6, abs=1e-12)
             assert df["num_elements"][i] == g["float"].shape[1]
-
 
 
 def test_json_keeps_existing_fields_and_adds_run_info(fixture_trace: Path) -> None:
@@ -161,7 +147,6 @@ def test_json_keeps_existing_fields_and_adds_run_info(fixture_trace: Path) -> No
     relu1 = data["layers"][3]
     assert relu1["name"] == "relu1" and relu1["tensor_index"] == 13
     assert relu1["clip_share"] == pytest.approx(0.0015412320830831988)
-
 
 
 @pytest.mark.parametrize("fmt", ["text", "markdown", "json", "csv"])
