@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from qdebug.errors import ConversionError
+from qdebug.tracer.calibration import faster_calibration
 from qdebug.tracer.convert_errors import layer_names_in as layer_names_in
 from qdebug.tracer.convert_errors import translate
 from qdebug.tracer.tfenv import captured_output, import_tf
@@ -228,7 +229,8 @@ def convert_int8(
             conv.inference_input_type = io
             conv.inference_output_type = io
 
-    content, route = _convert_keras(model, configure, layer_names)
+    with faster_calibration():
+        content, route = _convert_keras(model, configure, layer_names)
     return content, _route(model, route)
 
 
@@ -301,7 +303,8 @@ def convert_int8_and_twin(
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv._experimental_calibrate_only = True
 
-    calibrated, route = _convert_keras(model, configure, layer_names)
+    with faster_calibration():
+        calibrated, route = _convert_keras(model, configure, layer_names)
     if is_quantized(calibrated):
         # A QAT model: the converter quantizes it from its fake-quant ranges even in
         # calibrate-only mode. The float twin is then a plain conversion, which keeps the fake
