@@ -10,6 +10,7 @@ q − f(x̂), and the error it passes on, f(x̂) − f(x). All segments run in o
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,34 @@ class SegmentRunner:
         self.segments = segments
         self.feeds = sorted({i for s in segments for i in s.inputs})
         self._fn = tf.function(self._run, reduce_retracing=True, autograph=False)
+        self._warm: tuple[Any, dict[str, tuple[int, ...]], Future[Any]] | None = None
+
+    def warm_up(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Trace the compiled call for feeds of ``shapes`` in a background thread, while the
+        first batch's interpreters run (tracing is Python, the interpreters release the GIL;
+        on a 40-op subclassed layer it is half a second). Only a call with exactly these
+        shapes takes that function; any other takes one that never saw them, so every call
+        runs the graph it would have traced itself."""
+        import tensorflow as tf
+
+        fn = tf.function(self._run, reduce_retracing=True, autograph=False)
+        specs = {k: tf.TensorSpec(shape, tf.float32) for k, shape in shapes.items()}
+        pool = ThreadPoolExecutor(1, thread_name_prefix="qdebug-segment-trace")
+        self._warm = (fn, dict(shapes), pool.submit(fn.get_concrete_function, specs))
+        pool.shutdown(wait=False)
+
+    def _compiled(self, chunk: dict[str, np.ndarray]) -> Any:
+        """The function for ``chunk``: the warmed one when its shapes are the warmed ones."""
+        if self._warm is None:
+            return self._fn
+        fn, shapes, traced = self._warm
+        if {k: tuple(v.shape) for k, v in chunk.items()} != shapes or chunk.keys() != shapes.keys():
+            return self._fn
+        try:
+            traced.result()
+        except Exception:  # traced again here, failing (or not) in the caller's thread
+            return self._fn
+        return fn
 
     def _run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -76,7 +105,8 @@ class SegmentRunner:
         feeds = {k: self._as_layer(k, v) for k, v in feeds.items()}
 
         def run(chunk: list[np.ndarray]) -> dict[str, np.ndarray]:
-            return {k: v.numpy() for k, v in self._fn(dict(zip(names, chunk, strict=True))).items()}
+            given = dict(zip(names, chunk, strict=True))
+            return {k: v.numpy() for k, v in self._compiled(given)(given).items()}
 
         return in_fixed_batches(run, [feeds[k] for k in names], self.graph.batch)
 

@@ -17,6 +17,7 @@ from qdebug.store.schema import OP_INTEGER, STATUS_MATCHED, LayerRecord, OutputR
 from qdebug.store.writer import TraceWriter
 from qdebug.tracer.data import SampleSource
 from qdebug.tracer.labels import PredictionLog
+from qdebug.tracer.litert import LiteModel
 from qdebug.tracer.measure import Measurer, segment_sources
 from qdebug.tracer.model_io import integer_source
 from qdebug.tracer.op_measure import OpMeasurer
@@ -111,6 +112,9 @@ def trace_samples(
         sources = segment_sources(runner.segments, records) if runner else {}
         measurer = Measurer(records, outputs, qps, runner, sources)
         measurer.pad_to = max(1, batch_size)
+        if runner is not None:
+            runner.warm_up(_feed_shapes(runner.feeds, sources, records, twin_of, sides.twin,
+                                        measurer.pad_to))
     names = plan.op_local
     single = {i for i, r in enumerate(records) if r.name in names}
     int8_wanted = {r.tensor_index for _, r in measured} | ops.int8_tensors
@@ -233,6 +237,22 @@ def batches(source: SampleSource, size: int) -> Iterator[list[list[np.ndarray]]]
             batch = []
     if batch:
         yield batch
+
+
+def _feed_shapes(
+    feeds: list[str], sources: dict[str, int], records: list[LayerRecord],
+    twin_of: dict[int, int], twin: LiteModel, size: int,
+) -> dict[str, tuple[int, ...]]:
+    """The shapes the segment re-run will be fed in batches of ``size``: each source layer's
+    twin tensor without its batch of 1, in the layer's shape (as ``Measurer`` builds them)."""
+    shapes = {}
+    for name in feeds:
+        rec = records[sources[name]]
+        per_sample = twin.tensors[twin_of[rec.tensor_index]].shape
+        if per_sample[:1] == (1,):
+            per_sample = per_sample[1:]
+        shapes[name] = shaped(np.empty((size, *per_sample), np.float32), rec).shape
+    return shapes
 
 
 def shaped(values: np.ndarray, rec: LayerRecord) -> np.ndarray:

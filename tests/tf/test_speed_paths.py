@@ -70,3 +70,37 @@ def test_fast_conversion_route_gives_the_same_statistics_bit_for_bit(
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert np.isfinite(a["output sqnr_db"]).all()
+
+
+@pytest.mark.parametrize("kind", ["vgg_edges", "char_conv1d", "lstm_attention"])
+def test_segment_trace_warmed_beside_the_first_batch_gives_the_same_statistics(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Keras re-run's function is traced in a background thread while the first batch's
+    interpreters run; it must be the function the first call would have traced: the same
+    numbers bit for bit, and (where the shapes were foreseen) no second trace."""
+    from qdebug.tracer import segment_runner
+
+    model, data = _small(kind)
+    opts: dict[str, Any] = {"calib": data, "calib_samples": 12, "quiet": True, "batch_size": 4}
+    chosen: list[str] = []
+    compiled = segment_runner.SegmentRunner._compiled
+
+    def spy(self: Any, chunk: dict[str, np.ndarray]) -> Any:
+        fn = compiled(self, chunk)
+        chosen.append("warm" if fn is not self._fn else "cold")
+        if fn is not self._fn:
+            assert fn.experimental_get_tracing_count() == 1
+        return fn
+
+    monkeypatch.setattr(segment_runner.SegmentRunner, "_compiled", spy)
+    warm = qdebug.trace(model, data, out=tmp_path / "warm.h5", **opts)
+    assert chosen and set(chosen) == {"warm"}, chosen
+    monkeypatch.setattr(segment_runner.SegmentRunner, "warm_up", lambda self, shapes: None)
+    chosen.clear()
+    cold = qdebug.trace(model, data, out=tmp_path / "cold.h5", **opts)
+    assert set(chosen) == {"cold"}
+    a, b = _numbers(warm), _numbers(cold)
+    assert a.keys() == b.keys() and len(a) > 3
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
