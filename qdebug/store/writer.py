@@ -58,8 +58,9 @@ def check_target(path: Path) -> None:
 def write_table(group: h5py.Group, rows: Sequence[Any], columns: Mapping[str, str]) -> None:
     """Write dataclass rows as one 1-D dataset per column (readable by plain h5py/h5dump)."""
     group.attrs["columns"] = json.dumps(list(columns))
+    as_dicts = [asdict(r) for r in rows]  # once per row, not once per row and column
     for col, kind in columns.items():
-        values = [asdict(r)[col] for r in rows]
+        values = [d[col] for d in as_dicts]
         if kind == "s":
             group.create_dataset(col, data=np.array(values, dtype=object), dtype=_STR)
         elif kind == "j":

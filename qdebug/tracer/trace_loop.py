@@ -112,9 +112,7 @@ def trace_samples(
         sources = segment_sources(runner.segments, records) if runner else {}
         measurer = Measurer(records, outputs, qps, runner, sources)
         measurer.pad_to = max(1, batch_size)
-        if runner is not None:
-            runner.warm_up(_feed_shapes(runner.feeds, sources, records, twin_of, sides.twin,
-                                        measurer.pad_to))
+        _warm_up(runner, sources, records, twin_of, sides.twin, measurer.pad_to)
     names = plan.op_local
     single = {i for i, r in enumerate(records) if r.name in names}
     int8_wanted = {r.tensor_index for _, r in measured} | ops.int8_tensors
@@ -239,20 +237,23 @@ def batches(source: SampleSource, size: int) -> Iterator[list[list[np.ndarray]]]
         yield batch
 
 
-def _feed_shapes(
-    feeds: list[str], sources: dict[str, int], records: list[LayerRecord],
+def _warm_up(
+    runner: SegmentRunner | None, sources: dict[str, int], records: list[LayerRecord],
     twin_of: dict[int, int], twin: LiteModel, size: int,
-) -> dict[str, tuple[int, ...]]:
-    """The shapes the segment re-run will be fed in batches of ``size``: each source layer's
-    twin tensor without its batch of 1, in the layer's shape (as ``Measurer`` builds them)."""
+) -> None:
+    """Start tracing the segment re-run for the shapes it will be fed in batches of ``size``:
+    each source layer's twin tensor without its batch of 1, in the layer's shape (as
+    ``Measurer`` builds them)."""
+    if runner is None:
+        return
     shapes = {}
-    for name in feeds:
+    for name in runner.feeds:
         rec = records[sources[name]]
         per_sample = twin.tensors[twin_of[rec.tensor_index]].shape
         if per_sample[:1] == (1,):
             per_sample = per_sample[1:]
         shapes[name] = shaped(np.empty((size, *per_sample), np.float32), rec).shape
-    return shapes
+    runner.warm_up(shapes)
 
 
 def shaped(values: np.ndarray, rec: LayerRecord) -> np.ndarray:
