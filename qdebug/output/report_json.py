@@ -69,6 +69,7 @@ def report_dict(trace: Trace) -> dict[str, Any]:
         "deployment_kernels": _kernels(trace),
         "instrumentation": {
             "mismatched_samples": meta.instrumentation_mismatched_samples,
+            "checked_samples": meta.instrumentation_checked_samples,
             "max_abs_diff": _num(meta.instrumentation_max_abs_diff),
         },
         "warnings": list(meta.warnings),

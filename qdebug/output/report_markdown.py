@@ -97,7 +97,8 @@ def _outputs(rep: dict[str, Any]) -> list[str | md.Rows]:
     inst = rep["instrumentation"]
     if inst.get("mismatched_samples"):
         lines += ["", f"⚠ instrumentation changed the output of "
-                  f"{md.text(inst['mismatched_samples'])} sample(s) (max difference "
+                  f"{md.text(inst['mismatched_samples'])} of "
+                  f"{md.text(inst.get('checked_samples'))} checked sample(s) (max difference "
                   f"{md.text(inst['max_abs_diff'])})"]
     warnings = [f"- warning: {md.text(w, TEXT_LIMIT)}" for w in rep.get("warnings") or []]
     if warnings:

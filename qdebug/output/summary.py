@@ -138,7 +138,8 @@ def _say_flags(trace: Trace, say: Say) -> None:
     mism = meta.instrumentation_mismatched_samples
     if mism:
         say(
-            f"  [red]instrumentation changed the output of {mism} sample(s) "
+            f"  [red]instrumentation changed the output of {mism} of "
+            f"{meta.instrumentation_checked_samples} checked sample(s) "
             f"(max {meta.instrumentation_max_abs_diff:g})[/]"
         )
     warnings = meta.warnings

@@ -41,6 +41,7 @@ WORST_K = 8
 _DROP = {
     "format", "schema_version", "complete", "n_samples", "n_stored", "created", "command_line",
     "instrumentation_mismatched_samples", "instrumentation_max_abs_diff", "segments",
+    "instrumentation_checked_samples",
     "warnings", *SHARD_ATTRS, *KERNEL_ATTRS,  # the kernel numbers are pooled, not copied
 }
 
@@ -137,6 +138,9 @@ def _write(shards: list[Shard], out: Path, budget: int, command_line: str) -> Pa
                 s.trace.meta.instrumentation_mismatched_samples for s in shards
             ),
             instrumentation_max_abs_diff=max(0.0 if math.isnan(d) else d for d in diffs),
+            instrumentation_checked_samples=sum(
+                s.trace.meta.instrumentation_checked_samples for s in shards
+            ),
             segments=t0.meta.segments,
             warnings=warnings,
             **merged_kernel_attrs([s.trace.meta for s in shards]),

@@ -230,6 +230,8 @@ class TraceMeta(Mapping[str, Any]):
     """With ``--xnnpack`` and ``--labels`` (1.4): XNNPACK's task accuracy (else NaN)."""
     instrumentation_mismatched_samples: int
     instrumentation_max_abs_diff: float
+    instrumentation_checked_samples: int
+    """Samples whose outputs were compared with a plain interpreter (1.5; before, all)."""
     segments: int
     warnings: tuple[str, ...]
     input_names: tuple[str, ...]
@@ -277,6 +279,8 @@ class TraceMeta(Mapping[str, Any]):
             kernel_accuracy=_float(raw, "kernel_accuracy"),
             instrumentation_mismatched_samples=_int(raw, "instrumentation_mismatched_samples"),
             instrumentation_max_abs_diff=_float(raw, "instrumentation_max_abs_diff"),
+            instrumentation_checked_samples=_int(raw, "instrumentation_checked_samples",
+                                                 _int(raw, "n_samples")),
             segments=_int(raw, "segments"),
             warnings=_strs(raw.get("warnings")),
             input_names=_strs(raw.get("input_names")),

@@ -60,6 +60,7 @@ _ATTR_TYPES: dict[str, tuple[type, ...]] = {
     "n_samples": (int,),
     "n_stored": (int,),
     "instrumentation_mismatched_samples": (int,),
+    "instrumentation_checked_samples": (int,),
     "instrumentation_max_abs_diff": (int, float),
     "segments": (int,),
     "warnings": (list,),

@@ -13,7 +13,7 @@ import numpy as np
 
 FORMAT_NAME = "qdebug-trace"
 #: ``major.minor``. Readers refuse another major; a newer minor only adds things.
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 #: Root attribute: sha256 of ``/model/int8_tflite`` (shards, merged traces, ``--no-model`` copies).
 ATTR_TFLITE_SHA256 = "int8_tflite_sha256"

@@ -147,6 +147,7 @@ class Tracer:
                 ) if matched.deploy is not None else {}
                 return writer.commit(
                     instrumentation_mismatched_samples=loop.mismatched,
+                    instrumentation_checked_samples=loop.checked,
                     instrumentation_max_abs_diff=loop.max_diff,
                     **kernels,
                     segments=len(matched.runner.segments) if matched.runner else 0,

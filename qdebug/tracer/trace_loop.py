@@ -59,6 +59,8 @@ class LoopResult:
     measurer: Measurer
     mismatched: int = 0
     """Samples whose instrumented INT8 outputs differ from the plain interpreter's."""
+    checked: int = 0
+    """Samples whose outputs were compared with the plain interpreter's."""
     max_diff: float = 0.0
     """The largest such difference (raw output units)."""
     first_output: np.ndarray | None = None
@@ -135,6 +137,7 @@ def trace_samples(
         for batch, got in clock.waiting(ahead):
             n = len(batch)
             result.mismatched += got.mismatched
+            result.checked += got.checked
             result.max_diff = max(result.max_diff, got.max_diff)
             out_stacked = [
                 (v.reshape(n, -1), int8.tensors[out_tensor[j]].qp)

@@ -100,7 +100,7 @@ def test_a_float_tflite_alone_is_quantized_by_aeq_and_diagnosed(files: Path) -> 
     with open_trace(out) as tr:
         assert tr.meta.quantizer.recipe[0]["op_config"]["activation_tensor_config"][
             "num_bits"] == 8
-        assert tr.schema_version == "1.4"
+        assert tr.schema_version == "1.5"
     done = run_qdebug("export", out, "--tflite", files / "exported.tflite")
     assert done.returncode == 0, done.stderr
     recipe = json.loads((files / "exported_recipe.json").read_text())

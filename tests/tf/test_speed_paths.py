@@ -104,3 +104,24 @@ def test_segment_trace_warmed_beside_the_first_batch_gives_the_same_statistics(
     assert a.keys() == b.keys() and len(a) > 3
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_the_plain_model_checks_the_first_batch_whole_then_one_sample_a_batch(
+    tmp_path: Path,
+) -> None:
+    """Once the numeric-verify model stands in for the instrumented INT8 interpreter, the
+    plain model (the instrumentation check) runs one sample per batch; the trace says how many
+    it checked, and ``--xnnpack`` (which compares against it) still has it run every one."""
+    model, data = _small("vgg_edges")
+    opts: dict[str, Any] = {"calib": data, "calib_samples": 12, "quiet": True, "batch_size": 4}
+    sampled = qdebug.trace(model, data, out=tmp_path / "sampled.h5", **opts)
+    every = qdebug.trace(model, data, out=tmp_path / "every.h5", xnnpack=True, **opts)
+    with qdebug.open(str(sampled)) as a, qdebug.open(str(every)) as b:
+        assert a.meta.n_samples == b.meta.n_samples == 12
+        assert a.meta.instrumentation_checked_samples == 4 + 1 + 1  # batches of 4, 4, 4
+        assert b.meta.instrumentation_checked_samples == 12
+        assert a.meta.instrumentation_mismatched_samples == 0
+        assert b.meta.kernel_mismatched_samples is not None
+    x, y = _numbers(sampled), _numbers(every)
+    for key in x:
+        np.testing.assert_array_equal(x[key], y[key], err_msg=key)
