@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import io
 import os
 import sys
@@ -304,5 +305,11 @@ def print_result(path: Any, fmt: str, quiet: bool) -> None:
 def main() -> None:
     """Console-script entry point."""
     prepare_streams()
-    cli(prog_name="qdebug")
+    try:
+        cli(prog_name="qdebug")
+    finally:
+        # The process ends here. Python's last collections would walk every object alive,
+        # which after a trace is TensorFlow's ~400,000: 0.8 s of every `qdebug trace`.
+        # Frozen, they are not walked; files, atexit handlers and the streams close as usual.
+        gc.freeze()
 

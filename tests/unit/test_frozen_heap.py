@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +42,21 @@ def test_handed_back_on_an_error_and_a_callers_freeze_is_left_alone() -> None:
         assert gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
+
+
+def test_the_command_line_leaves_the_heap_frozen_as_the_process_ends(tmp_path: Path) -> None:
+    """``qdebug`` freezes the heap as it returns, so that Python's last collections do not
+    walk every object TensorFlow made (0.8 s of every ``qdebug trace``); an atexit hook, which
+    runs after it, sees the freeze, and the command's own exit code is kept."""
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['qdebug', 'report', sys.argv[1]]\n"
+        "from qdebug.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "missing.h5")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "frozen at exit: True" in done.stdout
