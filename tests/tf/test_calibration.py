@@ -7,8 +7,6 @@ the calibrator does the work, and its errors are the user's."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench_modules import bench_module
 from qdebug.tracer import calibration
 from qdebug.tracer.tfenv import import_tf
 
@@ -24,14 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _kinds() -> Any:
-    name = "bench_kinds"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "kinds.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return bench_module("kinds", "bench_kinds")
 
 
 def _mobilenet() -> tuple[Any, list[np.ndarray]]:

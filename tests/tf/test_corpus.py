@@ -4,26 +4,19 @@ output, no row other than matched/input among the ranked rows (worst layers, cul
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from bench_modules import bench_module
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
 
 def _corpus() -> Any:
-    name = "qdebug_bench_corpus"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "corpus.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return bench_module("corpus", "qdebug_bench_corpus")
 
 
 SUBSET = [

@@ -5,8 +5,6 @@ multi-input model and for unrolled LSTMs)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +12,14 @@ import numpy as np
 import pytest
 
 import qdebug
+from bench_modules import bench_module
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _kinds() -> Any:
-    name = "bench_kinds"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "kinds.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return bench_module("kinds", "bench_kinds")
 
 
 def _small(kind: str) -> tuple[Any, Any]:
