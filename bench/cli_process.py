@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import MODELS, prepare_model, run_worker, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
+TARGET = 0.8
 FILE_MODELS = ("mobilenetv2", "deep_residual", "char_conv1d", "lstm_attention")
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
        "PYTHONHASHSEED": "0"}
@@ -66,7 +67,11 @@ def main() -> None:
                      "ratio": min(q) / min(d), "runs": {"qdebug": q, "debugger": d}})
         print(f"{name:15s} N={n:<4d} qdebug trace {min(q):6.2f} s   debugger script "
               f"{min(d):6.2f} s   {min(q) / min(d):.2f}×", flush=True)
-    write_json("cli_process", {"rows": rows})
+    write_json("cli_process", {"rows": rows, "target_ratio": TARGET})
+    worst = max(r["ratio"] for r in rows)
+    best = min(r["ratio"] for r in rows)
+    print(f"qdebug trace / debugger script = {best:.2f}–{worst:.2f}× whole process "
+          f"(target ≤ {TARGET}×) {'ok' if worst <= TARGET else 'MISS'}")
 
 
 if __name__ == "__main__":

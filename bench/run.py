@@ -2,11 +2,12 @@
 models, one N each on the three kinds of bench/kinds.py), qdebug's peak memory at 100 vs 2,000
 samples, then the scale run (EfficientNetB0 over 2,000 samples against plain inference),
 ``qdebug view``'s first screen on a ~2 GB trace against a small one, and the storage choices'
-cost, and the ai-edge-quantizer route beside the converter's; a summary at the end. Results:
+cost, the ai-edge-quantizer route beside the converter's, and ``qdebug trace`` from the shell
+against the debugger script; a summary at the end. Results:
 bench/out/*.json.
 
     .venv/bin/python bench/run.py [--repeat 2] [--skip-memory] [--skip-speed] [--skip-scale]
-                                  [--skip-view] [--skip-size] [--skip-aeq]
+                                  [--skip-view] [--skip-size] [--skip-aeq] [--skip-cli]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main() -> None:
     p.add_argument("--skip-view", action="store_true")
     p.add_argument("--skip-size", action="store_true")
     p.add_argument("--skip-aeq", action="store_true")
+    p.add_argument("--skip-cli", action="store_true")
     args = p.parse_args()
     start = time.perf_counter()
     summary: list[str] = []
@@ -73,6 +75,7 @@ def main() -> None:
          ["view_startup.py", "--layers", "800", "--samples", "5000", "--stored", "80"]),
         ("size", args.skip_size, ["trace_size.py"]),
         ("aeq", args.skip_aeq, ["aeq_route.py", "--repeat", "1"]),
+        ("cli", args.skip_cli, ["cli_process.py", "--repeat", str(args.repeat)]),
     )
     for name, skip, argv in others:
         if skip:
