@@ -257,7 +257,10 @@ class _Worker(threading.Thread):
         lo = np.full(len(self.indices), _START_LO, np.float32)
         hi = np.full(len(self.indices), _START_HI, np.float32)
         self.ranges = ranges = _Ranges(lo, hi)
-        views = [it.tensor(i) for i in self.indices]
+        try:
+            views = [it.tensor(i) for i in self.indices]
+        except Exception as exc:  # noted; the queue is still drained below
+            self.error, views = f"{type(exc).__name__}: {exc}", []
         while (job := self.jobs.get()) is not None:
             if self.error is not None:
                 continue  # drain: the producer is stopping
