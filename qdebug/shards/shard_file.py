@@ -78,6 +78,19 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "…"
 
 
+#: Keys of a ``SAME_ATTRS`` attribute that the shards of one run may record differently: how
+#: the calibration was made is decided in each process by the time it measures, and the INT8
+#: model it made is compared by its sha256 anyway.
+_MAY_DIFFER = {"converter": ("calibration",)}
+
+
+def _comparable(key: str, value: Any) -> Any:
+    drop = _MAY_DIFFER.get(key, ())
+    if drop and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in drop}
+    return value
+
+
 def _differences(a: Shard, b: Shard) -> Iterator[str]:
     """What makes ``b`` another model, conversion or run than ``a`` (first found first)."""
     ta, tb = a.trace, b.trace
@@ -93,7 +106,7 @@ def _differences(a: Shard, b: Shard) -> Iterator[str]:
         if _rows(x) != _rows(y):
             yield what
     for key in SAME_ATTRS:  # as recorded, whatever their type
-        va, vb = ta.meta.raw.get(key), tb.meta.raw.get(key)
+        va, vb = _comparable(key, ta.meta.raw.get(key)), _comparable(key, tb.meta.raw.get(key))
         if va != vb:
             yield f"{key} ({_short(va)} vs {_short(vb)})"
     if a.info.total != b.info.total:

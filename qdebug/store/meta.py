@@ -68,6 +68,8 @@ class ConverterSettings:
     keep_float_ops: tuple[str, ...] = ()
     scheme: str = ""
     keras_export: str = ""
+    calibration: str = ""
+    """How the calibration was made (1.5): ``two threads``, ``the calibrator (why)``."""
 
     @property
     def converted(self) -> bool:
@@ -169,6 +171,7 @@ def _converter(value: Any) -> ConverterSettings:
         keep_float_ops=_strs(value.get("keep_float_ops")),
         scheme=_str(value, "scheme"),
         keras_export=_str(value, "keras_export"),
+        calibration=_str(value, "calibration"),
     )
 
 

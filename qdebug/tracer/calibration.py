@@ -151,8 +151,8 @@ def calibrate_fast(
     checked, seconds = _timed_reference(reference, head)
     floats = _float_tensors(content)
     if not always and seconds < _WORTH_IT * len(floats) * _PER_TENSOR_S:
-        raise _Fallback(f"the calibrator is as fast on this model ({seconds * 1e3:.1f} ms a "
-                        f"sample, {len(floats)} float tensors)")
+        raise _Fallback("the calibrator is as fast on this model (its time a sample against "
+                        f"reading {len(floats)} float tensors)")
     jobs: queue.Queue[tuple[int, list[np.ndarray]] | None] = queue.Queue(_QUEUE)
     shared = _in_place(content, head[0])
     workers = [_Worker(content, shapes, jobs, shared) for _ in range(WORKERS)]

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from qdebug.errors import ConversionError
+from qdebug.tracer import calibration
 from qdebug.tracer.calibration import faster_calibration
 from qdebug.tracer.convert_errors import layer_names_in as layer_names_in
 from qdebug.tracer.convert_errors import translate
@@ -39,12 +40,15 @@ class ConversionOptions:
     scheme: str = "int8"
     """``int8``, or ``int16x8`` (16-bit activations, 8-bit weights)."""
 
-    def as_dict(self, keep_float_ops: Iterable[str] = (), keras_export: str = "") -> dict[str, Any]:
+    def as_dict(self, keep_float_ops: Iterable[str] = (), keras_export: str = "",
+                calibration: str = "") -> dict[str, Any]:
         """The options as plain values, with what the conversion made of them (``Conversion``:
-        the ops kept in float, the Keras export route): the trace's ``converter`` attribute."""
+        the ops kept in float, the Keras export route, the calibration's route): the trace's
+        ``converter`` attribute."""
         out = asdict(self)
         out["keep_float"] = list(self.keep_float)
         out["keras_export"] = keras_export
+        out["calibration"] = calibration
         out["keep_float_ops"] = list(keep_float_ops)
         if self.scheme == "int16x8":
             out["supported_ops"] = INT16X8_OPS
@@ -63,6 +67,9 @@ class Conversion:
     keras_export: str = ""
     """How the Keras model reached the converter (``frozen graph`` or ``saved model``); empty
     for a SavedModel folder."""
+    calibration: str = ""
+    """How the calibration was made (``qdebug.tracer.calibration.last_route``: ``two threads``,
+    or ``the calibrator (why)``); empty where the converter calibrated by its older route."""
 
 
 #: The converter's op set for 16-bit activations and 8-bit weights.
@@ -281,8 +288,12 @@ def convert_int8_and_twin(
         raise ValueError("keep_float needs keep_float_ops, the resolver of the layers' ops")
 
     def two_conversions() -> Conversion:
+        calibration.last_route = ""
         int8, route = convert_int8(model, representative, options, layer_names)
-        return Conversion(int8, convert_float(model, layer_names), keras_export=route)
+        # int16x8 goes through the older quantizer, which calibrates again by itself.
+        made_by = calibration.last_route if options.scheme == "int8" else ""
+        return Conversion(int8, convert_float(model, layer_names), keras_export=route,
+                          calibration=made_by)
 
     if options.scheme != "int8":
         # 16-bit activations go through the converter's older quantizer (mlir_quantize is
@@ -303,6 +314,7 @@ def convert_int8_and_twin(
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv._experimental_calibrate_only = True
 
+    calibration.last_route = ""
     with faster_calibration():
         calibrated, route = _convert_keras(model, configure, layer_names)
     if is_quantized(calibrated):
@@ -330,7 +342,8 @@ def convert_int8_and_twin(
             )
     except Exception as exc:
         raise translate(exc, layer_names, "".join(log)) from exc
-    return Conversion(bytes(int8), calibrated, tuple(denylisted or ()), _route(model, route))
+    return Conversion(bytes(int8), calibrated, tuple(denylisted or ()), _route(model, route),
+                      calibration.last_route)
 
 
 def _has_calibrate_only() -> bool:

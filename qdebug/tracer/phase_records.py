@@ -79,6 +79,8 @@ class Converted:
     """The op names the conversion left in float for ``--keep-float`` (``conv.Conversion``)."""
     keras_export: str = ""
     """How the Keras model reached the converter (``conv.Conversion``)."""
+    calibration: str = ""
+    """How the calibration was made (``conv.Conversion``)."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ def trace_attrs(
         ),
         "tflite_source": str(opt.tflite) if opt.tflite else "converted",
         "converter": (
-            {**converted.options.as_dict(converted.keep_float_ops, converted.keras_export),
+            {**converted.options.as_dict(converted.keep_float_ops, converted.keras_export,
+                                         converted.calibration),
              "calib_samples": prep.calib.taken}
             if opt.tflite is None and converted.aeq is None else {}
         ),

@@ -221,7 +221,7 @@ class Tracer:
                     raise data_errors[0] from None
                 raise
         return Converted(made.int8, made.twin, options, keep_float_ops=made.keep_float_ops,
-                         keras_export=made.keras_export)
+                         keras_export=made.keras_export, calibration=made.calibration)
 
     def _match(self, prep: Prepared, converted: Converted) -> Matched:
         """Interpreters, the op table, local references, and layers (or ops) to tensors."""

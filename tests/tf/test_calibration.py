@@ -155,6 +155,25 @@ def test_a_whole_conversion_gives_the_converters_int8_model(
             "two threads" if route == "threads" else "the calibrator")
     assert models["threads"].int8 == models["tensorflow"].int8
     assert models["threads"].twin == models["tensorflow"].twin
+    assert models["threads"].calibration == "two threads"
+    assert models["tensorflow"].calibration == "the calibrator (asked for)"
+
+
+def test_the_trace_says_how_the_calibration_was_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import qdebug
+
+    model, samples = _model("vgg_edges")
+    data = np.concatenate([s[0] for s in samples])
+    routes = {}
+    for choice in ("threads", "tensorflow"):
+        monkeypatch.setenv(calibration.ENV, choice)
+        path = qdebug.trace(model, data, out=tmp_path / f"{choice}.h5", calib=data,
+                            calib_samples=24, quiet=True, batch_size=8)
+        with qdebug.open(str(path)) as tr:
+            routes[choice] = tr.meta.converter.calibration
+    assert routes == {"threads": "two threads", "tensorflow": "the calibrator (asked for)"}
 
 
 def test_left_to_the_calibrator_where_one_run_cannot_show_what_it_logs() -> None:

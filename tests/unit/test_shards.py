@@ -50,3 +50,15 @@ def test_workers_forward_every_trace_option_but_their_own() -> None:
     assert args[args.index("--batch-size") + 1] == "8" and "--int8-io" in args
     assert args[args.index("--data") + 1] == "x.npy" and "--keep-float" in args
 
+
+
+def test_shards_may_differ_in_how_their_calibration_was_made_and_nothing_else() -> None:
+    """Each shard process decides its calibration route by the time it measures; the INT8
+    model (compared by its sha256) is the same, so that key alone is not a difference."""
+    from qdebug.shards.shard_file import _comparable
+
+    a = {"calib_samples": 32, "scheme": "int8", "calibration": "two threads"}
+    b = {**a, "calibration": "the calibrator (the calibrator is as fast on this model …)"}
+    assert _comparable("converter", a) == _comparable("converter", b)
+    assert _comparable("converter", a) != _comparable("converter", {**b, "scheme": "int16x8"})
+    assert _comparable("kernels", "x") == "x"
