@@ -19,6 +19,7 @@ from qdebug.cli.app import (
     write,
 )
 from qdebug.cli.params import FiniteFloat
+from qdebug.cli.signals import Stopped, leaving_on_signals
 from qdebug.output.fmt import printable_lines
 
 
@@ -98,8 +99,10 @@ def view(trace_path: Path, other_path: Path | None) -> None:
         return
     from qdebug.output.glyphs import cell_fallbacks
 
-    with cell_fallbacks(sys.__stderr__):  # where Textual draws; ASCII look-alikes under LC_ALL=C
-        app.run()
+    with cell_fallbacks(sys.__stderr__), leaving_on_signals(app.exit) as signals:
+        app.run()  # cell_fallbacks: where Textual draws; ASCII look-alikes under LC_ALL=C
+    if signals:
+        raise Stopped(signals[0])
 
 
 @cli.command()

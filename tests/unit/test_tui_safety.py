@@ -163,3 +163,50 @@ def test_viewer_in_an_ascii_terminal_draws_ascii_look_alikes() -> None:
     assert any(r.startswith("+-") and r.endswith("-+") for r in rows)  # the box's corners
     table = next(r for r in rows if " conv1 " in r)
     assert " - " in table and "fused > relu1" in table  # '—' and '→'
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie waiting for its parent is gone too
+        return stat.read().split(") ")[-1][:1] != "Z"
+
+
+def test_viewer_whose_terminal_dies_while_it_starts_exits(tmp_path: Path) -> None:
+    """tmux killed while ``qdebug view`` starts (an SSH session dropping) sends SIGHUP; the app
+    went on with its input and output threads spinning on the dead terminal at full CPU,
+    ignoring SIGTERM, three to five times in eight. It exits within the grace of
+    ``cli.signals.leaving_on_signals`` (the bound below is a liveness bound, not a speed one)."""
+    import os
+    import shlex
+    import shutil
+    import signal
+    import time
+
+    import pytest
+
+    if shutil.which("tmux") is None:
+        pytest.skip("needs tmux (a real terminal)")
+    pids = []
+    for delay in (0.5, 0.8, 1.0, 1.2, 1.5, 2.0, 2.5, 3.0):
+        pid_file = tmp_path / f"pid-{delay}"
+        sock = f"qdebug-hup-{os.getpid()}-{delay}"
+        tmux = ["tmux", "-L", sock, "-f", "/dev/null"]
+        command = (f"echo $$ > {shlex.quote(str(pid_file))}; exec "
+                   f"{shlex.join([sys.executable, '-m', 'qdebug', 'view', str(FIXTURE)])}")
+        subprocess.run([*tmux, "new-session", "-d", "-x", "100", "-y", "30", command],
+                       cwd=ROOT, check=True, timeout=30)
+        time.sleep(delay)
+        subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=30)
+        pids.append(int(pid_file.read_text()))
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in pids if _alive(p)]
+    for p in left:  # never leave one spinning behind the test
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"{len(left)} of {len(pids)} viewers outlived their terminal"
