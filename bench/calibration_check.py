@@ -68,10 +68,10 @@ FAST = "two threads"
 def child(record: Path, args: list[str]) -> None:
     """Run ``qdebug`` on ``args`` here, recording each calibration's route and seconds into
     ``record`` (JSON), whatever the exit."""
-    from qdebug.tracer import calibration, convert
+    from qdebug.tracer import calibration
 
     calls: list[dict[str, Any]] = []
-    real = convert.faster_calibration
+    real = calibration.faster_calibration
 
     @contextlib.contextmanager
     def timed() -> Iterator[None]:
@@ -94,7 +94,7 @@ def child(record: Path, args: list[str]) -> None:
             finally:
                 module.Calibrator.calibrate = inner
 
-    convert.faster_calibration = timed
+    calibration.faster_calibration = timed
     code: Any = 0
     sys.argv = ["qdebug", *args]
     try:

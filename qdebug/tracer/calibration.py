@@ -71,9 +71,8 @@ _MIN_SLOT, _MAX_SLOT = 4, 6
 _START_LO = np.finfo(np.float32).max
 _START_HI = np.finfo(np.float32).tiny
 
-_local = threading.local()
 #: How the last calibration in this process was made: ``"two threads"``, or why it went to
-#: the calibrator (read by the tests and by ``--profile``).
+#: the calibrator (recorded in the trace's ``converter`` attribute by ``convert``).
 last_route = ""
 
 
@@ -108,7 +107,7 @@ def faster_calibration() -> Iterator[None]:
     def calibrate(self: Any, dataset_gen: Callable[[], Iterable[Any]]) -> Any:
         global last_route
         choice = os.environ.get(ENV, "").strip().lower()
-        if getattr(_local, "off", False) or choice == "tensorflow":
+        if choice == "tensorflow":
             last_route = "the calibrator (asked for)"
             return original(self, dataset_gen)
         try:
@@ -155,7 +154,7 @@ def calibrate_fast(
                         f"reading {len(floats)} float tensors)")
     jobs: queue.Queue[tuple[int, list[np.ndarray]] | None] = queue.Queue(_QUEUE)
     shared = _in_place(content, head[0])
-    workers = [_Worker(content, shapes, jobs, shared) for _ in range(WORKERS)]
+    workers = [_Worker(content, shapes, floats, jobs, shared) for _ in range(WORKERS)]
     for w in workers:
         w.start()
     try:
@@ -236,7 +235,7 @@ class _Worker(threading.Thread):
     """One TFLite interpreter (TensorFlow's, builtin kernels) reducing the float tensors'
     ranges of the samples it takes from the queue, as the calibrator logs them."""
 
-    def __init__(self, content: bytes, shapes: list[tuple[int, ...]],
+    def __init__(self, content: bytes, shapes: list[tuple[int, ...]], floats: list[int],
                  jobs: queue.Queue[tuple[int, list[np.ndarray]] | None],
                  shared: list[tuple[int, int]]) -> None:
         super().__init__(daemon=True, name="qdebug-calibration")
@@ -244,7 +243,7 @@ class _Worker(threading.Thread):
         self.error: str | None = None
         self.ranges: _Ranges | None = None
         self.interpreter = _interpreter(content, shapes, preserve=True)
-        self.indices = _float_tensors(content)
+        self.indices = floats
         self.inputs = [int(d["index"]) for d in self.interpreter.get_input_details()]
         where = {t: j for j, t in enumerate(self.indices)}
         pairs = [(where[i], where[o]) for i, o in shared
@@ -364,10 +363,11 @@ def _interpreter(content: bytes, shapes: list[tuple[int, ...]], preserve: bool) 
     return it
 
 
-def _patch(buf: bytearray, indices: list[int], ends_lo: np.ndarray, ends_hi: np.ndarray,
+def _patch(buf: bytearray, indices: list[int], head_lo: np.ndarray, head_hi: np.ndarray,
            lo: np.ndarray, hi: np.ndarray) -> None:
-    """Check the calibrator's ranges in ``buf`` against ``ends_lo/hi`` and write ``lo/hi``
-    over them, in place."""
+    """Check the calibrator's ranges in ``buf`` (its run of the first samples) against
+    ``head_lo/hi``, the threads' own of the same samples, and write ``lo/hi`` over them, in
+    place."""
     schema = _schema()
     graph = schema.Model.GetRootAsModel(buf, 0).Subgraphs(0)
     where = {t: j for j, t in enumerate(indices)}
@@ -378,22 +378,9 @@ def _patch(buf: bytearray, indices: list[int], ends_lo: np.ndarray, ends_hi: np.
         j = where.get(t)
         if j is None or q.MinLength() != 1 or q.MaxLength() != 1:
             raise _Fallback(f"tensor {t} has ranges the interpreter does not read")
-        if q.Min(0) != ends_lo[j] or q.Max(0) != ends_hi[j]:
+        if q.Min(0) != head_lo[j] or q.Max(0) != head_hi[j]:
             raise _Fallback(f"tensor {t}: the interpreter's range differs from the calibrator's"
-                            f" ({q.Min(0)!r}, {q.Max(0)!r} against {ends_lo[j]!r}, {ends_hi[j]!r})")
+                            f" ({q.Min(0)!r}, {q.Max(0)!r} against {head_lo[j]!r}, {head_hi[j]!r})")
         for slot, value in ((_MIN_SLOT, lo[j]), (_MAX_SLOT, hi[j])):
             struct.pack_into("<f", buf, q._tab.Vector(q._tab.Offset(slot)), float(value))
 
-
-def without_fast_path() -> contextlib.AbstractContextManager[None]:
-    """The calibrator's own route, for tests that compare the two."""
-
-    @contextlib.contextmanager
-    def off() -> Iterator[None]:
-        _local.off = True
-        try:
-            yield
-        finally:
-            _local.off = False
-
-    return off()

@@ -14,7 +14,6 @@ import numpy as np
 
 from qdebug.errors import ConversionError
 from qdebug.tracer import calibration
-from qdebug.tracer.calibration import faster_calibration
 from qdebug.tracer.convert_errors import layer_names_in as layer_names_in
 from qdebug.tracer.convert_errors import translate
 from qdebug.tracer.tfenv import captured_output, import_tf
@@ -236,7 +235,7 @@ def convert_int8(
             conv.inference_input_type = io
             conv.inference_output_type = io
 
-    with faster_calibration():
+    with calibration.faster_calibration():
         content, route = _convert_keras(model, configure, layer_names)
     return content, _route(model, route)
 
@@ -315,7 +314,7 @@ def convert_int8_and_twin(
         conv._experimental_calibrate_only = True
 
     calibration.last_route = ""
-    with faster_calibration():
+    with calibration.faster_calibration():
         calibrated, route = _convert_keras(model, configure, layer_names)
     if is_quantized(calibrated):
         # A QAT model: the converter quantizes it from its fake-quant ranges even in

@@ -56,6 +56,8 @@ class SegmentRunner:
         runs the graph it would have traced itself."""
         import tensorflow as tf
 
+        if self.graph.batch:  # a model with a fixed batch is called in chunks of it
+            shapes = {k: (self.graph.batch, *s[1:]) for k, s in shapes.items()}
         fn = tf.function(self._run, reduce_retracing=True, autograph=False)
         specs = {k: tf.TensorSpec(shape, tf.float32) for k, shape in shapes.items()}
         pool = ThreadPoolExecutor(1, thread_name_prefix="qdebug-segment-trace")
@@ -67,7 +69,7 @@ class SegmentRunner:
         if self._warm is None:
             return self._fn
         fn, shapes, traced = self._warm
-        if {k: tuple(v.shape) for k, v in chunk.items()} != shapes or chunk.keys() != shapes.keys():
+        if {k: tuple(v.shape) for k, v in chunk.items()} != shapes:
             return self._fn
         try:
             traced.result()
