@@ -136,7 +136,7 @@ class Timers:
 def instrument_qdebug(timers: Timers) -> dict[str, float]:
     """Wrap qdebug's phases and its hot calls with timers (about 1 µs per call: negligible
     next to an interpreter invoke). Returns the per-phase wall times, filled while tracing."""
-    from qdebug import metrics
+    from qdebug import metrics, sums
     from qdebug.progress import Phases
     from qdebug.store.writer import TraceWriter
     from qdebug.tracer import convert, graph, litert, measure, pipeline
@@ -179,7 +179,9 @@ def instrument_qdebug(timers: Timers) -> dict[str, float]:
     timers.wrap(litert.LiteModel, "invoke", lambda self, *a: f"invoke {kinds.get(id(self))}")
     timers.wrap(litert.LiteModel, "get", lambda self, *a: f"get_tensor {kinds.get(id(self))}")
     timers.wrap(graph.Probe, "__call__", "keras probe")
-    timers.wrap(metrics, "sample_stats", "metrics.sample_stats")
+    timers.wrap(sums, "sample_stats", "sums.sample_stats")
+    timers.wrap(sums, "tensor_stats", "sums.tensor_stats (accumulated + local, one pass)")
+    timers.wrap(sums, "error_arrays", "sums.error_arrays (q, e, ranges)")
     timers.wrap(metrics, "top1_match", "metrics.top1_match")
     timers.wrap(TraceWriter, "add_batch", "hdf5 add_batch")
     timers.wrap(TraceWriter, "store_sample", "hdf5 store_sample")
@@ -191,7 +193,7 @@ def instrument_qdebug(timers: Timers) -> dict[str, float]:
     # statistics, per-channel sums, and the weight comparison.
     timers.wrap(measure.Measurer, "_decompose", "analysis: decomposition (total)")
     timers.wrap(segments.SegmentRunner, "__call__", "analysis: segment re-run f(x̂)")
-    timers.wrap(metrics, "local_stats", "analysis: metrics.local_stats")
+    timers.wrap(sums, "local_stats", "analysis: sums.local_stats")
     timers.wrap(measure.Measurer, "_channels", "analysis: per-channel sums")
     timers.wrap(pipeline, "weight_stats", "analysis: weight statistics")
     return phases

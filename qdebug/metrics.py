@@ -131,95 +131,6 @@ def _rows(x: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32).reshape(n, -1)
 
 
-def sample_stats(
-    f: np.ndarray, raw: np.ndarray, qp: QuantParams | None, q: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
-    """Sufficient statistics of each sample of a batch.
-
-    Elementwise work is float32 (the precision of both models); sums are float32 dot
-    products with vector partial sums, returned as float64.
-
-    Args:
-        f: float reference, shape (batch, ...).
-        raw: the int8 model's tensor, same number of elements per sample; raw integers when
-            ``qp`` is given, else float values (a float island).
-        qp: the tensor's quantization parameters, or None for a float tensor.
-        q: ``dequantize(raw, qp)`` when the caller has it already.
-
-    Returns:
-        One array of shape (batch,) per name in ``ACCUMULATED_STATS``.
-    """
-    n = f.shape[0]
-    f32 = _rows(f, n)
-    r = np.asarray(raw).reshape(n, -1)
-    q32 = dequantize(r, qp) if q is None else q.reshape(n, -1)
-    if f32.shape != q32.shape:
-        raise ValueError(f"float shape {f32.shape} and int8 shape {q32.shape} differ")
-    e = q32 - f32
-    e2 = _rowdot(e, e)
-    out: dict[str, np.ndarray] = {
-        "count": np.full(n, f32.shape[1], dtype=np.float64),
-        "sum_f2": _rowdot(f32, f32),
-        "sum_q2": _rowdot(q32, q32),
-        "sum_fq": _rowdot(f32, q32),
-        "sum_e": _rowsum(e),
-        "sum_e2": e2,
-        "max_abs_e": (
-            np.maximum(e.max(axis=1), -e.min(axis=1)).astype(np.float64)
-            if f32.shape[1]
-            else np.zeros(n)
-        ),
-    }
-    zeros = np.zeros(n, dtype=np.float64)
-    out["saturated"], out["clipped"], out["sum_e2_clipped"] = zeros, zeros.copy(), zeros.copy()
-    if qp is None or not np.issubdtype(r.dtype, np.integer) or not f32.shape[1]:
-        return out
-    # Counting is needed only in the rows that reach an end of the range: min and max tell.
-    low, high = r.min(axis=1), r.max(axis=1)
-    hit = ((low == qp.qmin) & (qp.zero_point != qp.qmin)) | (
-        (high == qp.qmax) & (qp.zero_point != qp.qmax))
-    if hit.any():
-        out["saturated"][hit] = qp.saturated(r[hit], f32[hit]).sum(axis=1)
-    outside = (f32.min(axis=1) < qp.clip_low) | (f32.max(axis=1) > qp.clip_high)
-    if outside.any():
-        clip = qp.outside(f32[outside])
-        out["clipped"][outside] = clip.sum(axis=1)
-        eo = e[outside]
-        out["sum_e2_clipped"][outside] = _rowsum(np.where(clip, eo * eo, np.float32(0)))
-    return out
-
-
-def local_stats(
-    f: np.ndarray,
-    f_hat: np.ndarray,
-    raw: np.ndarray,
-    qp: QuantParams | None,
-    in_e2: np.ndarray,
-    q: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Sufficient statistics of the decomposition for each sample of a batch.
-
-    Args:
-        f: Keras float output, (batch, ...).
-        f_hat: the layer's float computation re-run on the dequantized int8 inputs.
-        raw: the int8 model's tensor (raw integers with ``qp``, else float).
-        in_e2: Σ (x̂ − x)² over the layer's inputs, per sample, (batch,).
-        q: ``dequantize(raw, qp)`` when the caller has it already.
-    """
-    n = f.shape[0]
-    fh = _rows(f_hat, n)
-    q32 = dequantize(np.asarray(raw).reshape(n, -1), qp) if q is None else q.reshape(n, -1)
-    local = q32 - fh
-    prop = fh - _rows(f, n)
-    return {
-        "sum_ref2": _rowdot(fh, fh),
-        "sum_local_e": _rowsum(local),
-        "sum_local_e2": _rowdot(local, local),
-        "sum_prop_e2": _rowdot(prop, prop),
-        "sum_in_e2": np.asarray(in_e2, dtype=np.float64).reshape(n),
-    }
-
-
 def pool(per_sample: Stats, axis: int = 0) -> dict[str, np.ndarray]:
     """Combine per-sample statistics over ``axis`` (sum, or max for ``max_abs_e``)."""
     return {
@@ -406,8 +317,9 @@ def derive(stats: Stats, scale: np.ndarray | None = None) -> dict[str, np.ndarra
 
 def sqnr_db(f: np.ndarray, q: np.ndarray) -> float:
     """Pooled SQNR in dB of real arrays ``f`` (float) and ``q`` (dequantized int8)."""
-    s = sample_stats(np.asarray(f)[None], np.asarray(q, dtype=np.float32)[None], None)
-    return float(_sqnr_db(s, None)[0])
+    f32 = _rows(np.asarray(f)[None], 1)
+    e = _rows(np.asarray(q)[None], 1) - f32
+    return float(sqnr_from_sums(_rowdot(f32, f32), _rowdot(e, e))[0])
 
 
 def top1_match(f: np.ndarray, q: np.ndarray) -> np.ndarray:

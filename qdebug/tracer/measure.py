@@ -5,13 +5,13 @@ by the number of samples."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from qdebug import metrics
+from qdebug import metrics, sums
 from qdebug.analysis.segments import Segment, source_of
 from qdebug.analysis.worst_samples import LayerWorst
 from qdebug.store.schema import STATUS_INPUT, LayerRecord, OutputRecord
@@ -96,6 +96,8 @@ class Measurer:
         f_hats: dict[int, np.ndarray] | None = None,
         out_refs: list[np.ndarray] | None = None,
         given: dict[int, dict[str, np.ndarray]] | None = None,
+        shared: dict[int, np.ndarray] | None = None,
+        on_arrays: Callable[[int, sums.ErrorArrays], None] | None = None,
     ) -> Measurements:
         """Statistics of a batch of ``n`` samples.
 
@@ -107,21 +109,43 @@ class Measurer:
             given: statistics already computed for a record (its op's, measured on the same
                 tensors), used instead of computing them again; local statistics included
                 where they are not NaN.
+            shared: per record, its dequantized values, already made for its op, whose
+                per-channel sums and ranges ``channels_from`` took from the op's arrays.
+            on_arrays: called with each record's ``ErrorArrays`` as they are made (the op
+                measurer hands them to the layers that are its ops' tensors).
         """
         layer_stats = {k: np.full((n, len(self.records)), np.nan) for k in metrics.STATS}
         deq: dict[int, np.ndarray] = {}
+        # f(x̂)'s statistics, made in the same pass as the record's own (all but sum_in_e2)
+        local: dict[int, dict[str, np.ndarray]] = {}
         for i, raw in raws.items():
             r = self.records[i]
             f = keras[r.name][:n]
             qp = self.qps[i]
-            q = metrics.dequantize(raw, qp).reshape(f.shape)
-            deq[i] = q
-            st = given[i] if given and i in given else metrics.sample_stats(f, raw, qp, q)
+            st = given.get(i) if given else None
+            a: sums.ErrorArrays | None = None
+            if shared is not None and i in shared:
+                deq[i] = shared[i]
+                if st is None:
+                    st = sums.sample_stats(f, raw, qp, shared[i])
+            elif st is None:  # with f(x̂), its local statistics in the same pass
+                fh = f_hats[i][:n] if f_hats and i in f_hats else None
+                st, loc, a = sums.tensor_stats(f, raw, qp, f_hat=fh)
+                if loc is not None:
+                    local[i] = loc
+            elif self.keep_analysis or on_arrays is not None:
+                a = sums.error_arrays(f, raw, qp)
+            else:
+                deq[i] = metrics.dequantize(raw, qp).reshape(f.shape)
+            if a is not None:
+                deq[i] = a.q.reshape(f.shape)
+                if self.keep_analysis:
+                    self._channels(i, f, a, qp)
+                if on_arrays is not None:
+                    on_arrays(i, a)
             for k, v in st.items():
                 if k in metrics.ACCUMULATED_STATS or not np.isnan(v).any():
                     layer_stats[k][:, i] = v
-            if self.keep_analysis:
-                self._channels(i, f, q, qp, raw)
             if r.status == STATUS_INPUT:  # nothing computed: all of its error is its own
                 layer_stats["sum_ref2"][:, i] = st["sum_f2"]
                 layer_stats["sum_local_e"][:, i] = st["sum_e"]
@@ -131,13 +155,14 @@ class Measurer:
         if self.runner is not None and self.runner.segments:
             local_ref = self._decompose(n, keras, raws, deq, layer_stats)
         if f_hats:
-            local_ref.update(self._given_local(n, keras, raws, deq, f_hats, layer_stats, given))
+            local_ref.update(self._given_local(n, keras, raws, deq, f_hats, layer_stats, given,
+                                               local))
         output_stats = {k: np.full((n, len(self.outputs)), np.nan) for k in metrics.STATS}
         top1 = np.full((n, len(self.outputs)), -1, dtype=np.int8)
         for j, o in enumerate(self.outputs):
             raw, qp = out_raws[j]
             f = out_refs[j][:n] if out_refs is not None else keras[o.layer][:n]
-            st = metrics.sample_stats(f, raw, qp)
+            st = sums.sample_stats(f, raw, qp)
             for k, v in st.items():
                 output_stats[k][:, j] = v
             if o.classifier:
@@ -186,7 +211,7 @@ class Measurer:
                 den = float(np.sqrt((f.astype(np.float64) ** 2).sum()))
                 num = float(np.sqrt((diff**2).sum()))
                 self.segment_check[i] = num / den if den else (0.0 if num == 0 else np.inf)
-            st = metrics.local_stats(
+            st = sums.local_stats(
                 f, f_hat[seg.output][:n], raws[i], self.qps[i], in_e2, q=deq[i]
             )
             for k, v in st.items():
@@ -203,6 +228,7 @@ class Measurer:
         f_hats: dict[int, np.ndarray],
         layer_stats: dict[str, np.ndarray],
         given: dict[int, dict[str, np.ndarray]] | None,
+        local: dict[int, dict[str, np.ndarray]],
     ) -> dict[int, np.ndarray]:
         out: dict[int, np.ndarray] = {}
         for i, fh in f_hats.items():
@@ -215,23 +241,36 @@ class Measurer:
             for j in self.local_inputs.get(i, []):
                 if j in deq:  # Σ (x̂ − x)² of an input: its own sum_e2, measured above
                     in_e2 += layer_stats["sum_e2"][:, j]
-            f = refs[self.records[i].name][:n]
-            st = metrics.local_stats(f, fh[:n], raws[i], self.qps[i], in_e2, q=deq[i])
+            if i in local:
+                st = {**local[i], "sum_in_e2": in_e2}
+            else:
+                f = refs[self.records[i].name][:n]
+                st = sums.local_stats(f, fh[:n], raws[i], self.qps[i], in_e2, q=deq[i])
             for k, v in st.items():
                 layer_stats[k][:, i] = v
             out[i] = fh[:n]
         return out
 
+    def channels_from(self, i: int, f: np.ndarray, a: sums.ErrorArrays) -> None:
+        """Per-channel sums and ranges of layer ``i`` from the arrays its op's statistics
+        made on the same tensors (``f``: the float values in the layer's shape)."""
+        if self.keep_analysis:
+            self._channels(i, f, a, self.qps[i])
+
     def _channels(
-        self, i: int, f: np.ndarray, q: np.ndarray, qp: metrics.QuantParams | None,
-        raw: np.ndarray | None = None,
+        self, i: int, f: np.ndarray, a: sums.ErrorArrays, qp: metrics.QuantParams | None
     ) -> None:
         """Per-channel sums of one batch of layer ``i``, and its float and raw ranges."""
         c = f.shape[-1] if f.ndim > 1 else 1
-        f2 = np.ascontiguousarray(f, dtype=np.float32).reshape(-1, c)
-        e = np.asarray(q, dtype=np.float32).reshape(-1, c) - f2
+        f2 = a.f.reshape(-1, c)
+        e = a.e.reshape(-1, c)
         clipped = np.zeros(c)
-        lo, hi = (float(f2.min()), float(f2.max())) if f2.size else (np.inf, -np.inf)
+        if not f2.size:
+            lo, hi = np.inf, -np.inf
+        elif a.f_range is not None:  # each row's, from the statistics: the same extremes
+            lo, hi = float(a.f_range[0].min()), float(a.f_range[1].max())
+        else:
+            lo, hi = float(f2.min()), float(f2.max())
         if qp is not None and (lo < qp.clip_low or hi > qp.clip_high):
             clipped = qp.outside(f2).sum(axis=0).astype(float)
         # float32 fused multiply-sums (relative error ~1e-5 per batch), added up in float64.
@@ -239,7 +278,7 @@ class Measurer:
             np.einsum("ij,ij->j", f2, f2).astype(np.float64),
             np.einsum("ij,ij->j", e, e).astype(np.float64),
             clipped,
-            channel_saturation(raw, qp, c, f2),
+            channel_saturation(a.raw, qp, c, f2, a.raw_range),
         )
         cur = self.channels.get(i)
         if cur is None:
@@ -253,9 +292,12 @@ class Measurer:
         if f2.size:
             self.float_min[i] = min(self.float_min[i], lo)
             self.float_max[i] = max(self.float_max[i], hi)
-        if raw is not None and np.issubdtype(raw.dtype, np.integer) and raw.size:
-            self.raw_min[i] = min(self.raw_min[i], float(raw.min()))
-            self.raw_max[i] = max(self.raw_max[i], float(raw.max()))
+        raw = a.raw
+        if np.issubdtype(raw.dtype, np.integer) and raw.size:
+            low, high = (raw.min(), raw.max()) if a.raw_range is None else (
+                a.raw_range[0].min(), a.raw_range[1].max())
+            self.raw_min[i] = min(self.raw_min[i], float(low))
+            self.raw_max[i] = max(self.raw_max[i], float(high))
 
     def note_worst(
         self, first: int, m: Measurements, inputs: list[list[np.ndarray]],
@@ -299,14 +341,20 @@ class Measurer:
 def channel_saturation(
     raw: np.ndarray | None, qp: metrics.QuantParams | None, channels: int,
     f: np.ndarray | None = None,
+    raw_range: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Per channel (last axis), the ``saturated`` statistic: raw integers at an end of the
     range that does not represent 0 whose float value ``f`` does not round to it (without
-    ``f``, every value there); zeros for a float tensor."""
+    ``f``, every value there); zeros for a float tensor. ``raw_range``: the (min, max) of
+    each row of ``raw``, when the caller has them."""
     if raw is None or qp is None or not np.issubdtype(raw.dtype, np.integer):
         return np.zeros(channels)
     r = np.asarray(raw).reshape(-1, channels)
-    if not r.size or (r.min() > qp.qmin and r.max() < qp.qmax):
+    if not r.size:
+        return np.zeros(channels)
+    low, high = (r.min(), r.max()) if raw_range is None else (
+        raw_range[0].min(), raw_range[1].max())
+    if low > qp.qmin and high < qp.qmax:
         return np.zeros(channels)
     if f is None:
         hit = np.zeros(r.shape, dtype=bool)

@@ -3,9 +3,11 @@ against the numeric-verify model's f(x̂), and gain."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from qdebug import metrics
+from qdebug import metrics, sums
 from qdebug.store.schema import OutputRecord
 from qdebug.tracer.litert import LiteModel
 from qdebug.tracer.measure import Measurements, Measurer
@@ -50,16 +52,26 @@ class OpMeasurer:
         got: BatchValues,
         out_raws: list[tuple[np.ndarray, metrics.QuantParams | None]],
         out_refs: list[np.ndarray],
+        on_arrays: Callable[[int, sums.ErrorArrays], None] | None = None,
     ) -> tuple[Measurements, dict[str, np.ndarray]]:
         """The measurements of the measured rows, and the per-sample statistics of every row
-        of the table, (n, rows), NaN for rows without metrics."""
+        of the table, (n, rows), NaN for rows without metrics. ``on_arrays`` is called with
+        each row's ``ErrorArrays`` as they are made (by op row)."""
         t = self.table
         refs = {
             self.records[k].name: got.twin[t.twin_tensor[row]] for k, row in enumerate(self.rows)
         }
         raws = {k: got.int8[t.rows[row].tensor_index] for k, row in enumerate(self.rows)}
         f_hats = {self.record_of[row]: v for row, v in got.local.items() if row in self.record_of}
-        m = self.measurer.measure(n, refs, raws, out_raws, f_hats=f_hats, out_refs=out_refs)
+        by_row = None
+        if on_arrays is not None:
+            rows = self.rows
+
+            def by_row(k: int, a: sums.ErrorArrays) -> None:
+                on_arrays(rows[k], a)
+
+        m = self.measurer.measure(n, refs, raws, out_raws, f_hats=f_hats, out_refs=out_refs,
+                                  on_arrays=by_row)
         for row in [*got.local, *t.graph_input_rows]:
             t.rows[row].has_local = True
         width = len(t.rows)

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from qdebug import metrics, sums
 from qdebug.errors import DataError
 from qdebug.progress import Phases
 from qdebug.store.schema import OP_INTEGER, STATUS_MATCHED, LayerRecord, OutputRecord
@@ -24,7 +25,7 @@ from qdebug.tracer.op_measure import OpMeasurer
 from qdebug.tracer.oprows import OpTable
 from qdebug.tracer.sample_metrics import MetricFeed
 from qdebug.tracer.segment_runner import SegmentRunner
-from qdebug.tracer.sides import Sides, run_ahead
+from qdebug.tracer.sides import BatchValues, Sides, run_ahead
 from qdebug.tracer.verify import LocalRefs
 from qdebug.user_metrics import UserMetrics
 
@@ -96,16 +97,14 @@ def trace_samples(
     ops = OpMeasurer(table, int8, outputs, as_layers=plan.ops_view)
     out_tensor = [integer_source(int8, int8.output_indices[pos]) for pos in plan.out_index]
     twin_out = [sides.twin.output_indices[pos] for pos in plan.out_index]
-    twin_of = {r.tensor_index: table.twin_tensor[row]
-               for row, r in enumerate(table.rows) if row in table.twin_tensor}
-    for q, t in table.graph_inputs.items():
-        twin_of.setdefault(q, t)
+    twin_of = _twin_tensors(table)
     measured = [
         (i, r) for i, r in enumerate(records)
         if r.measured and r.tensor_index >= 0 and r.tensor_index in twin_of
     ]
     row_of = {i: table.row_of_tensor[r.tensor_index] for i, r in measured
               if r.tensor_index in table.row_of_tensor}
+    layer_of_row: dict[int, int] = {}
     if plan.ops_view:
         measurer = ops.measurer
     else:
@@ -115,8 +114,8 @@ def trace_samples(
         measurer = Measurer(records, outputs, qps, runner, sources)
         measurer.pad_to = max(1, batch_size)
         _warm_up(runner, sources, records, twin_of, sides.twin, measurer.pad_to)
-    names = plan.op_local
-    single = {i for i, r in enumerate(records) if r.name in names}
+        layer_of_row = _layers_of_op_rows(ops, table, int8, records, row_of, qps, twin_of)
+    single = {i for i, r in enumerate(records) if r.name in plan.op_local}
     int8_wanted = {r.tensor_index for _, r in measured} | ops.int8_tensors
     twin_wanted = {twin_of[r.tensor_index] for _, r in measured} | ops.twin_tensors
     twin_wanted |= set(twin_out)
@@ -139,17 +138,17 @@ def trace_samples(
             result.mismatched += got.mismatched
             result.checked += got.checked
             result.max_diff = max(result.max_diff, got.max_diff)
-            out_stacked = [
-                (v.reshape(n, -1), int8.tensors[out_tensor[j]].qp)
-                for j, v in enumerate(got.outputs)
-            ]
+            out_stacked = [(v.reshape(n, -1), int8.tensors[out_tensor[j]].qp)
+                           for j, v in enumerate(got.outputs)]
             out_refs = [got.twin[t].reshape(n, -1) for t in twin_out]
             if out_refs:
                 result.note_output(out_refs[0])
             if preds is not None:
                 raw_out, out_qp = out_stacked[preds.output]
                 preds.add(raw_out, out_refs[preds.output], out_qp.scale if out_qp else 0.0)
-            om, op_stats = ops.measure(n, got, out_stacked, out_refs)
+            to_layers = OpArraysToLayers(layer_of_row, records, twin_of, measurer, got)
+            om, op_stats = ops.measure(n, got, out_stacked, out_refs,
+                                       to_layers if layer_of_row else None)
             refs = {r.name: shaped(got.twin[twin_of[r.tensor_index]], r)
                     for _, r in measured}
             stacked = {i: shaped(got.int8[r.tensor_index], r) for i, r in measured}
@@ -162,7 +161,8 @@ def trace_samples(
                          for i, row in row_of.items() if row in ops.record_of}
                 f_hats = {i: got.local[row_of[i]] for i in single
                           if i in row_of and row_of[i] in got.local}
-                m = measurer.measure(n, refs, stacked, out_stacked, f_hats, out_refs, given)
+                m = measurer.measure(n, refs, stacked, out_stacked, f_hats, out_refs, given,
+                                     to_layers.shared)
             writer.add_batch(m.layer_stats, m.output_stats, m.top1, op_stats)
             measurer.note_worst(sample_no, m, batch, {
                 i: (refs[r.name], stacked[i], m.local_ref.get(i)) for i, r in measured
@@ -180,6 +180,56 @@ def trace_samples(
     if feed is not None:
         writer.add_custom(feed.stored())
     return result
+
+
+class OpArraysToLayers:
+    """Called with each op row's ``ErrorArrays`` of one batch as the op measurer makes them:
+    the layer that is that op's tensor takes its per-channel sums and ranges from them while
+    they are in cache, and keeps the dequantized values (``shared``) for its own statistics."""
+
+    def __init__(self, layer_of_row: dict[int, int], records: list[LayerRecord],
+                 twin_of: dict[int, int], measurer: Measurer, got: BatchValues) -> None:
+        self.layer_of_row, self.records, self.twin_of = layer_of_row, records, twin_of
+        self.measurer, self.got = measurer, got
+        self.shared: dict[int, np.ndarray] = {}
+
+    def __call__(self, row: int, a: sums.ErrorArrays) -> None:
+        i = self.layer_of_row.get(row)
+        if i is None:
+            return
+        r = self.records[i]
+        f = shaped(self.got.twin[self.twin_of[r.tensor_index]], r)
+        self.measurer.channels_from(i, f, a)
+        self.shared[i] = a.q.reshape(f.shape)
+
+
+def _twin_tensors(table: OpTable) -> dict[int, int]:
+    """Per INT8 tensor (an op's output or a graph input), the float twin's tensor of it."""
+    twin_of = {r.tensor_index: table.twin_tensor[row]
+               for row, r in enumerate(table.rows) if row in table.twin_tensor}
+    for q, t in table.graph_inputs.items():
+        twin_of.setdefault(q, t)
+    return twin_of
+
+
+def _layers_of_op_rows(
+    ops: OpMeasurer, table: OpTable, int8: LiteModel, records: list[LayerRecord],
+    row_of: dict[int, int], qps: dict[int, metrics.QuantParams | None],
+    twin_of: dict[int, int],
+) -> dict[int, int]:
+    """Per op row, the measured layer that is its tensor: the same int8 tensor read with the
+    same quantization against the same float twin tensor, so that the op's arrays are the
+    layer's, element for element."""
+    out: dict[int, int] = {}
+    for i, row in row_of.items():
+        if row not in ops.record_of or row in out:
+            continue
+        r = records[i]
+        if (table.rows[row].tensor_index == r.tensor_index
+                and table.twin_tensor.get(row) == twin_of[r.tensor_index]
+                and table.qparams(int8, row) == qps[i]):
+            out[row] = i
+    return out
 
 
 class LoopClock:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qdebug import metrics
+from qdebug import metrics, sums
 from qdebug.analysis.culprits import find_culprits
 from qdebug.store import LayerRecord, OutputRecord, TraceWriter
 from qdebug.store.schema import CulpritRanker
@@ -75,7 +75,7 @@ def make_trace(
         raws.append(np.clip(np.round(q) + ZERO_POINT, -128, 127).astype(np.int8))
     per_layer = []
     for i, r in enumerate(records):
-        st = metrics.sample_stats(f[i], raws[i], qp)
+        st = sums.sample_stats(f[i], raws[i], qp)
         if not r.measured:
             st = {k: np.full_like(v, np.nan) for k, v in st.items()}
         per_layer.append(st)

@@ -127,6 +127,38 @@ def test_channel_clipping_and_saturation_match_the_stored_activations(
         assert clipped_somewhere  # calibrated on 6 samples: something clips
 
 
+def test_ranges_and_channel_sums_match_the_stored_activations(files: dict[str, Path]) -> None:
+    """Each layer's float and int8 ranges and its per-channel Σf² and Σe² (``/analysis``) are
+    those of its activations, every traced sample stored, computed here plainly: the ranges
+    exactly, the sums to float32 rounding."""
+    import h5py
+
+    with qdebug.open(files["all"]) as tr, h5py.File(files["all"], "r") as h5:
+        assert len(tr.stored_samples) == N
+        ranges = h5["analysis/ranges"]
+        checked = 0
+        for i, r in tr.iter_layers():
+            if not r.measured:
+                continue
+            act = [tr.activation(i, s) for s in range(N)]
+            fl = np.stack([a.float for a in act]).astype(np.float64)
+            raw = np.stack([a.raw for a in act])
+            q = np.stack([a.dequantized for a in act]).astype(np.float64)
+            assert ranges["float_min"][i] == fl.min() and ranges["float_max"][i] == fl.max()
+            if np.issubdtype(raw.dtype, np.integer):
+                assert ranges["int8_min"][i] == raw.min(), r.name
+                assert ranges["int8_max"][i] == raw.max(), r.name
+            ch = h5[f"analysis/channels/{i:05d}"]
+            c = ch["sum_f2"].shape[0]
+            f2, e = fl.reshape(-1, c), (q - fl).reshape(-1, c)
+            np.testing.assert_allclose(ch["sum_f2"][()], (f2 * f2).sum(axis=0), rtol=1e-5,
+                                       err_msg=r.name)
+            np.testing.assert_allclose(ch["sum_e2"][()], (e * e).sum(axis=0), rtol=1e-4,
+                                       atol=1e-9 * float((f2 * f2).sum()), err_msg=r.name)
+            checked += 1
+        assert checked >= 5
+
+
 def test_report_json_lists_the_worst_channels_bounded(files: dict[str, Path]) -> None:
     out = run_qdebug("report", files["all"], "--format", "json")
     assert out.returncode == 0, out.stderr

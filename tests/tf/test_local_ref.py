@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from cli_helpers import run_qdebug as run_cli
-from qdebug import metrics
+from qdebug import sums
 from qdebug.tracer.convert import ConversionOptions, convert_int8_and_twin
 from qdebug.tracer.litert import LiteModel
 from qdebug.tracer.local_ref import METHOD, build_op_local_refs
@@ -78,7 +78,7 @@ def _local_sqnr(
                     continue
                 raw = got.int8[table.rows[r].tensor_index]
                 n = raw.shape[0]
-                st = metrics.local_stats(got.local[r], got.local[r], raw,
+                st = sums.local_stats(got.local[r], got.local[r], raw,
                                          table.qparams(int8, r), np.zeros(n))
                 ref2[r] += float(st["sum_ref2"].sum())
                 err2[r] += float(st["sum_local_e2"].sum())

@@ -117,3 +117,66 @@ def test_the_plain_model_checks_the_first_batch_whole_then_one_sample_a_batch(
     x, y = _numbers(sampled), _numbers(every)
     for key in x:
         np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def _datasets(path: Path) -> dict[str, bytes]:
+    """Every dataset of a trace file, as raw bytes (NaN where NaN, -0.0 apart from 0.0)."""
+    import h5py
+
+    out: dict[str, bytes] = {}
+    with h5py.File(path, "r") as f:
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                value = obj[()]
+                if isinstance(value, np.ndarray) and value.dtype != object:
+                    out[name] = value.tobytes()
+                else:  # strings: their values, not the addresses of their objects
+                    out[name] = repr(value.tolist() if isinstance(value, np.ndarray)
+                                     else value).encode()
+        f.visititems(visit)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["vgg_edges", "char_conv1d", "lstm_attention"])
+def test_layers_reading_their_ops_arrays_give_the_same_trace_bit_for_bit(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A layer that is an op's tensor takes its per-channel sums, ranges and dequantized
+    values from the arrays its op's statistics made, instead of making them again: every
+    dataset of the trace (statistics, channel sums, ranges, stored samples) is the same bit
+    for bit as when each layer makes its own, and most layers did share."""
+    from qdebug.tracer import convert, measure, trace_loop
+
+    model, data = _small(kind)
+    opts: dict[str, Any] = {"calib": data, "calib_samples": 12, "quiet": True, "batch_size": 4}
+    # Both traces measure the very same INT8 model (TF may order an unrolled LSTM's ops
+    # differently from one conversion to the next).
+    made: list[Any] = []
+    convert_once = convert.convert_int8_and_twin
+
+    def converted(*args: Any, **kwargs: Any) -> Any:
+        if not made:
+            made.append(convert_once(*args, **kwargs))
+        return made[0]
+
+    monkeypatch.setattr(convert, "convert_int8_and_twin", converted)
+    took: list[int] = []
+    channels_from = measure.Measurer.channels_from
+
+    def spy(self: Any, i: int, f: np.ndarray, a: Any) -> None:
+        took.append(i)
+        channels_from(self, i, f, a)
+
+    monkeypatch.setattr(measure.Measurer, "channels_from", spy)
+    shared = qdebug.trace(model, data, out=tmp_path / "shared.h5", **opts)
+    with qdebug.open(str(shared)) as tr:
+        measured = sum(1 for r in tr.layers if r.measured)
+    assert len(set(took)) >= measured // 2, (len(set(took)), measured)
+    monkeypatch.setattr(trace_loop, "_layers_of_op_rows", lambda *args: {})
+    took.clear()
+    own = qdebug.trace(model, data, out=tmp_path / "own.h5", **opts)
+    assert not took
+    a, b = _datasets(shared), _datasets(own)
+    assert a.keys() == b.keys() and any(k.startswith("analysis/") for k in a)
+    differing = [k for k in a if a[k] != b[k]]
+    assert not differing, differing

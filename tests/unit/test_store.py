@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from qdebug import metrics
+from qdebug import metrics, sums
 from qdebug.analysis.culprits import find_culprits
 from qdebug.errors import TraceFileError
 from qdebug.store import LayerRecord, OutputRecord, TraceWriter, open_trace
@@ -62,7 +62,7 @@ def _writer(path: Path, store: int = 2) -> TraceWriter:
 def _batch(w: TraceWriter, f: np.ndarray) -> None:
     qp = metrics.QuantParams(0.05, -3)
     raw = np.clip(np.round(f / 0.05) - 3, -128, 127).astype(np.int8)
-    st = metrics.sample_stats(f, raw, qp)
+    st = sums.sample_stats(f, raw, qp)
     nan = {k: np.full_like(v, np.nan) for k, v in st.items()}
     layers = {k: np.stack([st[k], st[k], nan[k]], axis=1) for k in st}
     w.add_batch(layers, {k: v[:, None] for k, v in st.items()}, np.ones((len(f), 1)))
