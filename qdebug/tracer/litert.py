@@ -10,6 +10,7 @@ import numpy as np
 
 from qdebug.errors import TfliteModelError
 from qdebug.metrics import QuantParams
+from qdebug.tracer.tfenv import without_info_lines
 
 #: Ops that only move values between float and integer at the edges of quantized regions.
 EDGE_OPS = ("QUANTIZE", "DEQUANTIZE")
@@ -263,13 +264,14 @@ def _interpreter(content: bytes, preserve: bool, xnnpack: bool) -> Any:
     resolver = (
         OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     )
-    interp = Interpreter(
-        model_content=content,
-        experimental_preserve_all_tensors=preserve,
-        experimental_op_resolver_type=resolver,
-        num_threads=1,
-    )
-    interp.allocate_tensors()
+    with without_info_lines():  # XNNPACK's "Created ... delegate" notice on every run
+        interp = Interpreter(
+            model_content=content,
+            experimental_preserve_all_tensors=preserve,
+            experimental_op_resolver_type=resolver,
+            num_threads=1,
+        )
+        interp.allocate_tensors()
     return interp
 
 

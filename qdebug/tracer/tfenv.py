@@ -11,6 +11,7 @@ import io
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -109,6 +110,32 @@ def captured_output() -> Iterator[list[str]]:
                 os.close(copy)
             tmp.seek(0)
             sink.append(buffer.getvalue() + tmp.read().decode("utf-8", "replace"))
+
+
+_stderr_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def without_info_lines() -> Iterator[None]:
+    """Within this block, what C++ writes to stderr is held back; its ``INFO:`` lines (LiteRT's
+    "Created TensorFlow Lite XNNPACK delegate for CPU.") are dropped and every other line is
+    written to stderr when the block ends, an error's as well."""
+    with _stderr_lock, tempfile.TemporaryFile(mode="w+b") as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [ln for ln in tmp.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not ln.startswith("INFO: ")]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def import_tfmot() -> Any:

@@ -247,3 +247,16 @@ def test_int8_io_with_a_given_tflite_is_refused_before_any_work(tmp_path: Path) 
     code, _, err = _run(["trace", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"),
                          "--tflite", str(fake), "--int8-io"])
     assert_one_line_error(code, err, "--int8-io", "Drop --tflite")
+
+
+def test_xnnpack_runs_leave_no_litert_info_line_on_stderr(files: Path) -> None:
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." as it makes an
+    XNNPACK interpreter; a trace with ``--xnnpack`` (and any model with an XNNPACK custom op)
+    keeps stderr to qdebug's own lines."""
+    code, err = _subprocess("trace", str(files / "digits.keras"), "--data", str(files / "x.npy"),
+                            "--samples", "8", "--xnnpack", "--quiet",
+                            "--out", str(files / "xnnpack.h5"))
+    assert code == 0, err
+    assert "XNNPACK delegate" not in err and "INFO:" not in err, err
+    with h5py.File(files / "xnnpack.h5", "r") as f:
+        assert "ops" in f
