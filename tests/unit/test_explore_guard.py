@@ -396,6 +396,10 @@ def test_a_port_in_use_is_one_line_naming_it(tmp_path: Path, host: str) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop_with(sig: signal.Signals, tmp_path: Path, folder: Path | None
                ) -> tuple[int, str, list[Path]]:
     port = free_port()
@@ -403,7 +407,10 @@ def _stop_with(sig: signal.Signals, tmp_path: Path, folder: Path | None
     proc = subprocess.Popen(
         [sys.executable, "-m", "qdebug", "explore", str(FIXTURE), "--port", str(port),
          "--no-browser", *where], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)})
+        cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)},
+        # Ctrl-C at a terminal: a test run started in the background (a CI job, `make test &`)
+        # passes SIGINT on ignored, and Python then raises no KeyboardInterrupt at all.
+        preexec_fn=_default_sigint)
     try:
         assert proc.stdout is not None
         url = ""
