@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -264,7 +265,8 @@ def _interpreter(content: bytes, preserve: bool, xnnpack: bool) -> Any:
     resolver = (
         OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     )
-    with without_info_lines():  # XNNPACK's "Created ... delegate" notice on every run
+    # XNNPACK's delegate announces itself on stderr ("INFO: Created ... delegate for CPU.")
+    with without_info_lines() if xnnpack else contextlib.nullcontext():
         interp = Interpreter(
             model_content=content,
             experimental_preserve_all_tensors=preserve,

@@ -273,31 +273,33 @@ class Measurer:
             lo, hi = float(f2.min()), float(f2.max())
         if qp is not None and (lo < qp.clip_low or hi > qp.clip_high):
             clipped = qp.outside(f2).sum(axis=0).astype(float)
+        raw = a.raw
+        bounds = None  # the raw integers' extremes, each row's from the statistics if made
+        if np.issubdtype(raw.dtype, np.integer) and raw.size:
+            bounds = (raw.min(), raw.max()) if a.raw_range is None else (
+                a.raw_range[0].min(), a.raw_range[1].max())
         # float32 fused multiply-sums (relative error ~1e-5 per batch), added up in float64.
-        sums = ChannelSums(
+        batch = ChannelSums(
             np.einsum("ij,ij->j", f2, f2).astype(np.float64),
             np.einsum("ij,ij->j", e, e).astype(np.float64),
             clipped,
-            channel_saturation(a.raw, qp, c, f2, a.raw_range),
+            channel_saturation(a.raw, qp, c, f2, bounds),
         )
         cur = self.channels.get(i)
         if cur is None:
-            self.channels[i] = sums
+            self.channels[i] = batch
         else:
-            cur.sum_f2 += sums.sum_f2
-            cur.sum_e2 += sums.sum_e2
-            cur.clipped += sums.clipped
-            if cur.saturated is not None and sums.saturated is not None:
-                cur.saturated += sums.saturated
+            cur.sum_f2 += batch.sum_f2
+            cur.sum_e2 += batch.sum_e2
+            cur.clipped += batch.clipped
+            if cur.saturated is not None and batch.saturated is not None:
+                cur.saturated += batch.saturated
         if f2.size:
             self.float_min[i] = min(self.float_min[i], lo)
             self.float_max[i] = max(self.float_max[i], hi)
-        raw = a.raw
-        if np.issubdtype(raw.dtype, np.integer) and raw.size:
-            low, high = (raw.min(), raw.max()) if a.raw_range is None else (
-                a.raw_range[0].min(), a.raw_range[1].max())
-            self.raw_min[i] = min(self.raw_min[i], float(low))
-            self.raw_max[i] = max(self.raw_max[i], float(high))
+        if bounds is not None:
+            self.raw_min[i] = min(self.raw_min[i], float(bounds[0]))
+            self.raw_max[i] = max(self.raw_max[i], float(bounds[1]))
 
     def note_worst(
         self, first: int, m: Measurements, inputs: list[list[np.ndarray]],
@@ -341,19 +343,18 @@ class Measurer:
 def channel_saturation(
     raw: np.ndarray | None, qp: metrics.QuantParams | None, channels: int,
     f: np.ndarray | None = None,
-    raw_range: tuple[np.ndarray, np.ndarray] | None = None,
+    bounds: tuple[Any, Any] | None = None,
 ) -> np.ndarray:
     """Per channel (last axis), the ``saturated`` statistic: raw integers at an end of the
     range that does not represent 0 whose float value ``f`` does not round to it (without
-    ``f``, every value there); zeros for a float tensor. ``raw_range``: the (min, max) of
-    each row of ``raw``, when the caller has them."""
+    ``f``, every value there); zeros for a float tensor. ``bounds``: the (min, max) of
+    ``raw``, when the caller has them."""
     if raw is None or qp is None or not np.issubdtype(raw.dtype, np.integer):
         return np.zeros(channels)
     r = np.asarray(raw).reshape(-1, channels)
     if not r.size:
         return np.zeros(channels)
-    low, high = (r.min(), r.max()) if raw_range is None else (
-        raw_range[0].min(), raw_range[1].max())
+    low, high = (r.min(), r.max()) if bounds is None else bounds
     if low > qp.qmin and high < qp.qmax:
         return np.zeros(channels)
     if f is None:

@@ -56,22 +56,15 @@ class OpMeasurer:
     ) -> tuple[Measurements, dict[str, np.ndarray]]:
         """The measurements of the measured rows, and the per-sample statistics of every row
         of the table, (n, rows), NaN for rows without metrics. ``on_arrays`` is called with
-        each row's ``ErrorArrays`` as they are made (by op row)."""
+        each measured row's ``ErrorArrays`` as they are made (by its index in ``records``)."""
         t = self.table
         refs = {
             self.records[k].name: got.twin[t.twin_tensor[row]] for k, row in enumerate(self.rows)
         }
         raws = {k: got.int8[t.rows[row].tensor_index] for k, row in enumerate(self.rows)}
         f_hats = {self.record_of[row]: v for row, v in got.local.items() if row in self.record_of}
-        by_row = None
-        if on_arrays is not None:
-            rows = self.rows
-
-            def by_row(k: int, a: sums.ErrorArrays) -> None:
-                on_arrays(rows[k], a)
-
         m = self.measurer.measure(n, refs, raws, out_raws, f_hats=f_hats, out_refs=out_refs,
-                                  on_arrays=by_row)
+                                  on_arrays=on_arrays)
         for row in [*got.local, *t.graph_input_rows]:
             t.rows[row].has_local = True
         width = len(t.rows)

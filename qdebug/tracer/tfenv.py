@@ -83,6 +83,29 @@ def import_tf() -> Any:
 
 
 @contextlib.contextmanager
+def _fds_into(fds: tuple[int, ...]) -> Iterator[list[str]]:
+    """Within the block, the file descriptors ``fds`` write into a temporary file; when it
+    ends they are restored and what was written is appended to the list yielded."""
+    sink: list[str] = []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in fds]
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        try:
+            for fd in fds:
+                os.dup2(tmp.fileno(), fd)
+            yield sink
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in zip(fds, saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
+            tmp.seek(0)
+            sink.append(tmp.read().decode("utf-8", "replace"))
+
+
+@contextlib.contextmanager
 def captured_output() -> Iterator[list[str]]:
     """Redirect the process's stdout and stderr (file descriptors included) into a list of one
     string.
@@ -92,24 +115,13 @@ def captured_output() -> Iterator[list[str]]:
     error message when conversion fails.
     """
     sink: list[str] = []
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = (os.dup(1), os.dup(2))
     buffer = io.StringIO()
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        try:
-            os.dup2(tmp.fileno(), 1)
-            os.dup2(tmp.fileno(), 2)
-            with contextlib.redirect_stdout(buffer):
-                yield sink
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for fd, copy in zip((1, 2), saved, strict=True):
-                os.dup2(copy, fd)
-                os.close(copy)
-            tmp.seek(0)
-            sink.append(buffer.getvalue() + tmp.read().decode("utf-8", "replace"))
+    written: list[str] = []
+    try:
+        with _fds_into((1, 2)) as written, contextlib.redirect_stdout(buffer):
+            yield sink
+    finally:
+        sink.append(buffer.getvalue() + "".join(written))
 
 
 _stderr_lock = threading.Lock()
@@ -120,22 +132,16 @@ def without_info_lines() -> Iterator[None]:
     """Within this block, what C++ writes to stderr is held back; its ``INFO:`` lines (LiteRT's
     "Created TensorFlow Lite XNNPACK delegate for CPU.") are dropped and every other line is
     written to stderr when the block ends, an error's as well."""
-    with _stderr_lock, tempfile.TemporaryFile(mode="w+b") as tmp:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        try:
-            os.dup2(tmp.fileno(), 2)
+    written: list[str] = []
+    try:
+        with _stderr_lock, _fds_into((2,)) as written:
             yield
-        finally:
+    finally:
+        kept = [ln for ln in "".join(written).splitlines(keepends=True)
+                if not ln.startswith("INFO: ")]
+        if kept:
+            sys.stderr.write("".join(kept))
             sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            kept = [ln for ln in tmp.read().decode("utf-8", "replace").splitlines(keepends=True)
-                    if not ln.startswith("INFO: ")]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
 
 
 def import_tfmot() -> Any:

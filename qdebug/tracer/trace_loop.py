@@ -104,7 +104,7 @@ def trace_samples(
     ]
     row_of = {i: table.row_of_tensor[r.tensor_index] for i, r in measured
               if r.tensor_index in table.row_of_tensor}
-    layer_of_row: dict[int, int] = {}
+    layer_of_op: dict[int, int] = {}
     if plan.ops_view:
         measurer = ops.measurer
     else:
@@ -114,7 +114,7 @@ def trace_samples(
         measurer = Measurer(records, outputs, qps, runner, sources)
         measurer.pad_to = max(1, batch_size)
         _warm_up(runner, sources, records, twin_of, sides.twin, measurer.pad_to)
-        layer_of_row = _layers_of_op_rows(ops, table, int8, records, row_of, qps, twin_of)
+        layer_of_op = _layers_of_ops(ops, table, int8, records, row_of, qps, twin_of)
     single = {i for i, r in enumerate(records) if r.name in plan.op_local}
     int8_wanted = {r.tensor_index for _, r in measured} | ops.int8_tensors
     twin_wanted = {twin_of[r.tensor_index] for _, r in measured} | ops.twin_tensors
@@ -146,9 +146,9 @@ def trace_samples(
             if preds is not None:
                 raw_out, out_qp = out_stacked[preds.output]
                 preds.add(raw_out, out_refs[preds.output], out_qp.scale if out_qp else 0.0)
-            to_layers = OpArraysToLayers(layer_of_row, records, twin_of, measurer, got)
+            to_layers = OpArraysToLayers(layer_of_op, records, twin_of, measurer, got)
             om, op_stats = ops.measure(n, got, out_stacked, out_refs,
-                                       to_layers if layer_of_row else None)
+                                       to_layers if layer_of_op else None)
             refs = {r.name: shaped(got.twin[twin_of[r.tensor_index]], r)
                     for _, r in measured}
             stacked = {i: shaped(got.int8[r.tensor_index], r) for i, r in measured}
@@ -183,18 +183,19 @@ def trace_samples(
 
 
 class OpArraysToLayers:
-    """Called with each op row's ``ErrorArrays`` of one batch as the op measurer makes them:
-    the layer that is that op's tensor takes its per-channel sums and ranges from them while
-    they are in cache, and keeps the dequantized values (``shared``) for its own statistics."""
+    """Called with each op's ``ErrorArrays`` of one batch as the op measurer makes them (by
+    the op's record index): the layer that is that op's tensor takes its per-channel sums and
+    ranges from them while they are in cache, and keeps the dequantized values (``shared``)
+    for its own statistics."""
 
-    def __init__(self, layer_of_row: dict[int, int], records: list[LayerRecord],
+    def __init__(self, layer_of_op: dict[int, int], records: list[LayerRecord],
                  twin_of: dict[int, int], measurer: Measurer, got: BatchValues) -> None:
-        self.layer_of_row, self.records, self.twin_of = layer_of_row, records, twin_of
+        self.layer_of_op, self.records, self.twin_of = layer_of_op, records, twin_of
         self.measurer, self.got = measurer, got
         self.shared: dict[int, np.ndarray] = {}
 
-    def __call__(self, row: int, a: sums.ErrorArrays) -> None:
-        i = self.layer_of_row.get(row)
+    def __call__(self, op: int, a: sums.ErrorArrays) -> None:
+        i = self.layer_of_op.get(op)
         if i is None:
             return
         r = self.records[i]
@@ -212,23 +213,24 @@ def _twin_tensors(table: OpTable) -> dict[int, int]:
     return twin_of
 
 
-def _layers_of_op_rows(
+def _layers_of_ops(
     ops: OpMeasurer, table: OpTable, int8: LiteModel, records: list[LayerRecord],
     row_of: dict[int, int], qps: dict[int, metrics.QuantParams | None],
     twin_of: dict[int, int],
 ) -> dict[int, int]:
-    """Per op row, the measured layer that is its tensor: the same int8 tensor read with the
-    same quantization against the same float twin tensor, so that the op's arrays are the
-    layer's, element for element."""
+    """Per op (its record index in ``ops``), the measured layer that is its tensor: the same
+    int8 tensor read with the same quantization against the same float twin tensor, so that
+    the op's arrays are the layer's, element for element."""
     out: dict[int, int] = {}
     for i, row in row_of.items():
-        if row not in ops.record_of or row in out:
+        k = ops.record_of.get(row)
+        if k is None or k in out:
             continue
         r = records[i]
         if (table.rows[row].tensor_index == r.tensor_index
                 and table.twin_tensor.get(row) == twin_of[r.tensor_index]
                 and table.qparams(int8, row) == qps[i]):
-            out[row] = i
+            out[k] = i
     return out
 
 

@@ -172,7 +172,7 @@ def test_layers_reading_their_ops_arrays_give_the_same_trace_bit_for_bit(
     with qdebug.open(str(shared)) as tr:
         measured = sum(1 for r in tr.layers if r.measured)
     assert len(set(took)) >= measured // 2, (len(set(took)), measured)
-    monkeypatch.setattr(trace_loop, "_layers_of_op_rows", lambda *args: {})
+    monkeypatch.setattr(trace_loop, "_layers_of_ops", lambda *args: {})
     took.clear()
     own = qdebug.trace(model, data, out=tmp_path / "own.h5", **opts)
     assert not took
