@@ -30,6 +30,7 @@ import numpy as np
 
 from qdebug.errors import QdebugError, TfliteModelError
 from qdebug.tracer.float_tflite import prepare_float_tflite
+from qdebug.tracer.tfenv import without_info_lines
 
 PACKAGE = "ai-edge-quantizer"
 INSTALL_HINT = "pip install 'qdebug[trace]' (or pip install ai-edge-quantizer==0.10.0)"
@@ -205,11 +206,12 @@ def quantize_with_aeq(
     prepared = prepare_float_tflite(bytes(content))
     from ai_edge_quantizer import quantizer
 
-    # AEQ's progress bars and reports, and LiteRT's warning about preserved tensors, are
-    # AEQ's business: qdebug shows its own progress.
+    # AEQ's progress bars and reports, LiteRT's warning about preserved tensors and the INFO
+    # line of the XNNPACK interpreters it calibrates with are AEQ's business: qdebug shows
+    # its own progress.
     quiet = io.StringIO()
     with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), \
-            warnings.catch_warnings():
+            without_info_lines(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         try:
             q = quantizer.Quantizer(bytearray(prepared.model))

@@ -114,6 +114,14 @@ def test_a_float_tflite_alone_is_quantized_by_aeq_and_diagnosed(files: Path) -> 
         assert tr.tflite_bytes() == (files / "exported.tflite").read_bytes()
 
 
+def test_aeqs_xnnpack_interpreters_leave_no_info_line_on_stderr(files: Path) -> None:
+    """ai-edge-quantizer calibrates through XNNPACK interpreters, whose "INFO: Created
+    TensorFlow Lite XNNPACK delegate for CPU." C++ prints below Python's redirections."""
+    res = _trace(files / "float.tflite", "--data", files / "x.npy", "-n", "4", "--quiet",
+                 "--out", files / "quiet.h5")
+    assert "INFO:" not in res.stderr and "XNNPACK delegate" not in res.stderr, res.stderr
+
+
 @pytest.mark.parametrize(("name", "repair"), [
     ("nosig", "signature 'serving_default' added"),
     ("float16", "float16 weights stored as float32"),
