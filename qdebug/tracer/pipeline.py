@@ -52,7 +52,7 @@ from qdebug.tracer.options import (
 from qdebug.tracer.phase_records import Converted, Matched, Prepared, trace_attrs
 from qdebug.tracer.segment_runner import SegmentRunner
 from qdebug.tracer.sides import Sides, stored_sizes
-from qdebug.tracer.tfenv import freeze_at_exit, frozen_heap, import_tf
+from qdebug.tracer.tfenv import freeze_at_exit, frozen_heap, import_tf, small_pages
 from qdebug.tracer.trace_loop import TracePlan, op_local_layers, trace_samples
 from qdebug.tracer.verify import (
     LocalRefs,
@@ -90,7 +90,7 @@ class Tracer:
     def run(self) -> Path:
         """Trace and write; the trace appears under its final name only when complete."""
         freeze_at_exit()
-        with self.phases, frozen_heap():
+        with self.phases, frozen_heap(), small_pages():
             return self._run()
 
     def _run(self) -> Path:
