@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +113,7 @@ class LiteModel:
         self.custom_ops = tuple(sorted({op.op_type for op in self.ops
                                         if op.op_type in XNNPACK_CUSTOM_OPS}))
         """Custom ops of the model that only XNNPACK runs (empty for builtin-only models)."""
+        self._readers: dict[int, Callable[[], np.ndarray]] = {}
 
     @property
     def input_indices(self) -> list[int]:
@@ -150,6 +152,16 @@ class LiteModel:
         """A tensor's value after ``invoke``, in the interpreter's own memory: valid until the
         next ``invoke`` (copy it before), for reading many tensors without a copy each."""
         return self.interp.tensor(index)()
+
+    def reader(self, index: int) -> Callable[[], np.ndarray]:
+        """What ``view(index)`` returns, as a function made once per tensor and kept: each call
+        gives the tensor's value after the latest ``invoke``, in the interpreter's memory (the
+        same rule: copy it before the next ``invoke``). Holding the function, unlike holding
+        its value, leaves the interpreter free to run."""
+        read = self._readers.get(index)
+        if read is None:
+            read = self._readers[index] = self.interp.tensor(index)
+        return read
 
     def compute_ops(self) -> list[OpInfo]:
         """Ops other than the QUANTIZE/DEQUANTIZE that connect float and integer regions (and

@@ -115,6 +115,34 @@ class _Rows:
         rows[i] = value
 
 
+class _Reads:
+    """Per tensor, one array (n, ...) that sample ``i`` of a batch is copied into, from a
+    ``LiteModel.reader`` each: the arrays are made on the first sample and the readers kept,
+    so that each later sample costs one call and one copy per tensor (the per-tensor look-ups
+    of ``_Rows.put`` were most of the interpreter threads' own time on a model of 260 small
+    ops, where they held the GIL the statistics wait for). A leading batch axis of 1 is
+    dropped, as ``_one`` does."""
+
+    def __init__(self, n: int, readers: Sequence[tuple[int, Callable[[], np.ndarray]]]) -> None:
+        self.n, self.readers = n, readers
+        self.arrays: dict[int, np.ndarray] = {}
+        self._rows: list[np.ndarray] = []
+
+    def take(self, i: int) -> None:
+        """Copy every reader's current value into row ``i``."""
+        if self._rows:
+            for rows, (_, read) in zip(self._rows, self.readers, strict=True):
+                rows[i] = read()
+            return
+        for key, read in self.readers:
+            value = np.asarray(read())
+            rows = np.empty((self.n, *value.shape), value.dtype)
+            rows[i] = value
+            self._rows.append(rows)
+            self.arrays[key] = (rows.reshape(self.n, *value.shape[1:])
+                                if value.shape[:1] == (1,) else rows)
+
+
 @dataclass
 class BatchValues:
     """Per tensor index, the values of a batch (n, ...)."""
@@ -308,12 +336,12 @@ class Sides:
         """The twin's wanted tensors of each sample and the plain model's outputs (per output
         position) of the ``checked`` ones, in that order; the deployment kernels compared with
         the plain model's, when asked for."""
-        per_twin, plain = _Rows(len(batch)), _Rows(len(checked))
+        per_twin = _Reads(len(batch), [(t, self.twin.reader(t)) for t in twin_tensors])
+        plain = _Rows(len(checked))
         rows = {i: row for row, i in enumerate(checked)}
         for i, sample in enumerate(batch):
             self.twin.invoke([sample[p] for p in self.twin_order])
-            for t in twin_tensors:
-                per_twin.put(t, i, _one(self.twin.view(t)))
+            per_twin.take(i)
             if i not in rows:
                 continue
             inputs = [sample[p] for p in self.order]
@@ -332,9 +360,15 @@ class Sides:
         trusted), each op's f(x̂), and the deployed outputs (per output position)."""
         got = BatchValues()
         n = len(batch)
-        per_int8, per_local, per_out, deployed = _Rows(n), _Rows(n), _Rows(n), _Rows(n)
+        per_faked, per_out, deployed = _Rows(n), _Rows(n), _Rows(n)
         wanted = set(int8_tensors) | set(out_tensors)
         from_verify = self.verify_mode is True and wanted <= set(self.from_verify)
+        per_int8 = _Reads(n, [
+            (t, self.local.model.reader(self.from_verify[t]) if from_verify and self.local
+             else self.int8.reader(t)) for t in int8_tensors])
+        per_local = _Reads(n, [] if self.local is None else [
+            (row, self.local.model.reader(t)) for row, t in self.local.float_tensor.items()
+            if row not in self.fake_quant])
         agree = True
         for i, sample in enumerate(batch):
             inputs = [sample[p] for p in self.order]
@@ -351,10 +385,11 @@ class Sides:
                     self.local.check(self.int8, self.table)
                     self._checked = True
                     self._map_verify()
-                for row, t in self.local.float_tensor.items():
-                    fq = self.fake_quant.get(row)  # no name may keep the interpreter's view
-                    per_local.put(row, i, _one(fake_quantize(self.local.model.view(t), fq))
-                                  if fq else _one(self.local.model.view(t)))
+                per_local.take(i)
+                for row, fq in self.fake_quant.items():  # no name may keep the view
+                    t = self.local.float_tensor.get(row)
+                    if t is not None:
+                        per_faked.put(row, i, _one(fake_quantize(self.local.model.view(t), fq)))
                 if not from_verify:
                     agree = agree and all(
                         np.array_equal(self.int8.view(t), self.local.model.view(v))
@@ -364,14 +399,16 @@ class Sides:
                         for t, v in self.verify_outputs.items()
                     )
             value = self._from_verify if from_verify else self.int8.view
-            for t in int8_tensors:
-                per_int8.put(t, i, _one(value(t)))
+            per_int8.take(i)
             for j, t in enumerate(out_tensors):
                 per_out.put(j, i, value(t))
             for pos, t in enumerate(self.int8.output_indices):
                 deployed.put(pos, i, self._deployed_output(t, from_verify))
         if self.verify_mode is None and self.local is not None:
             self.verify_mode = agree
-        got.int8, got.local = per_int8.arrays, per_local.arrays
+        local = {**per_local.arrays, **per_faked.arrays}
+        got.int8 = per_int8.arrays
+        got.local = {row: local[row] for row in (self.local.float_tensor if self.local else ())
+                     if row in local}
         got.outputs = [per_out.arrays[j] for j in range(len(out_tensors))]
         return got, deployed.arrays
