@@ -97,18 +97,22 @@ def stats_of(a: ErrorArrays, qp: QuantParams | None) -> dict[str, np.ndarray]:
             else np.zeros(n)
         ),
     }
-    zeros = np.zeros(n, dtype=np.float64)
-    out["saturated"], out["clipped"], out["sum_e2_clipped"] = zeros, zeros.copy(), zeros.copy()
+    zeros = np.zeros((3, n), dtype=np.float64)
+    out["saturated"], out["clipped"], out["sum_e2_clipped"] = zeros
     if qp is None or a.f_range is None or a.raw_range is None:
         return out
-    # Counting is needed only in the rows that reach an end of the range: min and max tell.
+    # Counting is needed only in the rows that reach an end of the range: min and max tell,
+    # and most tensors reach neither, which one reduction of each says.
     low, high = a.raw_range
-    hit = ((low == qp.qmin) & (qp.zero_point != qp.qmin)) | (
-        (high == qp.qmax) & (qp.zero_point != qp.qmax))
-    if hit.any():
+    at_low = qp.zero_point != qp.qmin and low.min() == qp.qmin
+    at_high = qp.zero_point != qp.qmax and high.max() == qp.qmax
+    if at_low or at_high:
+        hit = ((low == qp.qmin) & at_low) | ((high == qp.qmax) & at_high)
         out["saturated"][hit] = qp.saturated(r[hit], f32[hit]).sum(axis=1)
-    outside = (a.f_range[0] < qp.clip_low) | (a.f_range[1] > qp.clip_high)
-    if outside.any():
+    clip_low, clip_high = qp.clip_low, qp.clip_high
+    # fmin/fmax pass over NaN, which compares false in the rows' test as well.
+    if np.fmin.reduce(a.f_range[0]) < clip_low or np.fmax.reduce(a.f_range[1]) > clip_high:
+        outside = (a.f_range[0] < clip_low) | (a.f_range[1] > clip_high)
         clip = qp.outside(f32[outside])
         out["clipped"][outside] = clip.sum(axis=1)
         eo = e[outside]
