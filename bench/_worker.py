@@ -184,7 +184,7 @@ def instrument_qdebug(timers: Timers) -> dict[str, float]:
     timers.wrap(sums, "error_arrays", "sums.error_arrays (q, e, ranges)")
     timers.wrap(metrics, "top1_match", "metrics.top1_match")
     timers.wrap(TraceWriter, "add_batch", "hdf5 add_batch")
-    timers.wrap(TraceWriter, "store_sample", "hdf5 store_sample")
+    timers.wrap(TraceWriter, "store_samples_of", "hdf5 store_samples_of")
     timers.wrap(TraceWriter, "commit", "hdf5 commit")
     timers.wrap(convert, "convert_int8", "convert_int8")
     timers.wrap(convert, "convert_float", "convert_float")

@@ -255,7 +255,6 @@ class TraceWriter:
         """Whether another sample's activations should still be stored."""
         return self._stored < self.store_samples
 
-    @_writing
     def store_sample(
         self,
         sample: int,
@@ -265,19 +264,42 @@ class TraceWriter:
     ) -> None:
         """Keep one sample's inputs and, per layer index, its (float, raw int8) activations and
         f(x̂), the layer's float computation on the int8 inputs, where there is one."""
+        self.store_samples_of(
+            sample, 1, [np.asarray(x)[None] for x in inputs],
+            {i: (np.asarray(f)[None], np.asarray(q)[None]) for i, (f, q) in activations.items()},
+            None if local_ref is None else {i: np.asarray(v)[None] for i, v in local_ref.items()},
+        )
+
+    @_writing
+    def store_samples_of(
+        self,
+        first: int,
+        count: int,
+        inputs: Sequence[np.ndarray],
+        activations: Mapping[int, tuple[np.ndarray, np.ndarray]],
+        local_ref: Mapping[int, np.ndarray] | None = None,
+    ) -> int:
+        """``store_sample`` for the ``count`` consecutive samples ``first``, ``first`` + 1, …
+        at once: each array holds them along its first axis (a batch). One write per dataset
+        instead of one per dataset and sample, whose overhead was most of storing 16 samples
+        of a small model. Keeps as many as there are slots left; returns how many."""
         k = self._stored
-        self._sample_index.resize(k + 1, axis=0)
-        self._sample_index[k] = sample
+        m = min(self.store_samples - k, count)
+        if m <= 0:
+            return 0
+        self._sample_index.resize(k + m, axis=0)
+        self._sample_index[k:k + m] = np.arange(first, first + m)
         for i, (name, x) in enumerate(zip(self.input_names, inputs, strict=True)):
-            self._slot("samples/inputs", str(i), x, name)[k] = x
+            self._slot("samples/inputs", str(i), x[0], name)[k:k + m] = x[:m]
         for idx, (fl, q) in activations.items():
             where = f"activations/{idx:05d}"
-            self._slot(where, "float", fl)[k] = fl
-            self._slot(where, "int8", q)[k] = q
+            self._slot(where, "float", fl[0])[k:k + m] = fl[:m]
+            self._slot(where, "int8", q[0])[k:k + m] = q[:m]
             if local_ref is not None and idx in local_ref:
-                ref = np.asarray(local_ref[idx], dtype=np.float32)
-                self._slot(where, "float_local", ref)[k] = ref
-        self._stored += 1
+                ref = np.asarray(local_ref[idx][:m], dtype=np.float32)
+                self._slot(where, "float_local", ref[0])[k:k + m] = ref
+        self._stored += m
+        return m
 
     def _slot(self, where: str, name: str, x: np.ndarray, input_name: str = "") -> h5py.Dataset:
         """The dataset ``where/name`` of the stored samples, made (with its group's and its own

@@ -167,12 +167,10 @@ def trace_samples(
             measurer.note_worst(sample_no, m, batch, {
                 i: (refs[r.name], stacked[i], m.local_ref.get(i)) for i, r in measured
             } if measurer.layer_worst.keep else None)
-            for b in range(n):
-                if not writer.wants_samples:
-                    break
-                values = {i: (refs[r.name][b], stacked[i][b]) for i, r in measured}
-                local = {i: v[b] for i, v in m.local_ref.items()}
-                writer.store_sample(sample_no + b, batch[b], values, local)
+            if writer.wants_samples:
+                writer.store_samples_of(
+                    sample_no, n, [np.stack([s[j] for s in batch]) for j in range(len(batch[0]))],
+                    {i: (refs[r.name], stacked[i]) for i, r in measured}, m.local_ref)
             sample_no += n
             advance(n)
     if sample_no == first_sample:

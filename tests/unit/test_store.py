@@ -71,6 +71,37 @@ def _batch(w: TraceWriter, f: np.ndarray) -> None:
             w.store_sample(i, [f[i]], {0: (f[i], raw[i]), 1: (f[i], raw[i])})
 
 
+def test_a_batch_of_samples_is_stored_as_sample_by_sample(tmp_path: Path) -> None:
+    """``store_samples_of`` (what the trace loop calls once per batch) keeps the samples it
+    has room for, in the very datasets ``store_sample`` writes one at a time."""
+    rng = np.random.default_rng(1)
+    f = rng.normal(size=(5, 4)).astype(np.float32)
+    raw = np.clip(np.round(f / 0.05) - 3, -128, 127).astype(np.int8)
+    fh = f + np.float32(0.01)
+    for name, batched in (("one.h5", False), ("batch.h5", True)):
+        with _writer(tmp_path / name, store=3) as w:
+            qp = metrics.QuantParams(0.05, -3)
+            st = sums.sample_stats(f, raw, qp)
+            w.add_batch({k: np.stack([v, v, v], axis=1) for k, v in st.items()},
+                        {k: v[:, None] for k, v in st.items()}, np.ones((5, 1)))
+            if batched:
+                assert w.store_samples_of(10, 5, [f], {1: (f, raw)}, {1: fh}) == 3
+                assert not w.wants_samples
+                assert w.store_samples_of(15, 5, [f], {1: (f, raw)}, {1: fh}) == 0
+            else:
+                for i in range(3):
+                    w.store_sample(10 + i, [f[i]], {1: (f[i], raw[i])}, {1: fh[i]})
+            w.commit()
+    with h5py.File(tmp_path / "one.h5") as one, h5py.File(tmp_path / "batch.h5") as batch:
+        names: list[str] = []
+        one.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        stored = [n for n in names if n.startswith(("activations/", "samples/"))]
+        assert len(stored) == 5  # the sample index, the input, float, int8 and f(x̂)
+        for n in stored:
+            assert np.array_equal(one[n][()], batch[n][()]), n
+        assert batch["samples/index"][()].tolist() == [10, 11, 12]
+
+
 def test_round_trip(tmp_path: Path) -> None:
     f = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
     with _writer(tmp_path / "t.h5") as w:
