@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -17,7 +17,8 @@ import numpy as np
 
 from qdebug import user_metrics
 from qdebug.errors import QdebugError
-from qdebug.store import layer_worst
+from qdebug.store import analysis_groups, layer_worst
+from qdebug.store.analysis_groups import write_table
 from qdebug.store.layer_worst import LayerWorstSamples
 from qdebug.store.outfile import check_trace_target, claim, temp_name
 from qdebug.store.schema import (
@@ -53,27 +54,6 @@ def check_target(path: Path) -> None:
     """Refuse a trace path that cannot or must not be written (checked before any work, and
     again here; see ``qdebug.store.outfile``)."""
     check_trace_target(Path(path))
-
-
-def write_table(group: h5py.Group, rows: Sequence[Any], columns: Mapping[str, str]) -> None:
-    """Write dataclass rows as one 1-D dataset per column (readable by plain h5py/h5dump)."""
-    group.attrs["columns"] = json.dumps(list(columns))
-    as_dicts = [asdict(r) for r in rows]  # once per row, not once per row and column
-    for col, kind in columns.items():
-        values = [d[col] for d in as_dicts]
-        if kind == "s":
-            group.create_dataset(col, data=np.array(values, dtype=object), dtype=_STR)
-        elif kind == "j":
-            enc = [json.dumps(v) for v in values]
-            group.create_dataset(col, data=np.array(enc, dtype=object), dtype=_STR)
-        elif kind == "i":
-            group.create_dataset(col, data=np.array(values, dtype=np.int64).reshape(len(rows)))
-        elif kind == "f":
-            group.create_dataset(col, data=np.array(values, dtype=np.float64).reshape(len(rows)))
-        elif kind == "b":
-            group.create_dataset(col, data=np.array(values, dtype=bool).reshape(len(rows)))
-        else:  # pragma: no cover - schema constant
-            raise ValueError(kind)
 
 
 def _json_attr(value: Any) -> str:
@@ -330,45 +310,8 @@ class TraceWriter:
         self, analysis: AnalysisArrays | Mapping[str, Any], weights: Sequence[Any]
     ) -> None:
         """Ranges, per-channel sums, worst samples and weight statistics (``/analysis``)."""
-        rec = AnalysisArrays.of(analysis)
-        a = self.f.require_group("analysis")
-        r = a.create_group("ranges")
-        for key, values in (("float_min", rec.float_min), ("float_max", rec.float_max),
-                            ("int8_min", rec.quantized_min), ("int8_max", rec.quantized_max)):
-            r.create_dataset(key, data=np.asarray(values, dtype=np.float64))
-        a.create_dataset("segment_check", data=np.asarray(rec.segment_check, dtype=np.float64))
-        ch = a.create_group("channels")
-        for idx, sums in rec.channels.items():
-            g = ch.create_group(f"{idx:05d}")
-            for key in ("sum_f2", "sum_e2", "clipped", "saturated"):
-                if getattr(sums, key, None) is not None:
-                    g.create_dataset(key, data=np.asarray(getattr(sums, key), dtype=np.float64))
-        worst = self.f["samples"].create_group("worst")
-        worst.create_dataset("index", data=np.asarray(rec.worst_index, dtype=np.int64))
-        wi = worst.create_group("inputs")
-        for i, name in enumerate(self.input_names):
-            rows = [inp[i] for inp in rec.worst_inputs]
-            if rows:
-                ds = wi.create_dataset(str(i), data=np.stack(rows), compression="lzf")
-                ds.attrs["name"] = name
-        w = a.create_group("weights")
-        cols = {
-            "layer": np.array([x.layer for x in weights], dtype=np.int64),
-            "tensor_name": np.array([x.tensor_name for x in weights], dtype=object),
-            "channel_axis": np.array([x.channel_axis for x in weights], dtype=np.int64),
-            "sqnr_db": np.array([x.sqnr_db for x in weights], dtype=np.float64),
-            "max_abs_error": np.array([x.max_abs_error for x in weights], dtype=np.float64),
-            "outlier_channels": np.array(
-                [json.dumps(x.outlier_channels) for x in weights], dtype=object
-            ),
-        }
-        for key, values in cols.items():
-            w.create_dataset(key, data=values, dtype=_STR if values.dtype == object else None)
-        wc = w.create_group("channels")
-        for x in weights:
-            g = wc.create_group(f"{x.layer:05d}")
-            g.create_dataset("sqnr_db", data=x.channel_sqnr_db)
-            g.create_dataset("range", data=x.channel_range)
+        analysis_groups.write_analysis(self.f, AnalysisArrays.of(analysis), weights,
+                                       self.input_names)
 
     @_writing
     def write_labels(
@@ -410,23 +353,6 @@ class TraceWriter:
             found += [replace(c, output=o.name) for c in ranked]
         return found
 
-    def _write_culprits(self, culprits: Sequence[Culprit]) -> None:
-        g = self.f.require_group("analysis").create_group("culprits")
-        g.create_dataset(
-            "layer", data=np.array([c.layer for c in culprits], dtype=object), dtype=_STR
-        )
-        g.create_dataset("index", data=np.array([c.index for c in culprits], dtype=np.int64))
-        g.create_dataset(
-            "kind", data=np.array([str(c.kind) for c in culprits], dtype=object), dtype=_STR
-        )
-        g.create_dataset("score", data=np.array([c.score for c in culprits], dtype=np.float64))
-        g.create_dataset(
-            "output", data=np.array([c.output for c in culprits], dtype=object), dtype=_STR
-        )
-        g.create_dataset(
-            "reason", data=np.array([c.reason for c in culprits], dtype=object), dtype=_STR
-        )
-
     @_writing
     def commit(self, **final_attrs: Any) -> Path:
         """Finish pooled metrics and the culprits (ranked by ``rank_culprits``), mark complete,
@@ -448,7 +374,7 @@ class TraceWriter:
                 user_metrics.write_stored(f["metrics"].require_group(part), stored)
         sums = self._layer_stats.sums
         if sums and self.rank_culprits is not None:
-            self._write_culprits(self._rank_per_output(layer_m, out_m, op_m))
+            analysis_groups.write_culprits(self.f, self._rank_per_output(layer_m, out_m, op_m))
         n = self._stored
         for group in (f["samples/inputs"], *[g for g in f["activations"].values()]):
             for ds in group.values():
