@@ -15,7 +15,8 @@ import numpy as np
 
 from qdebug.store.schema import AnalysisArrays, Culprit
 
-_STR = h5py.string_dtype("utf-8")
+UTF8_STR = h5py.string_dtype("utf-8")
+"""The dtype of every string dataset a trace holds."""
 
 
 def write_table(group: h5py.Group, rows: Sequence[Any], columns: Mapping[str, str]) -> None:
@@ -25,10 +26,10 @@ def write_table(group: h5py.Group, rows: Sequence[Any], columns: Mapping[str, st
     for col, kind in columns.items():
         values = [d[col] for d in as_dicts]
         if kind == "s":
-            group.create_dataset(col, data=np.array(values, dtype=object), dtype=_STR)
+            group.create_dataset(col, data=np.array(values, dtype=object), dtype=UTF8_STR)
         elif kind == "j":
             enc = [json.dumps(v) for v in values]
-            group.create_dataset(col, data=np.array(enc, dtype=object), dtype=_STR)
+            group.create_dataset(col, data=np.array(enc, dtype=object), dtype=UTF8_STR)
         elif kind == "i":
             group.create_dataset(col, data=np.array(values, dtype=np.int64).reshape(len(rows)))
         elif kind == "f":
@@ -78,7 +79,7 @@ def _write_weights(w: h5py.Group, weights: Sequence[Any]) -> None:
         ),
     }
     for key, values in cols.items():
-        w.create_dataset(key, data=values, dtype=_STR if values.dtype == object else None)
+        w.create_dataset(key, data=values, dtype=UTF8_STR if values.dtype == object else None)
     wc = w.create_group("channels")
     for x in weights:
         g = wc.create_group(f"{x.layer:05d}")
@@ -97,4 +98,4 @@ def write_culprits(f: h5py.File, culprits: Sequence[Culprit]) -> None:
         ("output", np.array([c.output for c in culprits], dtype=object)),
         ("reason", np.array([c.reason for c in culprits], dtype=object)),
     ):
-        g.create_dataset(key, data=values, dtype=_STR if values.dtype == object else None)
+        g.create_dataset(key, data=values, dtype=UTF8_STR if values.dtype == object else None)

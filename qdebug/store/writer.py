@@ -18,7 +18,7 @@ import numpy as np
 from qdebug import user_metrics
 from qdebug.errors import QdebugError
 from qdebug.store import analysis_groups, layer_worst
-from qdebug.store.analysis_groups import write_table
+from qdebug.store.analysis_groups import UTF8_STR, write_table
 from qdebug.store.layer_worst import LayerWorstSamples
 from qdebug.store.outfile import check_trace_target, claim, temp_name
 from qdebug.store.schema import (
@@ -46,8 +46,6 @@ from qdebug.store.write_guard import (
 )
 from qdebug.store.write_guard import failed_writes as failed_writes  # the CLI asks it here
 from qdebug.user_metrics import StoredMetric, UserMetric
-
-_STR = h5py.string_dtype("utf-8")
 
 
 def check_target(path: Path) -> None:
@@ -135,7 +133,7 @@ class TraceWriter:
         for col, kind in FLOAT_ISLAND_COLUMNS.items():
             vals = [getattr(i, col) for i in islands]
             if kind == "s":
-                fi.create_dataset(col, data=np.array(vals, dtype=object), dtype=_STR)
+                fi.create_dataset(col, data=np.array(vals, dtype=object), dtype=UTF8_STR)
             else:
                 fi.create_dataset(col, data=np.array(vals, dtype=np.int64))
         m = f.create_group("metrics")
